@@ -1,0 +1,43 @@
+"""m42d: end-to-end-encrypted chat and file transfer for exactly two people.
+
+The package holds the sans-IO protocol cores (``crypto``, ``link``,
+``ticket``, ``wire``, ``session``) shared by the relay daemon and the ``m42``
+client, plus the trio glue that runs them.  The cores import no I/O library
+so they can be tested without an event loop and reimplemented elsewhere from
+``docs/protocol.md``.
+"""
+
+from __future__ import annotations
+
+from m42d.errors import (
+    CryptoError,
+    DecryptError,
+    HandshakeError,
+    LinkError,
+    LocalProtocolError,
+    M42Error,
+    RemoteProtocolError,
+    StreamError,
+    TicketError,
+    WireError,
+)
+
+__version__ = "0.1.0"
+
+PROTOCOL_VERSION = 1
+"""Version of the end-to-end and relay protocol, bound into the Noise prologue."""
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "CryptoError",
+    "DecryptError",
+    "HandshakeError",
+    "LinkError",
+    "LocalProtocolError",
+    "M42Error",
+    "RemoteProtocolError",
+    "StreamError",
+    "TicketError",
+    "WireError",
+    "__version__",
+]
