@@ -10,6 +10,8 @@ so they can be tested without an event loop and reimplemented elsewhere from
 from __future__ import annotations
 
 from m42d.errors import (
+    ConfigError,
+    ConnectionClosed,
     CryptoError,
     DecryptError,
     HandshakeError,
@@ -19,6 +21,7 @@ from m42d.errors import (
     RemoteProtocolError,
     StreamError,
     TicketError,
+    TransportError,
     WireError,
 )
 
@@ -29,6 +32,8 @@ PROTOCOL_VERSION = 1
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "ConfigError",
+    "ConnectionClosed",
     "CryptoError",
     "DecryptError",
     "HandshakeError",
@@ -38,6 +43,7 @@ __all__ = [
     "RemoteProtocolError",
     "StreamError",
     "TicketError",
+    "TransportError",
     "WireError",
     "__version__",
 ]

@@ -54,3 +54,15 @@ class HandshakeError(CryptoError, RemoteProtocolError):
 
 class StreamError(CryptoError, RemoteProtocolError):
     """A file stream was truncated, extended, reordered or mixed with another file."""
+
+
+class ConfigError(M42Error, ValueError):
+    """A configuration file or option is invalid; the message names the option."""
+
+
+class TransportError(M42Error):
+    """A transport could not connect, listen or carry frames (OS and TLS errors translated)."""
+
+
+class ConnectionClosed(TransportError):
+    """The other end closed the connection, or it broke; no more frames will arrive."""
