@@ -1,0 +1,1182 @@
+"""The end-to-end session machine that both m42 clients run (sans-IO).
+
+The relay only ever sees the bytes this module produces.  The session takes
+events from the glue (connection up, peer up/down, a CONTROL or BULK payload
+received, the user wants to send a text or a file, time passed) and answers
+with payloads to send on each lane and events for the user interface.
+
+Rules and invariants
+--------------------
+* Seat A is the Noise initiator, seat B the responder.  A starts a handshake
+  whenever it learns the peer is online (JOINED with the peer present, or
+  PEER_UP), after any failure, and periodically (every ``rehandshake_after``
+  messages or seconds).  B starts over whenever a HS1 arrives.
+* The handshake is Noise_XXpsk3_25519_AESGCM_SHA256 with
+  ``psk = HKDF(R, salt=room_id, info="m42 psk v1")`` and
+  ``prologue = "m42d/1" || room_id``.  The psk enters only in message 3, so
+  the responder sends a HELLO record right after reading message 3 and the
+  initiator treats the session as established only when that HELLO decrypts
+  (key confirmation).  Someone in the middle without R therefore fails on
+  *both* sides: B cannot read message 3, and A never gets a HELLO it can read
+  (it times out).
+* The peer's static key is pinned on first contact through a caller-supplied
+  :class:`KeyStore`.  A different key stops the session
+  (:class:`PeerKeyChanged`) until the user calls :meth:`Session.trust_peer_key`.
+* Control records are encrypted with the Noise transport ciphers, strictly in
+  order, and both ciphers Rekey after every record (forward secrecy per
+  message).  A record that fails to decrypt means the lane was tampered with,
+  reordered, dropped from or replayed into: the session is torn down and
+  re-handshaken, never continued.
+* Every record is padded to a multiple of 256 bytes, so a text's length is
+  only known to the relay to within one bucket.
+* Texts carry ``seq`` numbers in the sender's ``instance``; the receiver
+  delivers ``seq > last_seen`` and acks everything (duplicates included), so
+  a re-sent text is shown once.  Unacked texts are re-sent, in order, after
+  every handshake that follows a lost connection or a failure.
+* Files: the offer carries a fresh random file key, salt, size and SHA-256.
+  Chunks travel on the bulk lane under that key (see
+  :mod:`m42d.crypto.stream`), so the relay may reorder the two lanes relative
+  to each other.  The receiver acks progress with FILE_ACK; after a
+  reconnect the sender re-offers and the receiver answers FILE_ACCEPT from
+  its first missing chunk.  A file is complete only when its last chunk
+  decrypted and the whole-file hash matched (FILE_DONE).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import os
+import struct
+from collections.abc import Iterable
+from typing import Protocol, final
+
+import attrs
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from m42d.crypto.noise import PROTOCOL_NAME, CipherState, HandshakeState, KeyPair
+from m42d.crypto.sas import sas_words
+from m42d.crypto.stream import CHUNK_SIZE, FileKey, StreamDecryptor, StreamEncryptor, chunk_count
+from m42d.errors import (
+    DecryptError,
+    HandshakeError,
+    LocalProtocolError,
+    M42Error,
+    RemoteProtocolError,
+    StreamError,
+)
+from m42d.ticket import Seat
+from m42d.wire import Lane
+
+SESSION_VERSION = 1
+PROLOGUE_PREFIX = b"m42d/1"
+PSK_INFO = b"m42 psk v1"
+
+PAD_BUCKET = 256
+MAX_NOISE_PLAINTEXT = 65535 - 16
+MAX_RECORD = (MAX_NOISE_PLAINTEXT // PAD_BUCKET) * PAD_BUCKET  # 65280
+RECORD_HEADER = struct.Struct(">BH")  # type, body length
+MAX_RECORD_BODY = MAX_RECORD - RECORD_HEADER.size  # 65277
+
+DEFAULT_MAX_TEXT = 1024 * 1024
+TEXT_HEADER = struct.Struct(">QB")  # seq, flags
+TEXT_FINAL = 0x01
+TEXT_PART = MAX_RECORD_BODY - TEXT_HEADER.size
+
+BULK_HEADER = struct.Struct(">QQ")  # file id, chunk index
+MAX_FILE_NAME = 1024
+FILE_ACK_EVERY = 16  # chunks (1 MiB) between progress acks
+RETRY_MAX = 30.0  # seconds: the longest back-off between failed handshakes
+
+_U64 = struct.Struct(">Q")
+HS_ID = struct.Struct(">I")  # handshake id chosen by A in HS1, echoed in HS2/HS3
+HS1_FRESH = 0  # payload of message 1: A starts a new session (re-send unacked items)
+HS1_RENEW = 1  # A renews the keys of a live session (nothing was lost)
+_OFFER = struct.Struct(">QQ32s32s32sH")
+_ID_INDEX = struct.Struct(">QQ")
+_ID_CODE = struct.Struct(">QH")
+
+
+class Envelope(enum.IntEnum):
+    """First byte of every CONTROL payload: which Noise message follows."""
+
+    HS1 = 1
+    HS2 = 2
+    HS3 = 3
+    DATA = 4
+    RESET = 5  # B -> A, no body: "my session broke, start a fresh handshake"
+
+
+class RecordType(enum.IntEnum):
+    """Type of a decrypted control record."""
+
+    HELLO = 0x01
+    TEXT = 0x02
+    ACK = 0x03
+    REHANDSHAKE = 0x04
+    FILE_OFFER = 0x10
+    FILE_ACCEPT = 0x11
+    FILE_REJECT = 0x12
+    FILE_ACK = 0x13
+    FILE_DONE = 0x14
+    FILE_CANCEL = 0x15
+
+
+class FileCode(enum.IntEnum):
+    """Why a file was rejected or cancelled; stable numbers on the wire."""
+
+    DECLINED = 1
+    TOO_LARGE = 2
+    NO_SPACE = 3
+    HASH_MISMATCH = 4
+    CANCELLED = 5
+    WRITE_FAILED = 6
+    BAD_NAME = 7
+
+
+class SessionError(RemoteProtocolError):
+    """The peer (or the relay between us) broke the end-to-end protocol."""
+
+
+class PeerKeyChangedError(M42Error):
+    """Raised by calls that need an established session while a key change is unresolved."""
+
+
+# ---------------------------------------------------------------------------
+# Key store
+
+
+class KeyStore(Protocol):
+    """Where a client keeps, per room, its own static key and the peer's pinned key."""
+
+    def load_static(self, room_id: bytes, seat: Seat) -> bytes | None:
+        """This seat's private static key for the room, or None on first use."""
+        ...
+
+    def save_static(self, room_id: bytes, seat: Seat, private: bytes) -> None:
+        """Persist this seat's private static key."""
+        ...
+
+    def load_peer(self, room_id: bytes, seat: Seat) -> bytes | None:
+        """The pinned public key of the *other* seat, or None before first contact."""
+        ...
+
+    def save_peer(self, room_id: bytes, seat: Seat, public: bytes) -> None:
+        """Pin (or re-pin after the user trusted it) the other seat's public key."""
+        ...
+
+
+@final
+@attrs.define
+class MemoryKeyStore:
+    """A key store that forgets everything at exit: for tests and ``--ephemeral`` use."""
+
+    statics: dict[tuple[bytes, Seat], bytes] = attrs.field(factory=dict, repr=False)
+    peers: dict[tuple[bytes, Seat], bytes] = attrs.field(factory=dict)
+
+    def load_static(self, room_id: bytes, seat: Seat) -> bytes | None:
+        return self.statics.get((room_id, seat))
+
+    def save_static(self, room_id: bytes, seat: Seat, private: bytes) -> None:
+        self.statics[(room_id, seat)] = private
+
+    def load_peer(self, room_id: bytes, seat: Seat) -> bytes | None:
+        return self.peers.get((room_id, seat))
+
+    def save_peer(self, room_id: bytes, seat: Seat, public: bytes) -> None:
+        self.peers[(room_id, seat)] = public
+
+
+# ---------------------------------------------------------------------------
+# Events for the user interface
+
+
+@attrs.frozen
+class HandshakeComplete:
+    """A session is established; show the SAS so the two people can compare it."""
+
+    sas: tuple[str, ...]
+    peer_key: bytes
+    first_contact: bool
+
+
+@attrs.frozen
+class PeerKeyChanged:
+    """The peer's static key differs from the pinned one; nothing flows until trusted."""
+
+    pinned: bytes
+    offered: bytes
+    sas: tuple[str, ...]
+
+
+@attrs.frozen
+class TextReceived:
+    seq: int
+    text: str
+
+
+@attrs.frozen
+class TextDelivered:
+    """The peer acknowledged our text end to end."""
+
+    seq: int
+
+
+@attrs.frozen
+class FileOffered:
+    """The peer offers a file: answer with accept_file() or reject_file()."""
+
+    file_id: int
+    name: str
+    size: int
+
+
+@attrs.frozen
+class SendChunks:
+    """Start (or restart) sending the file's chunks from ``start`` on the bulk lane."""
+
+    file_id: int
+    start: int
+
+
+@attrs.frozen
+class FileChunk:
+    """Decrypted, authenticated data to write at ``offset`` of the incoming file."""
+
+    file_id: int
+    index: int
+    offset: int
+    data: bytes = attrs.field(repr=lambda d: f"<{len(d)} bytes>")
+
+
+@attrs.frozen
+class FileProgress:
+    """Bytes confirmed so far: received (incoming) or acked by the peer (outgoing)."""
+
+    file_id: int
+    outgoing: bool
+    done: int
+    size: int
+
+
+@attrs.frozen
+class FileCompleted:
+    """Incoming file fully received and its SHA-256 matched: move it into place."""
+
+    file_id: int
+    sha256: bytes
+
+
+@attrs.frozen
+class FileDelivered:
+    """The peer saved our file and its hash matched."""
+
+    file_id: int
+
+
+@attrs.frozen
+class FileFailed:
+    """A transfer ended without success (rejected, cancelled, hash mismatch)."""
+
+    file_id: int
+    outgoing: bool
+    code: int
+    reason: str
+
+
+@attrs.frozen
+class SessionFailed:
+    """The secure session broke; the machine starts over by itself where it can."""
+
+    reason: str
+
+
+Event = (
+    HandshakeComplete
+    | PeerKeyChanged
+    | TextReceived
+    | TextDelivered
+    | FileOffered
+    | SendChunks
+    | FileChunk
+    | FileProgress
+    | FileCompleted
+    | FileDelivered
+    | FileFailed
+    | SessionFailed
+)
+
+
+# ---------------------------------------------------------------------------
+# Derivations
+
+
+def derive_psk(secret: bytes, room_id: bytes) -> bytes:
+    """The Noise psk: the room secret bound to the room it was made for."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=room_id, info=PSK_INFO).derive(secret)
+
+
+def prologue(room_id: bytes) -> bytes:
+    """Binds protocol version and room into the handshake transcript."""
+    return PROLOGUE_PREFIX + room_id
+
+
+def encode_record(rtype: RecordType, body: bytes) -> bytes:
+    """Frame and pad one control record (before Noise encryption)."""
+    if len(body) > MAX_RECORD_BODY:
+        raise LocalProtocolError(f"control record body of {len(body)} bytes exceeds the cap")
+    raw = RECORD_HEADER.pack(rtype, len(body)) + body
+    padded = -(-len(raw) // PAD_BUCKET) * PAD_BUCKET
+    return raw + bytes(padded - len(raw))
+
+
+def decode_record(plaintext: bytes) -> tuple[int, bytes]:
+    """Inverse of :func:`encode_record`; the padding must be zeros."""
+    if len(plaintext) < RECORD_HEADER.size or len(plaintext) % PAD_BUCKET:
+        raise SessionError("control record has a bad length")
+    rtype, length = RECORD_HEADER.unpack_from(plaintext)
+    end = RECORD_HEADER.size + length
+    if end > len(plaintext) or any(plaintext[end:]):
+        raise SessionError("control record has a bad length or padding")
+    return rtype, plaintext[RECORD_HEADER.size : end]
+
+
+# ---------------------------------------------------------------------------
+# Transfer bookkeeping
+
+
+class _OutState(enum.Enum):
+    OFFERED = "offered"
+    SENDING = "sending"
+    DONE = "done"
+
+
+@attrs.define
+class _Outgoing:
+    file_id: int
+    name: str
+    size: int
+    sha256: bytes
+    key: FileKey
+    encryptor: StreamEncryptor
+    chunks: int
+    state: _OutState = _OutState.OFFERED
+    acked: int = 0  # chunks the receiver confirmed
+
+
+class _InState(enum.Enum):
+    PENDING = "pending"  # waiting for the user's decision
+    RECEIVING = "receiving"
+    DONE = "done"
+    REJECTED = "rejected"
+
+
+@attrs.define
+class _Incoming:
+    file_id: int
+    name: str
+    size: int
+    sha256: bytes
+    key: FileKey
+    chunks: int
+    state: _InState = _InState.PENDING
+    decryptor: StreamDecryptor | None = None
+    hasher: hashlib._Hash | None = None
+    reject_code: int = 0
+    gap_requested_at: int = -1
+
+
+class _Phase(enum.Enum):
+    OFFLINE = "offline"  # peer not known to be online
+    HANDSHAKE = "handshake"  # a handshake is in flight
+    ESTABLISHED = "established"
+    BLOCKED = "blocked"  # peer key changed; waiting for trust
+
+
+# ---------------------------------------------------------------------------
+# The machine
+
+
+@final
+@attrs.define
+class Session:
+    """One seat's end of the end-to-end session.
+
+    Args:
+        seat: which seat this client holds; A initiates handshakes.
+        room_id: the 16-byte room id from the ticket.
+        secret: the room secret R from the link.
+        keys: where static keys and the pinned peer key live.
+        max_text: largest text accepted from the peer (and sent), in bytes.
+        handshake_timeout: seconds a handshake may take before it is retried.
+        rehandshake_after: records or seconds after which a fresh handshake
+            renews the keys even without a reconnect.
+    """
+
+    seat: Seat
+    room_id: bytes
+    secret: bytes = attrs.field(repr=False)
+    keys: KeyStore = attrs.field(repr=False)
+    max_text: int = DEFAULT_MAX_TEXT
+    handshake_timeout: float = 30.0
+    rehandshake_records: int = 10_000
+    rehandshake_seconds: float = 3600.0
+
+    _static: KeyPair = attrs.field(init=False, repr=False)
+    _psk: bytes = attrs.field(init=False, repr=False)
+    _phase: _Phase = attrs.field(init=False, default=_Phase.OFFLINE)
+    _hs: HandshakeState | None = attrs.field(init=False, default=None, repr=False)
+    _hs_started: float = attrs.field(init=False, default=0.0)
+    _hs_id: int = attrs.field(init=False, default=0)
+    _failures: int = attrs.field(init=False, default=0)
+    _retry_at: float = attrs.field(init=False, default=0.0)
+    _send: CipherState | None = attrs.field(init=False, default=None, repr=False)
+    _recv: CipherState | None = attrs.field(init=False, default=None, repr=False)
+    _pending_keys: tuple[CipherState, CipherState] | None = attrs.field(
+        init=False, default=None, repr=False
+    )
+    _resend: bool = attrs.field(init=False, default=True)
+    _established_at: float = attrs.field(init=False, default=0.0)
+    _records: int = attrs.field(init=False, default=0)
+    _now: float = attrs.field(init=False, default=0.0)
+    _peer_online: bool = attrs.field(init=False, default=False)
+    _changed_key: bytes | None = attrs.field(init=False, default=None, repr=False)
+    _last_sas: tuple[str, ...] = attrs.field(init=False, default=())
+
+    instance: int = attrs.field(init=False, factory=lambda: int.from_bytes(os.urandom(8), "big"))
+    _next_seq: int = attrs.field(init=False, default=1)
+    _unacked: dict[int, str] = attrs.field(init=False, factory=dict, repr=False)
+    _peer_instance: int | None = attrs.field(init=False, default=None)
+    _peer_last_seq: int = attrs.field(init=False, default=0)
+    _partial_seq: int | None = attrs.field(init=False, default=None)
+    _partial_text: bytearray = attrs.field(init=False, factory=bytearray, repr=False)
+
+    _out_files: dict[int, _Outgoing] = attrs.field(init=False, factory=dict, repr=False)
+    _in_files: dict[int, _Incoming] = attrs.field(init=False, factory=dict, repr=False)
+
+    _queue: list[bytes] = attrs.field(init=False, factory=list, repr=False)  # records
+    _outgoing: list[tuple[Lane, bytes]] = attrs.field(init=False, factory=list, repr=False)
+    _events: list[Event] = attrs.field(init=False, factory=list)
+
+    def __attrs_post_init__(self) -> None:
+        if len(self.secret) != 32:
+            raise LocalProtocolError("room secret must be 32 bytes")
+        if len(self.room_id) != 16:
+            raise LocalProtocolError("room id must be 16 bytes")
+        private = self.keys.load_static(self.room_id, self.seat)
+        if private is None:
+            self._static = KeyPair.generate()
+            self.keys.save_static(self.room_id, self.seat, self._static.private)
+        else:
+            self._static = KeyPair.from_private(private)
+        self._psk = derive_psk(self.secret, self.room_id)
+
+    # -- what the glue reads ------------------------------------------------
+
+    @property
+    def established(self) -> bool:
+        """True while texts and files can flow."""
+        return self._phase is _Phase.ESTABLISHED
+
+    @property
+    def blocked(self) -> bool:
+        """True while a changed peer key waits for :meth:`trust_peer_key`."""
+        return self._phase is _Phase.BLOCKED
+
+    @property
+    def static_public(self) -> bytes:
+        return self._static.public
+
+    @property
+    def sas(self) -> tuple[str, ...]:
+        """The SAS words of the latest handshake (empty before the first)."""
+        return self._last_sas
+
+    @property
+    def unacked_texts(self) -> int:
+        return len(self._unacked)
+
+    def data_to_send(self) -> list[tuple[Lane, bytes]]:
+        """Payloads for CONTROL / BULK frames, in the order they must be sent."""
+        out, self._outgoing = self._outgoing, []
+        return out
+
+    def events(self) -> list[Event]:
+        """Events since the last call, oldest first."""
+        out, self._events = self._events, []
+        return out
+
+    # -- connection events --------------------------------------------------
+
+    def peer_online(self, now: float) -> None:
+        """The relay says the peer is present (JOINED with the peer, or PEER_UP).
+
+        Every new presence is a new connection on some side: whatever keys we
+        had may be stale, so a fresh handshake starts and unacked items are
+        re-sent once it completes.
+        """
+        self._now = now
+        self._peer_online = True
+        self._drop_keys(resend=True)
+        if self._phase is _Phase.BLOCKED:
+            return
+        self._phase = _Phase.HANDSHAKE
+        if self.seat is Seat.A:
+            self._start_handshake(now)
+
+    def peer_offline(self) -> None:
+        """The peer left (PEER_DOWN) or our own connection dropped."""
+        self._peer_online = False
+        self._drop_keys(resend=True)
+        if self._phase is not _Phase.BLOCKED:
+            self._phase = _Phase.OFFLINE
+
+    connection_lost = peer_offline
+
+    def tick(self, now: float) -> None:
+        """Let time pass: handshake timeouts and periodic re-handshakes."""
+        self._now = now
+        if (
+            self._phase is _Phase.HANDSHAKE
+            and self._hs is None
+            and self.seat is Seat.A
+            and self._peer_online
+            and now >= self._retry_at
+        ):
+            self._start_handshake(now)
+        elif (
+            self._phase is _Phase.HANDSHAKE
+            and self._hs is not None
+            and now - self._hs_started > self.handshake_timeout
+        ):
+            self._fail("handshake timed out (wrong room secret, or someone in the middle?)")
+        elif self._phase is _Phase.ESTABLISHED and (
+            self._records >= self.rehandshake_records
+            or now - self._established_at >= self.rehandshake_seconds
+        ):
+            self._renew()
+
+    # -- user actions -------------------------------------------------------
+
+    def send_text(self, text: str) -> int:
+        """Queue a text; returns its seq, which :class:`TextDelivered` reports later."""
+        data = text.encode("utf-8")
+        if len(data) > self.max_text:
+            raise LocalProtocolError(f"text of {len(data)} bytes exceeds the {self.max_text} cap")
+        seq = self._next_seq
+        self._next_seq += 1
+        self._unacked[seq] = text
+        self._emit_text(seq, data)  # held in the queue until established
+        return seq
+
+    def offer_file(self, name: str, size: int, sha256: bytes) -> int:
+        """Offer a file; returns its id.  Chunks flow after the peer accepts."""
+        if size < 0:
+            raise LocalProtocolError("file size must not be negative")
+        if len(sha256) != 32:
+            raise LocalProtocolError("sha256 must be 32 bytes")
+        if not 0 < len(name.encode("utf-8")) <= MAX_FILE_NAME:
+            raise LocalProtocolError("file name must be 1 to 1024 bytes of UTF-8")
+        file_id = int.from_bytes(os.urandom(8), "big")
+        key = FileKey.generate()
+        self._out_files[file_id] = _Outgoing(
+            file_id=file_id,
+            name=name,
+            size=size,
+            sha256=sha256,
+            key=key,
+            encryptor=StreamEncryptor(key),
+            chunks=chunk_count(size),
+        )
+        self._send_offer(self._out_files[file_id])
+        return file_id
+
+    def encrypt_chunk(self, file_id: int, index: int, data: bytes) -> bytes:
+        """The BULK payload for chunk ``index`` of an outgoing file (random access)."""
+        out = self._out_files.get(file_id)
+        if out is None or out.state is not _OutState.SENDING:
+            raise LocalProtocolError("file is not being sent")
+        if not 0 <= index < out.chunks:
+            raise LocalProtocolError("chunk index out of range")
+        last = index == out.chunks - 1
+        expected = out.size - index * CHUNK_SIZE if last else CHUNK_SIZE
+        if len(data) != expected:
+            raise LocalProtocolError(f"chunk {index} must be {expected} bytes, got {len(data)}")
+        sealed = out.encryptor.encrypt_chunk(index, data, last=last)
+        return BULK_HEADER.pack(file_id, index) + sealed
+
+    def file_chunks(self, file_id: int) -> int:
+        """How many chunks an outgoing file has."""
+        return self._out_files[file_id].chunks
+
+    def accept_file(self, file_id: int) -> None:
+        """Accept an offered file; chunks start arriving as :class:`FileChunk` events."""
+        inc = self._in_files.get(file_id)
+        if inc is None or inc.state is not _InState.PENDING:
+            raise LocalProtocolError("no pending offer with that id")
+        inc.state = _InState.RECEIVING
+        inc.decryptor = StreamDecryptor(inc.key)
+        inc.hasher = hashlib.sha256()
+        self._queue_record(RecordType.FILE_ACCEPT, _ID_INDEX.pack(file_id, 0))
+
+    def reject_file(self, file_id: int, code: FileCode, reason: str = "") -> None:
+        """Refuse an offered file (or abort one being received); the sender is told why."""
+        inc = self._in_files.get(file_id)
+        if inc is None or inc.state in (_InState.DONE, _InState.REJECTED):
+            raise LocalProtocolError("no offer or transfer with that id")
+        inc.state = _InState.REJECTED
+        inc.reject_code = int(code)
+        inc.decryptor = None
+        inc.hasher = None
+        self._queue_record(RecordType.FILE_REJECT, _reason_body(file_id, code, reason))
+
+    def cancel_file(self, file_id: int, reason: str = "cancelled by sender") -> None:
+        """Stop sending one of our files."""
+        out = self._out_files.pop(file_id, None)
+        if out is None:
+            raise LocalProtocolError("no outgoing file with that id")
+        self._queue_record(
+            RecordType.FILE_CANCEL, _reason_body(file_id, FileCode.CANCELLED, reason)
+        )
+
+    def trust_peer_key(self) -> None:
+        """Accept the changed peer key after the users compared the SAS."""
+        if self._changed_key is None:
+            raise LocalProtocolError("no changed peer key to trust")
+        self.keys.save_peer(self.room_id, self.seat, self._changed_key)
+        self._changed_key = None
+        self._phase = _Phase.OFFLINE
+        if self._peer_online:
+            self.peer_online(self._now)
+
+    # -- incoming payloads --------------------------------------------------
+
+    def receive_control(self, payload: bytes) -> None:
+        """Feed one CONTROL payload from the relay.
+
+        Tampering, replays and anything out of order end the current session
+        with a :class:`SessionFailed` event (and a fresh handshake where this
+        seat can start one); nothing is raised for remote misbehaviour, so a
+        hostile relay cannot crash the client.
+        """
+        if not payload:
+            self._fail("empty control payload")
+            return
+        kind, body = payload[0], payload[1:]
+        try:
+            if kind == Envelope.DATA:
+                self._receive_data(body)
+            elif kind == Envelope.HS1:
+                self._receive_hs1(body)
+            elif kind == Envelope.HS2:
+                self._receive_hs2(body)
+            elif kind == Envelope.HS3:
+                self._receive_hs3(body)
+            elif kind == Envelope.RESET:
+                self._receive_reset(body)
+            else:
+                raise SessionError(f"unknown control envelope {kind}")
+        except (RemoteProtocolError, HandshakeError, DecryptError) as exc:
+            self._fail(str(exc))
+
+    def receive_bulk(self, payload: bytes) -> None:
+        """Feed one BULK payload (a file chunk) from the relay."""
+        if len(payload) < BULK_HEADER.size:
+            self._fail("bulk payload too short")
+            return
+        file_id, index = BULK_HEADER.unpack_from(payload)
+        inc = self._in_files.get(file_id)
+        if inc is None or inc.state is not _InState.RECEIVING or inc.decryptor is None:
+            return  # stale chunk of a finished, rejected or unknown transfer
+        dec = inc.decryptor
+        if index < dec.next_index:
+            return  # duplicate after a resume
+        if index > dec.next_index:
+            # A chunk went missing (dropped by the relay or lost in a
+            # reconnect): ask for a restart from the gap, once per gap.
+            if inc.gap_requested_at != dec.next_index and self.established:
+                inc.gap_requested_at = dec.next_index
+                self._queue_record(RecordType.FILE_ACCEPT, _ID_INDEX.pack(file_id, dec.next_index))
+            return
+        try:
+            data = dec.decrypt_next(payload[BULK_HEADER.size :])
+        except StreamError as exc:
+            self._abort_incoming(inc, FileCode.CANCELLED, f"file chunk rejected: {exc}")
+            return
+        assert inc.hasher is not None
+        inc.hasher.update(data)
+        self._events.append(FileChunk(file_id, index, index * CHUNK_SIZE, data))
+        done = dec.done
+        if done and (dec.next_index != inc.chunks or index * CHUNK_SIZE + len(data) != inc.size):
+            self._abort_incoming(inc, FileCode.HASH_MISMATCH, "file size does not match the offer")
+            return
+        received = min(dec.next_index * CHUNK_SIZE, inc.size)
+        if done or dec.next_index % FILE_ACK_EVERY == 0:
+            self._events.append(FileProgress(file_id, False, received, inc.size))
+            if not done:
+                self._queue_record(RecordType.FILE_ACK, _ID_INDEX.pack(file_id, dec.next_index))
+        if done:
+            digest = inc.hasher.digest()
+            if digest != inc.sha256:
+                self._abort_incoming(inc, FileCode.HASH_MISMATCH, "file hash does not match")
+                return
+            inc.state = _InState.DONE
+            inc.decryptor = None
+            inc.hasher = None
+            self._events.append(FileCompleted(file_id, digest))
+            self._queue_record(RecordType.FILE_DONE, _U64.pack(file_id))
+
+    # -- handshake ----------------------------------------------------------
+
+    def _new_handshake(self, *, initiator: bool) -> HandshakeState:
+        return HandshakeState(
+            PROTOCOL_NAME,
+            initiator=initiator,
+            prologue=prologue(self.room_id),
+            s=self._static,
+            psks=[self._psk],
+        )
+
+    def _start_handshake(self, now: float) -> None:
+        self._phase = _Phase.HANDSHAKE
+        self._send_hs1(now, renew=False)
+
+    def _send_hs1(self, now: float, *, renew: bool) -> None:
+        # The renew flag rides in message 1's payload, which Noise hashes into
+        # the transcript: a relay that flips it breaks the handshake.
+        hs = self._new_handshake(initiator=True)
+        self._hs, self._hs_started = hs, now
+        self._hs_id = HS_ID.unpack(os.urandom(4))[0]
+        self._send_hs(Envelope.HS1, hs.write_message(bytes([HS1_RENEW if renew else HS1_FRESH])))
+
+    def _send_hs(self, envelope: Envelope, message: bytes) -> None:
+        self._outgoing.append((Lane.CONTROL, bytes([envelope]) + HS_ID.pack(self._hs_id) + message))
+
+    def _current_hs(self, body: bytes) -> tuple[HandshakeState, bytes] | None:
+        """The live handshake and the Noise message, or None for a stale message.
+
+        A handshake message whose id is not the one in progress belongs to a
+        handshake this side already abandoned (a retry crossed it in flight,
+        or the relay replays it): it is ignored, not fatal.
+        """
+        if len(body) < HS_ID.size:
+            raise SessionError("handshake message too short")
+        if self._hs is None or HS_ID.unpack_from(body)[0] != self._hs_id:
+            return None
+        return self._hs, body[HS_ID.size :]
+
+    def _receive_hs1(self, body: bytes) -> None:
+        if self.seat is not Seat.B:
+            raise SessionError("handshake message 1 sent to the initiator")
+        if self._phase is _Phase.BLOCKED:
+            return
+        if len(body) < HS_ID.size:
+            raise SessionError("handshake message too short")
+        hs = self._new_handshake(initiator=False)
+        flag = hs.read_message(body[HS_ID.size :])
+        if flag not in (bytes([HS1_FRESH]), bytes([HS1_RENEW])):
+            raise SessionError("handshake message 1 has a bad payload")
+        if flag[0] != HS1_RENEW or self._phase is not _Phase.ESTABLISHED:
+            # A starts from scratch (it lost its keys): so do we, and our
+            # unacked items go again once the new session stands.
+            self._drop_keys(resend=True)
+            self._phase = _Phase.HANDSHAKE
+        # When renewing we keep sending on the old keys until HS3 arrives; A
+        # still holds the old receive cipher and drains those first.
+        self._hs, self._hs_started = hs, self._now
+        self._hs_id = HS_ID.unpack_from(body)[0]
+        self._send_hs(Envelope.HS2, hs.write_message())
+
+    def _receive_hs2(self, body: bytes) -> None:
+        if self.seat is not Seat.A:
+            raise SessionError("handshake message 2 sent to the responder")
+        current = self._current_hs(body)
+        if current is None:
+            return
+        hs, message = current
+        if hs.complete or not hs_expects_read(hs):
+            return  # a duplicate of the HS2 we already answered
+        hs.read_message(message)
+        payload = encode_record(RecordType.HELLO, _U64.pack(self.instance))
+        self._send_hs(Envelope.HS3, hs.write_message(payload))
+        pair = hs.split()
+        # Not yet trusted: the peer has not proven it knows the psk.  Old
+        # keys (if renewing) stay in use for receiving until HELLO arrives.
+        self._pending_keys = (pair.send, pair.recv)
+
+    def _receive_hs3(self, body: bytes) -> None:
+        if self.seat is not Seat.B:
+            raise SessionError("handshake message 3 sent to the initiator")
+        current = self._current_hs(body)
+        if current is None or current[0].complete or current[0].is_my_turn():
+            return
+        hs, message = current
+        payload = hs.read_message(message)
+        rtype, hello = decode_record(payload)
+        if rtype != RecordType.HELLO or len(hello) != 8:
+            raise SessionError("handshake message 3 carries no HELLO")
+        pair = hs.split()
+        if not self._check_peer(hs):
+            return
+        self._send, self._recv = pair.send, pair.recv
+        self._note_peer_instance(_U64.unpack(hello)[0])
+        self._establish(hs)
+
+    def _receive_reset(self, body: bytes) -> None:
+        if self.seat is not Seat.A:
+            raise SessionError("RESET sent to the responder")
+        if len(body) != HS_ID.size:
+            raise SessionError("RESET has a bad length")
+        # Only a RESET about the session or handshake we are in counts; one
+        # about an older attempt crossed our retry in flight.
+        if HS_ID.unpack(body)[0] != self._hs_id or self._phase is _Phase.BLOCKED:
+            return
+        if self._phase is _Phase.HANDSHAKE and self._hs is None:
+            return  # already waiting to retry
+        self._fail("the peer could not continue the session", tell_peer=False)
+
+    def _check_peer(self, hs: HandshakeState) -> bool:
+        """Pin on first contact; stop on a changed key."""
+        rs = hs.remote_static
+        assert rs is not None
+        sas = sas_words(hs.handshake_hash)
+        self._last_sas = sas
+        pinned = self.keys.load_peer(self.room_id, self.seat)
+        if pinned is not None and pinned != rs:
+            self._drop_keys(resend=True)
+            self._phase = _Phase.BLOCKED
+            self._changed_key = rs
+            self._events.append(PeerKeyChanged(pinned, rs, sas))
+            return False
+        return True
+
+    def _establish(self, hs: HandshakeState) -> None:
+        rs = hs.remote_static
+        assert rs is not None
+        first = self.keys.load_peer(self.room_id, self.seat) is None
+        if first:
+            self.keys.save_peer(self.room_id, self.seat, rs)
+        self._hs = None
+        self._phase = _Phase.ESTABLISHED
+        self._failures = 0
+        self._established_at = self._now
+        self._records = 0
+        self._events.append(HandshakeComplete(self._last_sas, rs, first))
+        if self.seat is Seat.B:
+            # Key confirmation for A: must be the first record on the new keys.
+            self._emit_record(RecordType.HELLO, _U64.pack(self.instance))
+        queued, self._queue = self._queue, []
+        if self._resend:
+            # Texts and offers are regenerated from the outbox, in order;
+            # drop their queued copies so the peer does not get them twice.
+            self._resend = False
+            queued = [r for r in queued if r[0] not in _REGENERATED]
+            self._resend_all()
+        for record in queued:
+            self._emit_raw(record)
+
+    def _resend_all(self) -> None:
+        for seq, text in sorted(self._unacked.items()):
+            self._emit_text(seq, text.encode("utf-8"))
+        for out in self._out_files.values():
+            if out.state is not _OutState.DONE:
+                self._send_offer(out)
+
+    def _renew(self) -> None:
+        """Fresh keys on a live session (A starts; B asks A to)."""
+        if self.seat is Seat.A:
+            self._phase = _Phase.HANDSHAKE
+            self._send_hs1(self._now, renew=True)
+        else:
+            self._emit_record(RecordType.REHANDSHAKE, b"")
+            self._established_at = self._now
+            self._records = 0
+
+    # -- transport records --------------------------------------------------
+
+    def _receive_data(self, body: bytes) -> None:
+        if self._pending_keys is not None and self._recv is None:
+            # First record under fresh keys must be the responder's HELLO.
+            self._confirm(body)
+            return
+        if self._recv is None:
+            return  # a record of a session already torn down, still in flight
+        try:
+            plaintext = self._recv.decrypt_with_ad(b"", body)
+        except DecryptError:
+            if self._pending_keys is not None:
+                # While renewing, the first record under the new keys ends
+                # the old epoch.
+                self._confirm(body)
+                return
+            raise SessionError(
+                "control record failed to decrypt: tampered, dropped, reordered or replayed"
+            ) from None
+        self._recv.rekey()
+        self._handle_record(*decode_record(plaintext))
+
+    def _confirm(self, body: bytes) -> None:
+        assert self._pending_keys is not None
+        assert self._hs is not None
+        send, recv = self._pending_keys
+        try:
+            plaintext = recv.decrypt_with_ad(b"", body)
+        except DecryptError:
+            raise SessionError(
+                "handshake confirmation failed: wrong room secret or someone in the middle"
+            ) from None
+        recv.rekey()
+        rtype, hello = decode_record(plaintext)
+        if rtype != RecordType.HELLO or len(hello) != 8:
+            raise SessionError("first record after the handshake is not HELLO")
+        hs = self._hs
+        self._pending_keys = None
+        if not self._check_peer(hs):
+            return
+        self._send, self._recv = send, recv
+        self._note_peer_instance(_U64.unpack(hello)[0])
+        self._establish(hs)
+
+    def _note_peer_instance(self, instance: int) -> None:
+        if instance != self._peer_instance:
+            self._peer_instance = instance
+            self._peer_last_seq = 0
+            self._partial_seq = None
+            self._partial_text.clear()
+
+    def _handle_record(self, rtype: int, body: bytes) -> None:
+        if rtype == RecordType.TEXT:
+            self._on_text(body)
+        elif rtype == RecordType.ACK:
+            (seq,) = _unpack(_U64, body, "ACK")
+            if self._unacked.pop(seq, None) is not None:
+                self._events.append(TextDelivered(seq))
+        elif rtype == RecordType.FILE_OFFER:
+            self._on_offer(body)
+        elif rtype == RecordType.FILE_ACCEPT:
+            file_id, start = _unpack(_ID_INDEX, body, "FILE_ACCEPT")
+            self._on_accept(file_id, start)
+        elif rtype == RecordType.FILE_ACK:
+            file_id, upto = _unpack(_ID_INDEX, body, "FILE_ACK")
+            out = self._out_files.get(file_id)
+            if out is not None and upto > out.acked:
+                out.acked = min(upto, out.chunks)
+                done = min(out.acked * CHUNK_SIZE, out.size)
+                self._events.append(FileProgress(file_id, True, done, out.size))
+        elif rtype == RecordType.FILE_DONE:
+            (file_id,) = _unpack(_U64, body, "FILE_DONE")
+            out = self._out_files.get(file_id)
+            if out is not None and out.state is not _OutState.DONE:
+                out.state = _OutState.DONE
+                out.acked = out.chunks
+                self._events.append(FileProgress(file_id, True, out.size, out.size))
+                self._events.append(FileDelivered(file_id))
+                del self._out_files[file_id]
+        elif rtype in (RecordType.FILE_REJECT, RecordType.FILE_CANCEL):
+            self._on_reject(rtype, body)
+        elif rtype == RecordType.REHANDSHAKE:
+            if self.seat is Seat.A and self._phase is _Phase.ESTABLISHED:
+                self._renew()
+        elif rtype == RecordType.HELLO:
+            raise SessionError("unexpected HELLO")
+        else:
+            raise SessionError(f"unknown control record type {rtype}")
+
+    def _on_text(self, body: bytes) -> None:
+        if len(body) < TEXT_HEADER.size:
+            raise SessionError("TEXT record too short")
+        seq, flags = TEXT_HEADER.unpack_from(body)
+        part = body[TEXT_HEADER.size :]
+        if self._partial_seq is not None and self._partial_seq != seq:
+            raise SessionError("TEXT parts of two messages interleaved")
+        self._partial_seq = seq
+        if len(self._partial_text) + len(part) > self.max_text:
+            raise SessionError("text exceeds the size cap")
+        self._partial_text += part
+        if not flags & TEXT_FINAL:
+            return
+        data = bytes(self._partial_text)
+        self._partial_seq = None
+        self._partial_text.clear()
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise SessionError("text is not valid UTF-8") from None
+        if seq > self._peer_last_seq:
+            self._peer_last_seq = seq
+            self._events.append(TextReceived(seq, text))
+        self._queue_record(RecordType.ACK, _U64.pack(seq))
+
+    def _on_offer(self, body: bytes) -> None:
+        if len(body) < _OFFER.size:
+            raise SessionError("FILE_OFFER record too short")
+        file_id, size, digest, key, salt, name_len = _OFFER.unpack_from(body)
+        raw_name = body[_OFFER.size :]
+        if len(raw_name) != name_len or not 0 < name_len <= MAX_FILE_NAME:
+            raise SessionError("FILE_OFFER has a bad name length")
+        try:
+            name = raw_name.decode("utf-8")
+        except UnicodeDecodeError:
+            raise SessionError("FILE_OFFER name is not valid UTF-8") from None
+        inc = self._in_files.get(file_id)
+        if inc is None:
+            inc = _Incoming(
+                file_id=file_id,
+                name=name,
+                size=size,
+                sha256=digest,
+                key=FileKey(key=key, salt=salt),
+                chunks=chunk_count(size),
+            )
+            self._in_files[file_id] = inc
+            self._events.append(FileOffered(file_id, name, size))
+        elif inc.state is _InState.RECEIVING:
+            assert inc.decryptor is not None
+            inc.gap_requested_at = -1
+            self._queue_record(
+                RecordType.FILE_ACCEPT, _ID_INDEX.pack(file_id, inc.decryptor.next_index)
+            )
+        elif inc.state is _InState.DONE:
+            self._queue_record(RecordType.FILE_DONE, _U64.pack(file_id))
+        elif inc.state is _InState.REJECTED:
+            self._queue_record(
+                RecordType.FILE_REJECT, _reason_body(file_id, FileCode(inc.reject_code), "")
+            )
+        # PENDING: the user is still deciding; the first offer's event stands.
+
+    def _on_accept(self, file_id: int, start: int) -> None:
+        out = self._out_files.get(file_id)
+        if out is None or out.state is _OutState.DONE:
+            return
+        if start > out.chunks:
+            raise SessionError("FILE_ACCEPT starts past the end of the file")
+        out.state = _OutState.SENDING
+        out.acked = max(out.acked, start)
+        self._events.append(SendChunks(file_id, start))
+
+    def _on_reject(self, rtype: int, body: bytes) -> None:
+        if len(body) < _ID_CODE.size:
+            raise SessionError("FILE_REJECT/FILE_CANCEL record too short")
+        file_id, code = _ID_CODE.unpack_from(body)
+        reason = body[_ID_CODE.size :].decode("utf-8", errors="replace")
+        if rtype == RecordType.FILE_REJECT:
+            if self._out_files.pop(file_id, None) is not None:
+                self._events.append(FileFailed(file_id, True, code, reason or _code_text(code)))
+            return
+        inc = self._in_files.get(file_id)
+        if inc is not None and inc.state in (_InState.PENDING, _InState.RECEIVING):
+            inc.state = _InState.REJECTED
+            inc.reject_code = code
+            inc.decryptor = None
+            inc.hasher = None
+            self._events.append(FileFailed(file_id, False, code, reason or _code_text(code)))
+
+    def _abort_incoming(self, inc: _Incoming, code: FileCode, reason: str) -> None:
+        inc.state = _InState.REJECTED
+        inc.reject_code = int(code)
+        inc.decryptor = None
+        inc.hasher = None
+        self._events.append(FileFailed(inc.file_id, False, int(code), reason))
+        self._queue_record(RecordType.FILE_REJECT, _reason_body(inc.file_id, code, reason))
+
+    # -- sending records ----------------------------------------------------
+
+    def _send_offer(self, out: _Outgoing) -> None:
+        name = out.name.encode("utf-8")
+        body = (
+            _OFFER.pack(out.file_id, out.size, out.sha256, out.key.key, out.key.salt, len(name))
+            + name
+        )
+        self._emit_record(RecordType.FILE_OFFER, body)
+
+    def _emit_text(self, seq: int, data: bytes) -> None:
+        parts = [data[i : i + TEXT_PART] for i in range(0, len(data), TEXT_PART)] or [b""]
+        for i, part in enumerate(parts):
+            flags = TEXT_FINAL if i == len(parts) - 1 else 0
+            self._emit_record(RecordType.TEXT, TEXT_HEADER.pack(seq, flags) + part)
+
+    def _queue_record(self, rtype: RecordType, body: bytes) -> None:
+        """Send now if established, else hold until the next handshake completes."""
+        if self._phase is _Phase.ESTABLISHED:
+            self._emit_record(rtype, body)
+        else:
+            self._queue.append(encode_record(rtype, body))
+
+    def _emit_record(self, rtype: RecordType, body: bytes) -> None:
+        self._emit_raw(encode_record(rtype, body))
+
+    def _emit_raw(self, record: bytes) -> None:
+        send = self._send
+        if send is None or self._phase is not _Phase.ESTABLISHED:
+            self._queue.append(record)
+            return
+        ciphertext = send.encrypt_with_ad(b"", record)
+        send.rekey()
+        self._records += 1
+        self._outgoing.append((Lane.CONTROL, bytes([Envelope.DATA]) + ciphertext))
+
+    # -- failure ------------------------------------------------------------
+
+    def _drop_keys(self, *, resend: bool) -> None:
+        self._hs = None
+        self._send = self._recv = None
+        self._pending_keys = None
+        self._queue.clear()
+        self._partial_seq = None
+        self._partial_text.clear()
+        if resend:
+            self._resend = True
+
+    def _fail(self, reason: str, *, tell_peer: bool = True) -> None:
+        self._events.append(SessionFailed(reason))
+        self._drop_keys(resend=True)
+        if self._phase is _Phase.BLOCKED:
+            return
+        self._phase = _Phase.HANDSHAKE if self._peer_online else _Phase.OFFLINE
+        self._failures += 1
+        if self.seat is Seat.B:
+            # Only A can start a handshake; tell it at once rather than let
+            # it find out by a timeout.  RESET is unauthenticated on purpose:
+            # all it can do is cause a handshake, which a relay can cause
+            # anyway by dropping frames.
+            if tell_peer and self._peer_online:
+                reset = bytes([Envelope.RESET]) + HS_ID.pack(self._hs_id)
+                self._outgoing.append((Lane.CONTROL, reset))
+        elif self._peer_online:
+            if self._failures == 1:
+                self._start_handshake(self._now)
+            else:
+                # Repeated failures (wrong secret, an attacker in the middle):
+                # back off so the two sides do not spin.
+                self._retry_at = self._now + min(RETRY_MAX, 2.0 ** (self._failures - 1))
+
+
+_REGENERATED = frozenset({RecordType.TEXT, RecordType.FILE_OFFER})
+
+
+def hs_expects_read(hs: HandshakeState) -> bool:
+    """Whether the handshake's next step is reading a message."""
+    return not hs.is_my_turn()
+
+
+def _unpack(st: struct.Struct, body: bytes, name: str) -> tuple[int, ...]:
+    if len(body) != st.size:
+        raise SessionError(f"{name} record has a bad length")
+    return st.unpack(body)
+
+
+def _reason_body(file_id: int, code: FileCode, reason: str) -> bytes:
+    return _ID_CODE.pack(file_id, int(code)) + reason.encode("utf-8")[:512]
+
+
+def _code_text(code: int) -> str:
+    try:
+        return FileCode(code).name.lower().replace("_", " ")
+    except ValueError:
+        return f"code {code}"
+
+
+def records_of(events: Iterable[Event], kind: type[Event]) -> list[Event]:
+    """Events of one type, for tests and simple glue."""
+    return [e for e in events if isinstance(e, kind)]

@@ -1,0 +1,590 @@
+"""The end-to-end session machine: two seats back to back, honest and hostile middles."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+
+from m42d.crypto.noise import KeyPair
+from m42d.crypto.stream import CHUNK_SIZE
+from m42d.errors import LocalProtocolError
+from m42d.session import (
+    MAX_RECORD,
+    PAD_BUCKET,
+    Envelope,
+    FileCode,
+    FileCompleted,
+    FileDelivered,
+    FileFailed,
+    FileOffered,
+    FileProgress,
+    HandshakeComplete,
+    MemoryKeyStore,
+    PeerKeyChanged,
+    RecordType,
+    SessionError,
+    SessionFailed,
+    TextDelivered,
+    TextReceived,
+    decode_record,
+    derive_psk,
+    encode_record,
+)
+from m42d.ticket import Seat
+from m42d.wire import Lane
+
+from .session_harness import Packet, Pair
+
+
+def texts(side_events: list[object]) -> list[str]:
+    return [e.text for e in side_events if isinstance(e, TextReceived)]
+
+
+def test_handshake_gives_same_sas_and_pins_keys() -> None:
+    pair = Pair.make()
+    pair.connect()
+    ha = pair.a.of(HandshakeComplete)
+    hb = pair.b.of(HandshakeComplete)
+    assert len(ha) == len(hb) == 1
+    assert ha[0].sas == hb[0].sas
+    assert len(ha[0].sas) == 5
+    assert ha[0].first_contact
+    assert hb[0].first_contact
+    assert ha[0].peer_key == pair.b.session.static_public
+    assert hb[0].peer_key == pair.a.session.static_public
+    assert pair.a.session.established
+    assert pair.b.session.established
+
+
+def test_texts_both_ways_delivered_and_acked() -> None:
+    pair = Pair.make()
+    pair.connect()
+    s1 = pair.a.session.send_text("hello Bob")
+    s2 = pair.b.session.send_text("hi Alice ✓")
+    pair.pump()
+    assert texts(pair.b.events) == ["hello Bob"]
+    assert texts(pair.a.events) == ["hi Alice ✓"]
+    assert [e.seq for e in pair.a.of(TextDelivered)] == [s1]
+    assert [e.seq for e in pair.b.of(TextDelivered)] == [s2]
+    assert pair.a.session.unacked_texts == 0
+
+
+def test_text_sent_before_the_peer_comes_is_delivered_once() -> None:
+    pair = Pair.make()
+    pair.a.session.send_text("early")
+    pair.connect()
+    assert texts(pair.b.events) == ["early"]
+
+
+def test_long_text_is_split_and_reassembled() -> None:
+    pair = Pair.make()
+    pair.connect()
+    big = "x" * (1024 * 1024)
+    pair.a.session.send_text(big)
+    pair.pump()
+    assert texts(pair.b.events) == [big]
+    control = [p for s, p in pair.wire_log if s is Seat.A and p[0] is Lane.CONTROL]
+    assert max(len(p[1]) for p in control) <= 1 + MAX_RECORD + 16
+    with pytest.raises(LocalProtocolError):
+        pair.a.session.send_text("y" * (1024 * 1024 + 1))
+
+
+def test_control_records_are_padded_to_buckets() -> None:
+    pair = Pair.make()
+    pair.connect()
+    pair.wire_log.clear()
+    pair.a.session.send_text("a")
+    pair.a.session.send_text("b" * 200)
+    pair.pump()
+    sizes = [len(p[1]) - 1 - 16 for s, p in pair.wire_log if s is Seat.A]
+    assert sizes == [PAD_BUCKET, PAD_BUCKET]
+
+
+def test_record_codec_rejects_bad_padding() -> None:
+    rec = encode_record(RecordType.ACK, b"\x00" * 8)
+    assert decode_record(rec) == (RecordType.ACK, b"\x00" * 8)
+    with pytest.raises(SessionError):
+        decode_record(rec[:-1] + b"\x01")
+    with pytest.raises(SessionError):
+        decode_record(rec[:100])
+    with pytest.raises(LocalProtocolError):
+        encode_record(RecordType.TEXT, bytes(MAX_RECORD))
+
+
+def test_file_transfer_with_progress_both_sides() -> None:
+    pair = Pair.make()
+    pair.connect()
+    data = os.urandom(3 * CHUNK_SIZE * 7 + 123)  # 22 chunks
+    fid = pair.send_file(Seat.A, data, "photo.jpg")
+    pair.pump()
+    offers = pair.b.of(FileOffered)
+    assert [(o.name, o.size) for o in offers] == [("photo.jpg", len(data))]
+    pair.b.session.accept_file(fid)
+    pair.pump()
+    assert bytes(pair.b.received[fid]) == data
+    done = pair.b.of(FileCompleted)
+    assert done == [FileCompleted(fid, hashlib.sha256(data).digest())]
+    assert pair.a.of(FileDelivered) == [FileDelivered(fid)]
+    out_progress = [e for e in pair.a.of(FileProgress) if e.outgoing]
+    in_progress = [e for e in pair.b.of(FileProgress) if not e.outgoing]
+    assert out_progress[-1].done == len(data)
+    assert in_progress[-1].done == len(data)
+    assert len(out_progress) >= 2
+    assert len(in_progress) >= 2
+
+
+@pytest.mark.parametrize("size", [0, 1, CHUNK_SIZE, CHUNK_SIZE + 1])
+def test_file_edge_sizes(size: int) -> None:
+    pair = Pair.make()
+    pair.connect()
+    data = os.urandom(size)
+    fid = pair.send_file(Seat.B, data)
+    pair.pump()
+    pair.a.session.accept_file(fid)
+    pair.pump()
+    assert bytes(pair.a.received.get(fid, b"")) == data
+    assert pair.b.of(FileDelivered) == [FileDelivered(fid)]
+
+
+def test_reject_file_tells_sender() -> None:
+    pair = Pair.make()
+    pair.connect()
+    fid = pair.send_file(Seat.A, b"secret plans")
+    pair.pump()
+    pair.b.session.reject_file(fid, FileCode.TOO_LARGE, "over --max-size")
+    pair.pump()
+    failed = pair.a.of(FileFailed)
+    assert failed == [FileFailed(fid, True, FileCode.TOO_LARGE, "over --max-size")]
+
+
+def test_sender_cancel_tells_receiver() -> None:
+    pair = Pair.make()
+    pair.connect()
+    fid = pair.send_file(Seat.A, b"x" * 10)
+    pair.pump()
+    pair.a.session.cancel_file(fid)
+    pair.pump()
+    assert [e.code for e in pair.b.of(FileFailed)] == [FileCode.CANCELLED]
+    with pytest.raises(LocalProtocolError):
+        pair.b.session.accept_file(fid)
+
+
+def test_hash_mismatch_is_refused() -> None:
+    pair = Pair.make()
+    pair.connect()
+    data = b"the real content"
+    fid = pair.a.session.offer_file("f", len(data), hashlib.sha256(b"other").digest())
+    pair.a.files[fid] = data
+    pair.pump()
+    pair.b.session.accept_file(fid)
+    pair.pump()
+    assert pair.b.of(FileCompleted) == []
+    assert [e.code for e in pair.b.of(FileFailed)] == [FileCode.HASH_MISMATCH]
+    assert [e.code for e in pair.a.of(FileFailed)] == [FileCode.HASH_MISMATCH]
+
+
+# -- reconnects ---------------------------------------------------------------
+
+
+def test_unacked_texts_resent_after_reconnect_and_shown_once() -> None:
+    pair = Pair.make()
+    pair.connect()
+    delivered: list[Packet] = []
+
+    def drop_all(_seat: Seat, packet: Packet) -> list[Packet]:
+        delivered.append(packet)
+        return []
+
+    pair.middle = drop_all  # the connection dies: nothing arrives
+    pair.a.session.send_text("one")
+    pair.a.session.send_text("two")
+    pair.pump()
+    pair.disconnect()
+    pair.middle = lambda _s, p: [p]
+    pair.connect()
+    assert texts(pair.b.events) == ["one", "two"]
+    assert len(pair.a.of(TextDelivered)) == 2
+    assert len(pair.a.of(HandshakeComplete)) == 2
+
+
+def test_ack_lost_text_not_shown_twice() -> None:
+    pair = Pair.make()
+    pair.connect()
+
+    def drop_from_b(seat: Seat, packet: Packet) -> list[Packet]:
+        return [] if seat is Seat.B else [packet]
+
+    pair.middle = drop_from_b  # B gets the text, A never sees the ack
+    pair.a.session.send_text("only once")
+    pair.pump()
+    assert pair.a.session.unacked_texts == 1
+    pair.disconnect()
+    pair.middle = lambda _s, p: [p]
+    pair.connect()
+    assert texts(pair.b.events) == ["only once"]
+    assert pair.a.session.unacked_texts == 0
+
+
+def test_file_resumes_from_first_missing_chunk() -> None:
+    pair = Pair.make()
+    pair.connect()
+    data = os.urandom(40 * CHUNK_SIZE + 5)
+    fid = pair.send_file(Seat.A, data)
+    pair.pump()
+    pair.b.session.accept_file(fid)
+    bulk_seen = 0
+
+    def cut_after_25_chunks(_seat: Seat, packet: Packet) -> list[Packet]:
+        nonlocal bulk_seen
+        if packet[0] is Lane.BULK:
+            bulk_seen += 1
+            if bulk_seen > 25:
+                return []
+        return [packet]
+
+    pair.middle = cut_after_25_chunks
+    pair.pump()
+    assert len(pair.b.received[fid]) == 25 * CHUNK_SIZE
+    pair.disconnect()
+    sent_before = pair.a.sent_chunks
+    pair.middle = lambda _s, p: [p]
+    pair.connect()
+    assert bytes(pair.b.received[fid]) == data
+    assert pair.a.sent_chunks - sent_before == 41 - 25  # resumed, not restarted
+    assert pair.a.of(FileDelivered) == [FileDelivered(fid)]
+
+
+def test_offer_pending_during_reconnect_is_not_asked_twice() -> None:
+    pair = Pair.make()
+    pair.connect()
+    pair.send_file(Seat.A, b"abc")
+    pair.pump()
+    pair.disconnect()
+    pair.connect()
+    assert len(pair.b.of(FileOffered)) == 1
+
+
+def test_periodic_rehandshake_keeps_everything() -> None:
+    pair = Pair.make(rehandshake_records=5)
+    pair.connect()
+    for i in range(20):
+        pair.a.session.send_text(f"a{i}")
+        pair.b.session.send_text(f"b{i}")
+        pair.pump()
+        pair.a.session.tick(pair.now)
+        pair.b.session.tick(pair.now)
+        pair.pump()
+    assert texts(pair.b.events) == [f"a{i}" for i in range(20)]
+    assert texts(pair.a.events) == [f"b{i}" for i in range(20)]
+    assert len(pair.a.of(HandshakeComplete)) > 3
+    assert pair.a.of(SessionFailed) == []
+    assert pair.b.of(SessionFailed) == []
+
+
+def test_rehandshake_after_time() -> None:
+    pair = Pair.make(rehandshake_seconds=60.0)
+    pair.connect()
+    pair.now = 61.0
+    pair.b.session.tick(pair.now)  # B asks A to renew
+    pair.pump()
+    assert len(pair.a.of(HandshakeComplete)) == 2
+    pair.a.session.send_text("after renew")
+    pair.pump()
+    assert texts(pair.b.events) == ["after renew"]
+
+
+# -- keys ----------------------------------------------------------------------
+
+
+def test_changed_peer_key_blocks_until_trusted() -> None:
+    keys_a, keys_b = MemoryKeyStore(), MemoryKeyStore()
+    room = os.urandom(16)
+    secret = os.urandom(32)
+    first = Pair.make(room_id=room, secret_a=secret, secret_b=secret, keys_a=keys_a, keys_b=keys_b)
+    first.connect()
+    assert first.a.session.established
+    # Bob loses his keys (new device): same room, same secret, new static key.
+    second = Pair.make(room_id=room, secret_a=secret, secret_b=secret, keys_a=keys_a)
+    second.connect()
+    changed = second.a.of(PeerKeyChanged)
+    assert len(changed) == 1
+    assert changed[0].pinned == first.b.session.static_public
+    assert changed[0].offered == second.b.session.static_public
+    assert second.a.session.blocked
+    second.b.session.send_text("should not arrive yet")
+    second.pump()
+    assert texts(second.a.events) == []
+    second.a.session.trust_peer_key()
+    second.pump()
+    assert second.a.session.established
+    assert texts(second.a.events) == ["should not arrive yet"]
+    assert keys_a.load_peer(room, Seat.A) == second.b.session.static_public
+
+
+def test_static_key_reused_from_store() -> None:
+    store = MemoryKeyStore()
+    pair1 = Pair.make(keys_a=store)
+    pub = pair1.a.session.static_public
+    room = pair1.a.session.room_id
+    again = Pair.make(keys_a=store, room_id=room)
+    assert again.a.session.static_public == pub
+
+
+def test_trust_without_change_is_local_error() -> None:
+    pair = Pair.make()
+    with pytest.raises(LocalProtocolError):
+        pair.a.session.trust_peer_key()
+
+
+# -- hostile middles -----------------------------------------------------------
+
+
+def test_wrong_room_secret_fails_on_both_sides() -> None:
+    pair = Pair.make(secret_a=os.urandom(32), secret_b=os.urandom(32))
+    pair.connect()
+    assert not pair.a.session.established
+    assert not pair.b.session.established
+    assert pair.b.of(SessionFailed), "B must notice at message 3"
+    assert pair.a.of(SessionFailed), "A is told at once and gives up this attempt"
+    assert pair.a.of(HandshakeComplete) == []
+    assert pair.b.of(HandshakeComplete) == []
+    # A retries with back-off rather than spinning: nothing more until time passes.
+    assert pair.a.session.data_to_send() == []
+    pair.now = 31.0
+    pair.a.session.tick(pair.now)
+    assert [p[1][0] for p in pair.a.session.data_to_send()] == [Envelope.HS1]
+
+
+def test_key_swapping_middle_fails_on_both_sides() -> None:
+    """A relay that runs its own handshake with each side, without knowing R."""
+    pair = Pair.make()
+    real_a, real_b = pair.a.session, pair.b.session
+    # The attacker plays B towards A and A towards B, with a guessed secret.
+    fake_b = Pair.make(room_id=real_a.room_id).b.session
+    fake_a = Pair.make(room_id=real_a.room_id).a.session
+
+    def swap(seat: Seat, packet: Packet) -> list[Packet]:
+        _lane, payload = packet
+        if seat is Seat.A:  # A -> attacker (as B) ; attacker (as A) -> B
+            fake_b.receive_control(payload)
+            return list(fake_a.data_to_send())
+        fake_a.receive_control(payload)
+        return list(fake_b.data_to_send())
+
+    fake_a.peer_online(0.0)
+    fake_b.peer_online(0.0)
+    pair.middle = swap
+    pair.connect()
+    assert not real_a.established
+    assert not real_b.established
+    assert pair.b.of(HandshakeComplete) == []
+    assert pair.a.of(HandshakeComplete) == []
+    pair.now = 31.0
+    real_a.tick(pair.now)
+    real_b.tick(pair.now)
+    pair.pump()
+    assert pair.b.of(SessionFailed), "B cannot read message 3 without the room secret"
+    assert pair.a.of(SessionFailed), "A never gets a HELLO it can read"
+    assert not real_a.established
+    assert not real_b.established
+
+
+def _first_data(pair: Pair, seat: Seat) -> int:
+    for i, (s, (lane, payload)) in enumerate(pair.wire_log):
+        if s is seat and lane is Lane.CONTROL and payload[0] == Envelope.DATA:
+            return i
+    raise AssertionError
+
+
+def test_tampered_text_never_shown() -> None:
+    pair = Pair.make()
+    pair.connect()
+
+    def flip(_seat: Seat, packet: Packet) -> list[Packet]:
+        lane, payload = packet
+        if lane is Lane.CONTROL and payload[0] == Envelope.DATA:
+            payload = payload[:-1] + bytes([payload[-1] ^ 1])
+        return [(lane, payload)]
+
+    pair.middle = flip
+    pair.a.session.send_text("pay 10 EUR")
+    pair.pump(rounds=50) if False else None
+    # Run a bounded number of steps: A keeps re-handshaking, every record is tampered.
+    for _ in range(5):
+        for p in pair.a.session.data_to_send():
+            for lane, payload in flip(Seat.A, p):
+                if lane is Lane.CONTROL:
+                    pair.b.session.receive_control(payload)
+        for p in pair.b.session.data_to_send():
+            for lane, payload in flip(Seat.B, p):
+                if lane is Lane.CONTROL:
+                    pair.a.session.receive_control(payload)
+        pair.a.events.extend(pair.a.session.events())
+        pair.b.events.extend(pair.b.session.events())
+    assert texts(pair.b.events) == []
+    assert pair.b.of(SessionFailed) or pair.a.of(SessionFailed)
+
+
+@pytest.mark.parametrize("attack", ["drop", "duplicate", "reorder"])
+def test_lane_meddling_detected_and_recovered(attack: str) -> None:
+    pair = Pair.make()
+    pair.connect()
+    held: list[Packet] = []
+    done = False
+
+    def meddle(seat: Seat, packet: Packet) -> list[Packet]:
+        nonlocal done
+        lane, payload = packet
+        if done or seat is not Seat.A or lane is not Lane.CONTROL or payload[0] != Envelope.DATA:
+            return [packet]
+        if attack == "drop":
+            done = True
+            return []
+        if attack == "duplicate":
+            done = True
+            return [packet, packet]
+        # reorder: hold the first record, deliver it after the second
+        if not held:
+            held.append(packet)
+            return []
+        done = True
+        return [packet, held.pop()]
+
+    pair.middle = meddle
+    pair.a.session.send_text("m1")
+    pair.a.session.send_text("m2")
+    pair.pump()
+    failures = pair.b.of(SessionFailed)
+    assert failures, f"{attack} must be detected"
+    assert "decrypt" in failures[0].reason
+    # The session restarts and nothing is lost or doubled.
+    assert texts(pair.b.events) == ["m1", "m2"]
+    assert pair.a.session.unacked_texts == 0
+
+
+def test_replay_of_old_session_rejected() -> None:
+    pair = Pair.make()
+    pair.connect()
+    pair.a.session.send_text("transfer approved")
+    pair.pump()
+    old = [p for s, p in pair.wire_log if s is Seat.A]
+    pair.disconnect()
+    pair.connect()
+    before = len(texts(pair.b.events))
+    for lane, payload in old:
+        if lane is Lane.CONTROL and payload[0] == Envelope.DATA:
+            pair.b.session.receive_control(payload)
+    pair.b.events.extend(pair.b.session.events())
+    assert len(texts(pair.b.events)) == before
+    assert pair.b.of(SessionFailed)
+
+
+def test_stale_handshake_message_after_reconnect() -> None:
+    pair = Pair.make()
+    pair.connect()
+    hs2 = next(p for s, (lane, p) in pair.wire_log if s is Seat.B and p[0] == Envelope.HS2)
+    pair.disconnect()
+    pair.connect()
+    pair.a.session.receive_control(hs2)  # a stale HS2 served by the relay
+    assert pair.a.session.events() == []  # ignored: it belongs to an old handshake
+    assert pair.a.session.data_to_send() == []
+    pair.a.session.send_text("still fine")
+    pair.pump()
+    assert texts(pair.b.events) == ["still fine"]
+
+
+def test_bulk_chunk_from_other_file_or_tampered_fails_file() -> None:
+    pair = Pair.make()
+    pair.connect()
+    data = os.urandom(3 * CHUNK_SIZE)
+
+    def tamper(_seat: Seat, packet: Packet) -> list[Packet]:
+        lane, payload = packet
+        if lane is Lane.BULK:
+            payload = payload[:40] + bytes([payload[40] ^ 0x80]) + payload[41:]
+        return [(lane, payload)]
+
+    fid = pair.send_file(Seat.A, data)
+    pair.pump()
+    pair.b.session.accept_file(fid)
+    pair.middle = tamper
+    pair.pump()
+    assert pair.b.of(FileCompleted) == []
+    assert pair.b.of(FileFailed)
+    assert pair.a.of(FileFailed)
+    assert len(pair.b.received.get(fid, b"")) == 0
+
+
+def test_dropped_bulk_chunk_triggers_resume_request() -> None:
+    pair = Pair.make()
+    pair.connect()
+    data = os.urandom(6 * CHUNK_SIZE)
+    fid = pair.send_file(Seat.A, data)
+    pair.pump()
+    pair.b.session.accept_file(fid)
+    dropped = False
+
+    def drop_third(_seat: Seat, packet: Packet) -> list[Packet]:
+        nonlocal dropped
+        if packet[0] is Lane.BULK and not dropped:
+            _fid, index = (
+                int.from_bytes(packet[1][:8], "big"),
+                int.from_bytes(packet[1][8:16], "big"),
+            )
+            if index == 2:
+                dropped = True
+                return []
+        return [packet]
+
+    pair.middle = drop_third
+    pair.pump()
+    assert bytes(pair.b.received[fid]) == data
+    assert pair.a.of(FileDelivered) == [FileDelivered(fid)]
+
+
+def test_garbage_control_payloads_never_raise() -> None:
+    pair = Pair.make()
+    pair.connect()
+    for payload in [b"", b"\x09", b"\x01", b"\x02abc", b"\x03" + bytes(100), b"\x04" + bytes(50)]:
+        pair.b.session.receive_control(payload)
+        pair.a.session.receive_control(payload)
+    pair.b.session.receive_bulk(b"short")
+    assert pair.a.session.events() or pair.b.session.events()
+
+
+def test_psk_binds_room() -> None:
+    secret = os.urandom(32)
+    assert derive_psk(secret, b"\x00" * 16) != derive_psk(secret, b"\x01" * 16)
+
+
+def test_session_repr_has_no_secret() -> None:
+    store = MemoryKeyStore()
+    pair = Pair.make(keys_a=store)
+    pair.connect()
+    s = pair.a.session
+    text = repr(s)
+    assert s.secret.hex() not in text
+    priv = store.load_static(s.room_id, Seat.A)
+    assert priv is not None
+    assert priv.hex() not in text
+    assert KeyPair.from_private(priv).public == s.static_public
+
+
+def test_local_misuse_errors() -> None:
+    pair = Pair.make()
+    with pytest.raises(LocalProtocolError):
+        pair.a.session.offer_file("", 1, bytes(32))
+    with pytest.raises(LocalProtocolError):
+        pair.a.session.offer_file("f", -1, bytes(32))
+    with pytest.raises(LocalProtocolError):
+        pair.a.session.offer_file("f", 1, b"short")
+    with pytest.raises(LocalProtocolError):
+        pair.a.session.encrypt_chunk(123, 0, b"")
+    with pytest.raises(LocalProtocolError):
+        pair.a.session.accept_file(5)
+    with pytest.raises(LocalProtocolError):
+        pair.a.session.reject_file(5, FileCode.DECLINED)
+    with pytest.raises(LocalProtocolError):
+        pair.a.session.cancel_file(5)
