@@ -48,7 +48,7 @@ import enum
 import hashlib
 import os
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol, final
 
 import attrs
@@ -422,6 +422,9 @@ class Session:
     handshake_timeout: float = 30.0
     rehandshake_records: int = 10_000
     rehandshake_seconds: float = 3600.0
+    random: Callable[[int], bytes] = attrs.field(default=os.urandom, repr=False)
+    """Source of every random value (keys, ids); replaceable only to make
+    known-answer transcripts reproducible."""
 
     _static: KeyPair = attrs.field(init=False, repr=False)
     _psk: bytes = attrs.field(init=False, repr=False)
@@ -444,7 +447,7 @@ class Session:
     _changed_key: bytes | None = attrs.field(init=False, default=None, repr=False)
     _last_sas: tuple[str, ...] = attrs.field(init=False, default=())
 
-    instance: int = attrs.field(init=False, factory=lambda: int.from_bytes(os.urandom(8), "big"))
+    instance: int = attrs.field(init=False, default=0)
     _next_seq: int = attrs.field(init=False, default=1)
     _unacked: dict[int, str] = attrs.field(init=False, factory=dict, repr=False)
     _peer_instance: int | None = attrs.field(init=False, default=None)
@@ -466,11 +469,12 @@ class Session:
             raise LocalProtocolError("room id must be 16 bytes")
         private = self.keys.load_static(self.room_id, self.seat)
         if private is None:
-            self._static = KeyPair.generate()
+            self._static = KeyPair.from_private(self.random(32))
             self.keys.save_static(self.room_id, self.seat, self._static.private)
         else:
             self._static = KeyPair.from_private(private)
         self._psk = derive_psk(self.secret, self.room_id)
+        self.instance = int.from_bytes(self.random(8), "big")
 
     # -- what the glue reads ------------------------------------------------
 
@@ -578,8 +582,8 @@ class Session:
             raise LocalProtocolError("sha256 must be 32 bytes")
         if not 0 < len(name.encode("utf-8")) <= MAX_FILE_NAME:
             raise LocalProtocolError("file name must be 1 to 1024 bytes of UTF-8")
-        file_id = int.from_bytes(os.urandom(8), "big")
-        key = FileKey.generate()
+        file_id = int.from_bytes(self.random(8), "big")
+        key = FileKey(key=self.random(32), salt=self.random(32))
         self._out_files[file_id] = _Outgoing(
             file_id=file_id,
             name=name,
@@ -735,6 +739,7 @@ class Session:
             initiator=initiator,
             prologue=prologue(self.room_id),
             s=self._static,
+            e=KeyPair.from_private(self.random(32)),
             psks=[self._psk],
         )
 
@@ -747,7 +752,7 @@ class Session:
         # the transcript: a relay that flips it breaks the handshake.
         hs = self._new_handshake(initiator=True)
         self._hs, self._hs_started = hs, now
-        self._hs_id = HS_ID.unpack(os.urandom(4))[0]
+        self._hs_id = HS_ID.unpack(self.random(4))[0]
         self._send_hs(Envelope.HS1, hs.write_message(bytes([HS1_RENEW if renew else HS1_FRESH])))
 
     def _send_hs(self, envelope: Envelope, message: bytes) -> None:
