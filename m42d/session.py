@@ -48,7 +48,7 @@ import enum
 import hashlib
 import os
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Protocol, final
 
 import attrs
@@ -1180,8 +1180,3 @@ def _code_text(code: int) -> str:
         return FileCode(code).name.lower().replace("_", " ")
     except ValueError:
         return f"code {code}"
-
-
-def records_of(events: Iterable[Event], kind: type[Event]) -> list[Event]:
-    """Events of one type, for tests and simple glue."""
-    return [e for e in events if isinstance(e, kind)]

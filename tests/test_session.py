@@ -410,7 +410,6 @@ def test_tampered_text_never_shown() -> None:
 
     pair.middle = flip
     pair.a.session.send_text("pay 10 EUR")
-    pair.pump(rounds=50) if False else None
     # Run a bounded number of steps: A keeps re-handshaking, every record is tampered.
     for _ in range(5):
         for p in pair.a.session.data_to_send():
@@ -588,3 +587,172 @@ def test_local_misuse_errors() -> None:
         pair.a.session.reject_file(5, FileCode.DECLINED)
     with pytest.raises(LocalProtocolError):
         pair.a.session.cancel_file(5)
+
+
+# -- malformed records from an authenticated peer ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("rtype", "body", "reason"),
+    [
+        (RecordType.TEXT, b"\x00" * 3, "too short"),
+        (RecordType.ACK, b"\x00" * 3, "bad length"),
+        (RecordType.FILE_OFFER, b"\x00" * 10, "too short"),
+        (RecordType.FILE_REJECT, b"\x00" * 3, "too short"),
+        (RecordType.FILE_ACCEPT, b"\x00" * 15, "bad length"),
+        (RecordType.HELLO, b"\x00" * 8, "unexpected HELLO"),
+        (0x7F, b"", "unknown control record"),
+    ],
+)
+def test_malformed_records_end_the_session(rtype: int, body: bytes, reason: str) -> None:
+    pair = Pair.make()
+    pair.connect()
+    pair.a.session._emit_record(rtype, body)  # type: ignore[arg-type]
+    pair.pump()
+    failures = [e.reason for e in pair.b.of(SessionFailed)]
+    assert failures
+    assert reason in failures[0]
+    assert pair.b.session.established  # and it recovered by itself
+
+
+def _offer_body(name: bytes, name_len: int | None = None) -> bytes:
+    import struct
+
+    head = struct.pack(">QQ32s32s32sH", 7, 3, bytes(32), bytes(32), bytes(32), len(name))
+    if name_len is not None:
+        head = head[:-2] + struct.pack(">H", name_len)
+    return head + name
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (_offer_body(b"x", name_len=5), "bad name length"),
+        (_offer_body(b"\xff\xfe"), "not valid UTF-8"),
+    ],
+)
+def test_malformed_offers(body: bytes, reason: str) -> None:
+    pair = Pair.make()
+    pair.connect()
+    pair.a.session._emit_record(RecordType.FILE_OFFER, body)
+    pair.pump()
+    assert reason in pair.b.of(SessionFailed)[0].reason
+
+
+def test_text_protocol_violations() -> None:
+    import struct
+
+    pair = Pair.make(max_text=100)
+    pair.connect()
+    s = pair.a.session
+    s._emit_record(RecordType.TEXT, struct.pack(">QB", 1, 0) + b"part")
+    s._emit_record(RecordType.TEXT, struct.pack(">QB", 2, 1) + b"other")
+    pair.pump()
+    assert "interleaved" in pair.b.of(SessionFailed)[0].reason
+    pair.b.events.clear()
+    s._emit_record(RecordType.TEXT, struct.pack(">QB", 9, 0) + b"x" * 101)
+    pair.pump()
+    assert "size cap" in pair.b.of(SessionFailed)[0].reason
+    pair.b.events.clear()
+    s._emit_record(RecordType.TEXT, struct.pack(">QB", 10, 1) + b"\xff")
+    pair.pump()
+    assert "UTF-8" in pair.b.of(SessionFailed)[0].reason
+
+
+def test_accept_past_end_and_unknown_file_ignored() -> None:
+    import struct
+
+    pair = Pair.make()
+    pair.connect()
+    fid = pair.send_file(Seat.A, b"abc")
+    pair.pump()
+    pair.b.session._emit_record(RecordType.FILE_ACCEPT, struct.pack(">QQ", 999, 0))
+    pair.pump()
+    assert pair.b.of(SessionFailed) == []
+    assert pair.a.of(SessionFailed) == []
+    pair.b.session._emit_record(RecordType.FILE_ACCEPT, struct.pack(">QQ", fid, 50))
+    pair.pump()
+    assert "past the end" in pair.a.of(SessionFailed)[0].reason
+
+
+def test_handshake_envelope_misuse() -> None:
+    pair = Pair.make()
+    pair.connect()
+    a, b = pair.a.session, pair.b.session
+    a.receive_control(bytes([Envelope.HS1]) + bytes(40))  # HS1 to the initiator
+    b.receive_control(bytes([Envelope.HS2]) + bytes(40))  # HS2 to the responder
+    b.receive_control(bytes([Envelope.HS3]) + bytes(40))
+    b.receive_control(bytes([Envelope.RESET]) + bytes(4))
+    a.receive_control(bytes([Envelope.RESET]) + bytes(3))
+    a.receive_control(bytes([Envelope.HS2]) + bytes(2))
+    reasons = [e.reason for e in a.events() + b.events() if isinstance(e, SessionFailed)]
+    assert any("initiator" in r for r in reasons)
+    assert any("responder" in r for r in reasons)
+    assert any("bad length" in r for r in reasons)
+    assert any("too short" in r for r in reasons)
+
+
+def test_reset_for_other_handshake_ignored() -> None:
+    pair = Pair.make()
+    pair.connect()
+    pair.a.session.receive_control(bytes([Envelope.RESET]) + b"\xde\xad\xbe\xef")
+    assert pair.a.session.events() == []
+    assert pair.a.session.established
+
+
+def test_handshake_timeout_then_retry() -> None:
+    pair = Pair.make()
+    a = pair.a.session
+    a.peer_online(0.0)
+    hs1 = a.data_to_send()
+    assert [p[1][0] for p in hs1] == [Envelope.HS1]
+    a.tick(10.0)
+    assert a.events() == []
+    a.tick(31.0)
+    evs = a.events()
+    assert any(isinstance(e, SessionFailed) and "timed out" in e.reason for e in evs)
+    assert [p[1][0] for p in a.data_to_send()] == [Envelope.HS1]  # first retry is immediate
+    assert a.sas == ()
+
+
+def test_bad_session_parameters() -> None:
+    with pytest.raises(LocalProtocolError):
+        Pair.make(secret_a=b"short")
+    with pytest.raises(LocalProtocolError):
+        Pair.make(room_id=b"short")
+
+
+def test_chunk_misuse_by_sender() -> None:
+    pair = Pair.make()
+    pair.connect()
+    fid = pair.send_file(Seat.A, b"x" * 10)
+    pair.pump()
+    pair.b.session.accept_file(fid)
+    # The harness streamed the file; now misuse the API on a second file.
+    fid2 = pair.send_file(Seat.A, b"y" * (CHUNK_SIZE + 1))
+    pair.pump()
+    a = pair.a.session
+    with pytest.raises(LocalProtocolError):
+        a.encrypt_chunk(fid2, 0, b"y" * CHUNK_SIZE)  # not accepted yet
+    pair.b.session.accept_file(fid2)
+    pair.pump()
+    assert pair.a.of(FileDelivered)[-1] == FileDelivered(fid2)
+
+
+def test_duplicate_offer_after_done_answers_done() -> None:
+    pair = Pair.make()
+    pair.connect()
+    data = b"z" * 100
+    fid = pair.send_file(Seat.A, data)
+    pair.pump()
+    pair.b.session.accept_file(fid)
+    pair.pump()
+    # A relay-side replay of the offer cannot be told from a re-offer: B says DONE again.
+    rejected = pair.send_file(Seat.A, b"no")
+    pair.pump()
+    pair.b.session.reject_file(rejected, FileCode.DECLINED)
+    pair.pump()
+    pair.disconnect()
+    pair.connect()
+    assert len(pair.b.of(FileCompleted)) == 1
+    assert [e.code for e in pair.a.of(FileFailed)] == [FileCode.DECLINED]

@@ -64,7 +64,7 @@ def build_transcript() -> dict[str, Any]:
     assert bytes(pair.a.received[file_id]) == content
     hs = pair.a.of(HandshakeComplete)[0]
     return {
-        "description": "One session: handshake, a text from A, a file from B (see docs/protocol.md)",
+        "description": "One session: handshake, a text from A, a file from B",
         "random": "seat X draws SHA-256(b'seat X' || u64be counter) blocks, counter from 0",
         "room_id": room_id.hex(),
         "room_secret": secret.hex(),
