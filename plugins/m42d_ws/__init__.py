@@ -1,1 +1,359 @@
-"""WebSocket transport (stub)."""
+"""WebSocket transport for m42d (trio-websocket): one relay frame per binary message.
+
+URLs: ``ws://`` and ``wss://`` (``http://`` and ``https://`` are aliases).
+Listening without a port uses 8042; connecting uses the scheme's usual port
+(80/443), which is what a relay behind a load balancer publishes.
+
+Paths: ``/m42/v1`` (room creation) and ``/m42/v1/room/<room id, 32 hex>``
+(joins), after any path prefix of the client URL.  The room id is in the
+path so a load balancer can hash on it and keep both seats on one node; the
+relay itself trusts only the ticket in JOIN.  Other paths get HTTP 404.
+
+A message holds ``kind:u8 | body`` (``m42d.wire.encode``); a message longer
+than one frame is closed with 1009, a text message is a protocol error.
+Reads are 128 KiB: trio-websocket's 4 KiB default halves throughput.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import socket
+import ssl
+from collections.abc import AsyncIterator, Sequence
+from functools import partial
+from typing import Final, final
+
+import trio
+import trio_websocket
+
+from m42d.errors import ConnectionClosed, TransportError, WireError
+from m42d.transport import (
+    DEFAULT_CONNECT_TIMEOUT,
+    READ_SIZE,
+    FrameConnection,
+    FrameHandler,
+    check_pin,
+    client_ssl_context,
+    format_url,
+    map_stream_errors,
+    open_tcp_listeners,
+    parse_url,
+    peer_address,
+    run_handler,
+    socket_listener_urls,
+)
+from m42d.wire import MAX_FRAME, Frame, decode, encode
+
+__all__ = [
+    "DEFAULT_LISTEN_PORT",
+    "PATH",
+    "WebSocketFrameConnection",
+    "WebSocketListener",
+    "WebSocketTransport",
+    "room_path",
+]
+
+logger = logging.getLogger("m42d.transport.ws")
+
+SCHEMES: Final = ("ws", "wss", "http", "https")
+SECURE: Final = frozenset({"wss", "https"})
+DEFAULT_LISTEN_PORT: Final = 8042
+PATH: Final = "/m42/v1"
+HANDSHAKE_TIMEOUT: Final = 10.0
+CLOSE_TIMEOUT: Final = 2.0
+MESSAGE_QUEUE: Final = 4
+_PATH_RE: Final = re.compile(r"/m42/v1(?:/room/[0-9a-fA-F]{32})?")
+
+
+def room_path(prefix: str = "", room_id: bytes | None = None) -> str:
+    """The request path for a room (or for room creation when ``room_id`` is None)."""
+    path = prefix.rstrip("/") + PATH
+    return path if room_id is None else f"{path}/room/{room_id.hex()}"
+
+
+def _canonical(scheme: str) -> str:
+    return "wss" if scheme in SECURE else "ws"
+
+
+@final
+class WebSocketFrameConnection:
+    """A :class:`~m42d.transport.FrameConnection` over one trio-websocket connection."""
+
+    def __init__(
+        self, ws: trio_websocket.WebSocketConnection, *, transport: str, peer: str
+    ) -> None:
+        self._ws = ws
+        self._transport = transport
+        self._peer = peer
+
+    def __repr__(self) -> str:
+        return f"<WebSocketFrameConnection {self._transport}>"
+
+    @property
+    def transport(self) -> str:
+        return self._transport
+
+    @property
+    def peer(self) -> str:
+        return self._peer
+
+    @property
+    def close_code(self) -> int | None:
+        """The WebSocket close code once closed (1009: message too big)."""
+        reason = self._ws.closed
+        return None if reason is None else int(reason.code)
+
+    async def send(self, frame: Frame) -> None:
+        data = encode(frame)
+        try:
+            with map_stream_errors("websocket"):
+                await self._ws.send_message(data)
+        except trio_websocket.ConnectionClosed as exc:
+            raise ConnectionClosed(f"websocket closed ({_code(exc)})") from exc
+
+    async def send_many(self, frames: Sequence[Frame]) -> None:
+        for frame in frames:
+            await self.send(frame)
+
+    async def receive(self) -> Frame:
+        try:
+            message = await self._ws.get_message()
+        except trio_websocket.ConnectionClosed as exc:
+            raise ConnectionClosed(f"websocket closed ({_code(exc)})") from exc
+        if isinstance(message, str):
+            raise WireError("text message: relay frames travel in binary messages")
+        return decode(message)
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            await self._ws.aclose()
+
+
+def _code(exc: trio_websocket.ConnectionClosed) -> str:
+    return str(exc.reason.code) if exc.reason is not None else "no close frame"
+
+
+@final
+class WebSocketListener:
+    """Accepts TCP (and TLS) connections and upgrades them on the m42 paths."""
+
+    def __init__(
+        self,
+        scheme: str,
+        listeners: Sequence[trio.SocketListener],
+        ssl_context: ssl.SSLContext | None,
+        *,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
+    ) -> None:
+        self._scheme = scheme
+        self._listeners = list(listeners)
+        self._ssl_context = ssl_context
+        self._handshake_timeout = handshake_timeout
+
+    @property
+    def urls(self) -> Sequence[str]:
+        return socket_listener_urls(self._scheme, self._listeners)
+
+    async def serve(
+        self,
+        handler: FrameHandler,
+        *,
+        handler_nursery: trio.Nursery | None = None,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(
+                    partial(
+                        trio.serve_listeners,
+                        partial(self._on_stream, handler),
+                        self._listeners,
+                        handler_nursery=handler_nursery,
+                    )
+                )
+                task_status.started()
+        finally:
+            await self.aclose()
+
+    async def _on_stream(self, handler: FrameHandler, raw: trio.SocketStream) -> None:
+        peer = peer_address(raw)
+        try:
+            async with trio.open_nursery() as nursery:
+                connection = await self._upgrade(nursery, raw, peer)
+                if connection is not None:
+                    await run_handler(handler, connection)
+                nursery.cancel_scope.cancel()
+        except Exception:
+            # trio-websocket's reader task failing on hostile input: this
+            # connection only.
+            logger.debug("websocket connection failed", exc_info=True)
+
+    async def _upgrade(
+        self, nursery: trio.Nursery, raw: trio.SocketStream, peer: str
+    ) -> WebSocketFrameConnection | None:
+        stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] = raw
+        with trio.move_on_after(self._handshake_timeout):
+            try:
+                if self._ssl_context is not None:
+                    stream = trio.SSLStream(
+                        raw, self._ssl_context, server_side=True, https_compatible=True
+                    )
+                    await stream.do_handshake()
+                request = await trio_websocket.wrap_server_stream(
+                    nursery,
+                    stream,
+                    message_queue_size=MESSAGE_QUEUE,
+                    max_message_size=MAX_FRAME,
+                    receive_buffer_size=READ_SIZE,
+                )
+                path = request.path.split("?", 1)[0]
+                if not _PATH_RE.fullmatch(path):
+                    await request.reject(404)
+                    return None
+                ws = await request.accept()
+            except (
+                trio.BrokenResourceError,
+                trio.ClosedResourceError,
+                trio_websocket.ConnectionClosed,
+            ):
+                return None
+            return WebSocketFrameConnection(ws, transport=self._scheme, peer=peer)
+        logger.debug("websocket handshake timed out")
+        return None
+
+    async def aclose(self) -> None:
+        for listener in self._listeners:
+            await trio.aclose_forcefully(listener)
+
+
+@final
+class WebSocketTransport:
+    """The ``ws``/``wss``/``http``/``https`` entry points of ``m42d.transports``."""
+
+    async def open_listener(
+        self,
+        url: str,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        sock: socket.socket | None = None,
+    ) -> WebSocketListener:
+        where = parse_url(url, SCHEMES, DEFAULT_LISTEN_PORT)
+        scheme = _canonical(where.scheme)
+        if scheme == "wss" and ssl_context is None:
+            raise TransportError("a wss:// listener needs a certificate (ssl_context)")
+        listeners = await open_tcp_listeners(where.host, where.port, sock)
+        return WebSocketListener(scheme, listeners, ssl_context if scheme == "wss" else None)
+
+    @contextlib.asynccontextmanager
+    async def connect(
+        self,
+        url: str,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        pin: bytes | None = None,
+        room_id: bytes | None = None,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    ) -> AsyncIterator[FrameConnection]:
+        where = parse_url(url, SCHEMES, lambda scheme: 443 if scheme in SECURE else 80)
+        scheme = _canonical(where.scheme)
+        target = format_url(scheme, where.host, where.port)
+        host_header = where.host if where.port in (80, 443) else f"{where.host}:{where.port}"
+        resource = room_path(where.path, room_id)
+        user_error: BaseException | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                stream = await _open_stream(
+                    where.host, where.port, scheme, ssl_context, pin, connect_timeout, target
+                )
+                try:
+                    with trio.fail_after(connect_timeout):
+                        ws = await trio_websocket.wrap_client_stream(
+                            nursery,
+                            stream,
+                            host_header,
+                            resource,
+                            message_queue_size=MESSAGE_QUEUE,
+                            max_message_size=MAX_FRAME,
+                            receive_buffer_size=READ_SIZE,
+                        )
+                except trio.TooSlowError as exc:
+                    await trio.aclose_forcefully(stream)
+                    raise TransportError(f"websocket handshake with {target} timed out") from exc
+                connection = WebSocketFrameConnection(ws, transport=scheme, peer=where.host)
+                try:
+                    yield connection
+                except BaseException as exc:
+                    user_error = exc
+                    raise
+                finally:
+                    with trio.move_on_after(CLOSE_TIMEOUT) as scope:
+                        scope.shield = True
+                        await connection.aclose()
+                    # trio-websocket leaves the stream open when the server
+                    # closed first; close it ourselves.
+                    await trio.aclose_forcefully(stream)
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            raise _unwrap(group, user_error, target) from None
+
+
+def _unwrap(
+    group: BaseExceptionGroup, user_error: BaseException | None, target: str
+) -> BaseException:
+    """One exception for the caller, as if no nursery had been involved.
+
+    The nursery only holds trio-websocket's reader, so a group means: the
+    caller's own exception, or the handshake failing in the reader task.
+    """
+    errors = [e for e in group.exceptions if not isinstance(e, trio.Cancelled)]
+    if user_error is not None and user_error in group.exceptions:
+        return user_error
+    if len(errors) == 1:
+        error = errors[0]
+        if isinstance(error, trio_websocket.HandshakeError):
+            status = getattr(error, "status_code", None)
+            detail = f"HTTP {status}" if status is not None else type(error).__name__
+            wrapped = TransportError(f"websocket handshake with {target} refused ({detail})")
+            wrapped.__cause__ = error
+            return wrapped
+        return error
+    return group if not errors else errors[0]
+
+
+async def _open_stream(
+    host: str,
+    port: int,
+    scheme: str,
+    ssl_context: ssl.SSLContext | None,
+    pin: bytes | None,
+    seconds: float,
+    target: str,
+) -> trio.SocketStream | trio.SSLStream[trio.SocketStream]:
+    """TCP, then TLS and the pin check, before a single HTTP byte is sent."""
+    try:
+        with trio.fail_after(seconds):
+            tcp = await trio.open_tcp_stream(host, port)
+            if scheme != "wss":
+                return tcp
+            tls = trio.SSLStream(
+                tcp,
+                client_ssl_context(ssl_context, pin),
+                server_hostname=host,
+                https_compatible=True,
+            )
+            try:
+                await tls.do_handshake()
+                check_pin(tls, pin)
+            except BaseException:
+                await trio.aclose_forcefully(tls)
+                raise
+            return tls
+    except trio.TooSlowError as exc:
+        raise TransportError(f"connecting to {target} timed out") from exc
+    except OSError as exc:
+        raise TransportError(f"cannot connect to {target}: {exc.strerror or exc}") from exc
+    except trio.BrokenResourceError as exc:
+        reason = type(exc.__cause__).__name__ if exc.__cause__ else "connection lost"
+        raise TransportError(f"TLS handshake with {target} failed ({reason})") from exc

@@ -1,0 +1,386 @@
+"""The relay daemon's configuration: embedded defaults, a TOML file, command-line overrides.
+
+Every option has a default, so ``m42d serve`` runs without a file.  A file
+may set any subset; the command line overrides both.  Validation is strict
+on purpose: an unknown key is far more often a typo (``join_timout``) than a
+forward-compatible setting, and a relay silently running on a default the
+operator meant to change is worse than one that refuses to start.  Errors
+are :class:`~m42d.errors.ConfigError` and name the key
+(``limits.join_timeout must be a positive number``), never the value of a
+secret.
+
+Only :func:`load_config` and :func:`with_credentials` touch the file system
+(to read the file and secret files); everything else is pure.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Final, final
+from urllib.parse import urlsplit
+
+import attrs
+
+from m42d.errors import ConfigError, LinkError
+from m42d.link import parse_relay_url
+from m42d.wire import MAX_PAYLOAD
+
+__all__ = [
+    "CREDENTIAL_CREATION_SECRET",
+    "LOG_LEVELS",
+    "Limits",
+    "RelayConfig",
+    "load_config",
+    "merge_cli",
+    "parse_config",
+    "with_credentials",
+]
+
+LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+"""Accepted values of ``log_level``, from most to least verbose."""
+
+CREDENTIAL_CREATION_SECRET: Final = "creation-secret"
+"""File name looked up in ``$CREDENTIALS_DIRECTORY`` (systemd ``LoadCredential=``)."""
+
+MIN_PAYLOAD: Final = 1024
+"""Lower bound for ``limits.max_payload``: below it even control messages would not fit."""
+
+MAX_BULK_WINDOW: Final = 0xFFFF_FFFF
+"""Credit travels as a 32-bit count on the wire."""
+
+MAX_ROOM_TTL: Final = 366 * 24 * 3600
+"""Upper bound for ``room_ttl``: tickets are bearer credentials; a year is already generous."""
+
+_PORT_ZERO: Final = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://(?:\[[^\]/]*\]|[^/:\[]*)):0(/|$)")
+_HOST_SCHEMES: Final = frozenset({"ws", "wss", "http", "https", "tls", "tcp"})
+
+
+# --- checks shared by attrs validators and the TOML loader -------------------
+#
+# A check takes the full key name (for the message) and the raw value and
+# returns the value, or raises ConfigError.  Keeping one function per rule
+# means a Limits built in code and a Limits read from TOML are held to
+# exactly the same rules and produce the same sentence.
+
+_Check = Callable[[str, Any], Any]
+
+
+def _positive_int(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{key} must be a positive integer")
+    return value
+
+
+def _positive_number(key: str, value: Any) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ConfigError(f"{key} must be a positive number")
+    return float(value)
+
+
+def _boolean(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false")
+    return value
+
+
+def _log_level(key: str, value: Any) -> str:
+    if not isinstance(value, str) or value.lower() not in LOG_LEVELS:
+        raise ConfigError(f"{key} must be one of {', '.join(LOG_LEVELS)}")
+    return value.lower()
+
+
+def _room_ttl(key: str, value: Any) -> int:
+    _positive_int(key, value)
+    if value > MAX_ROOM_TTL:
+        raise ConfigError(f"{key} must be at most {MAX_ROOM_TTL} seconds (366 days)")
+    return int(value)
+
+
+def _optional_path(key: str, value: Any) -> Path | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and value:
+        return Path(value)
+    if isinstance(value, Path):
+        return value
+    raise ConfigError(f"{key} must be a non-empty path string")
+
+
+def _optional_secret(key: str, value: Any) -> str | None:
+    # The message must not echo the value: it is a secret.
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{key} must be a non-empty string")
+    return value
+
+
+def check_listen_url(key: str, value: Any) -> str:
+    """Check one listen URL well enough to fail at config time, not at bind time.
+
+    The syntax is the one links use (:func:`m42d.link.parse_relay_url`),
+    plus port 0 ("any free port", for tests).  Whether a transport for the
+    scheme is installed is checked when the transports load, because that
+    depends on the installation, not on the file.
+    """
+    if not isinstance(value, str) or not value or value != value.strip():
+        raise ConfigError(f"{key} must be a URL string such as ws://127.0.0.1:8042")
+    # A link must name a real port, so parse_relay_url refuses 0; a listener
+    # may ask the OS for one.  Check the URL with port 1 in its place.
+    probe = _PORT_ZERO.sub(r"\1:1\2", value, count=1)
+    try:
+        address = parse_relay_url(probe)
+    except LinkError as exc:
+        raise ConfigError(f"{key}: {exc}") from exc
+    if address.scheme in _HOST_SCHEMES and address.port is None:
+        raise ConfigError(f"{key} must give a port (0 picks a free one)")
+    return value
+
+
+def _listen(key: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, list | tuple) or not value:
+        raise ConfigError(f"{key} must be a non-empty list of URLs")
+    urls = tuple(check_listen_url(f"{key}[{i}]", url) for i, url in enumerate(value))
+    if len(set(urls)) != len(urls):
+        raise ConfigError(f"{key} lists the same URL twice")
+    return urls
+
+
+def check_host_port(key: str, value: Any) -> str | None:
+    """Check ``host:port`` (``[::1]:9442`` for IPv6), the form of ``metrics_listen``."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"{key} must be a string host:port, such as 127.0.0.1:9442")
+    parts = urlsplit(f"//{value}")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"{key} has an invalid port (0 to 65535)") from exc
+    if not parts.hostname or port is None or parts.path or parts.username is not None:
+        raise ConfigError(f"{key} must be a string host:port, such as 127.0.0.1:9442")
+    return value
+
+
+def _validator(check: _Check) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    def validate(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        check(attribute.name, value)
+
+    return validate
+
+
+def _field(default: Any, check: _Check, **kwargs: Any) -> Any:
+    return attrs.field(
+        default=default, validator=_validator(check), metadata={"check": check}, **kwargs
+    )
+
+
+@final
+@attrs.frozen
+class Limits:
+    """Resource limits of the relay; every one bounds memory, file descriptors or abuse.
+
+    Times are seconds, sizes bytes, rates events per minute per client address.
+    """
+
+    max_connections: int = _field(10_000, _positive_int)
+    max_connections_per_address: int = _field(64, _positive_int)
+    join_timeout: float = _field(10.0, _positive_number)
+    idle_timeout: float = _field(120.0, _positive_number)
+    ping_interval: float = _field(30.0, _positive_number)
+    max_payload: int = _field(MAX_PAYLOAD, _positive_int)
+    bulk_window: int = _field(1024 * 1024, _positive_int)
+    control_queue: int = _field(256, _positive_int)
+    create_rate: int = _field(30, _positive_int)
+    join_rate: int = _field(120, _positive_int)
+    shutdown_grace: float = _field(5.0, _positive_number)
+
+    def __attrs_post_init__(self) -> None:
+        # Rules across fields: each one, if broken, makes the relay misbehave
+        # in a way no single value would show.
+        if self.ping_interval >= self.idle_timeout:
+            raise ConfigError(
+                "ping_interval must be less than idle_timeout, or idle peers that "
+                "answer pings would still be dropped"
+            )
+        if not MIN_PAYLOAD <= self.max_payload <= MAX_PAYLOAD:
+            raise ConfigError(
+                f"max_payload must be between {MIN_PAYLOAD} and {MAX_PAYLOAD} bytes "
+                f"(the wire maximum; clients send file chunks of exactly {MAX_PAYLOAD})"
+            )
+        if self.bulk_window > MAX_BULK_WINDOW:
+            raise ConfigError(f"bulk_window must be at most {MAX_BULK_WINDOW} (32-bit credit)")
+        if self.bulk_window < self.max_payload:
+            raise ConfigError(
+                "bulk_window must be at least max_payload, or a full bulk frame could never be sent"
+            )
+        if self.max_connections_per_address > self.max_connections:
+            raise ConfigError("max_connections_per_address must not exceed max_connections")
+
+
+@final
+@attrs.frozen
+class RelayConfig:
+    """Everything ``m42d serve`` needs to know, after file, credentials and command line."""
+
+    listen: tuple[str, ...] = _field(("ws://127.0.0.1:8042", "tls://127.0.0.1:8043"), _listen)
+    state_dir: Path | None = _field(None, _optional_path)  # noqa: RUF009 (attrs.field)
+    room_ttl: int = _field(7 * 24 * 3600, _room_ttl)
+    creation_secret: str | None = _field(None, _optional_secret, repr=False)
+    log_addresses: bool = _field(False, _boolean)
+    log_level: str = _field("info", _log_level)
+    tls_cert: Path | None = _field(None, _optional_path)  # noqa: RUF009 (attrs.field)
+    tls_key: Path | None = _field(None, _optional_path)  # noqa: RUF009 (attrs.field)
+    metrics_listen: str | None = _field(None, check_host_port)
+    limits: Limits = attrs.field(factory=Limits)
+
+    def __attrs_post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("tls_cert and tls_key must be given together")
+
+
+# --- TOML ---------------------------------------------------------------------
+
+_TOP_ONLY_KEYS: Final = frozenset({"creation_secret_file"})
+_PATH_KEYS: Final = frozenset({"state_dir", "tls_cert", "tls_key", "creation_secret_file"})
+
+
+def _checks(cls: type[Any]) -> dict[str, _Check]:
+    return {a.name: a.metadata["check"] for a in attrs.fields(cls) if "check" in a.metadata}
+
+
+def _resolve(base_dir: Path, value: Any) -> Any:
+    # Relative paths in a file mean "next to this file", as in nginx and
+    # systemd, not "relative to wherever the daemon was started".
+    if isinstance(value, str) and value and not Path(value).is_absolute():
+        return str(base_dir / value)
+    return value
+
+
+def _read_secret_file(key: str, path: Path) -> str:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{key}: cannot read {path}: {type(exc).__name__}") from exc
+    secret = text.strip()
+    if not secret:
+        raise ConfigError(f"{key}: {path} is empty")
+    return secret
+
+
+def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> RelayConfig:
+    """Build a config from parsed TOML (a mapping), checking every key.
+
+    Args:
+        data: the table, as ``tomllib`` returns it.
+        base_dir: where relative paths point; the config file's directory.
+
+    Raises:
+        ConfigError: naming the first key that is unknown, mistyped or out of range.
+    """
+    base = base_dir if base_dir is not None else Path.cwd()
+    top_checks = _checks(RelayConfig)
+    limit_checks = _checks(Limits)
+    top: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "limits":
+            continue
+        if key not in top_checks and key not in _TOP_ONLY_KEYS:
+            raise ConfigError(f"unknown option {key!r}")
+        if key in _PATH_KEYS:
+            value = _resolve(base, value)
+        if key == "creation_secret_file":
+            path = _optional_path(key, value)
+            assert path is not None  # None cannot come from TOML
+            top["creation_secret"] = _read_secret_file(key, path)
+            continue
+        top[key] = top_checks[key](key, value)
+    if "creation_secret" in data and "creation_secret_file" in data:
+        raise ConfigError("creation_secret and creation_secret_file are mutually exclusive")
+
+    limits: dict[str, Any] = {}
+    raw_limits = data.get("limits", {})
+    if not isinstance(raw_limits, Mapping):
+        raise ConfigError("limits must be a table ([limits])")
+    for key, value in raw_limits.items():
+        if key not in limit_checks:
+            raise ConfigError(f"unknown option 'limits.{key}'")
+        limits[key] = limit_checks[key](f"limits.{key}", value)
+    try:
+        top["limits"] = Limits(**limits)
+    except ConfigError as exc:
+        raise ConfigError(f"limits.{exc}") from exc
+    return RelayConfig(**top)
+
+
+def load_config(path: Path | str) -> RelayConfig:
+    """Read and check a TOML config file.
+
+    Raises:
+        ConfigError: the file is unreadable, not TOML, or has an invalid option.
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    try:
+        return parse_config(data, base_dir=path.resolve().parent)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def merge_cli(
+    config: RelayConfig,
+    *,
+    listen: list[str] | tuple[str, ...] | None = None,
+    state_dir: Path | str | None = None,
+    log_level: str | None = None,
+    log_addresses: bool | None = None,
+) -> RelayConfig:
+    """Return ``config`` with the command-line options that were given (not None) applied.
+
+    ``--listen`` replaces the file's list rather than adding to it, so
+    ``m42d serve --listen ws://127.0.0.1:0`` serves exactly one listener.
+    """
+    changes: dict[str, Any] = {}
+    if listen:
+        changes["listen"] = _listen("--listen", list(listen))
+    if state_dir is not None:
+        changes["state_dir"] = _optional_path("--state-dir", str(state_dir))
+    if log_level is not None:
+        changes["log_level"] = _log_level("--log-level", log_level)
+    if log_addresses is not None:
+        changes["log_addresses"] = _boolean("--log-addresses", log_addresses)
+    return attrs.evolve(config, **changes)
+
+
+def with_credentials(config: RelayConfig, environ: Mapping[str, str] | None = None) -> RelayConfig:
+    """Fill the creation secret from ``$CREDENTIALS_DIRECTORY/creation-secret`` if unset.
+
+    systemd's ``LoadCredential=creation-secret:/etc/m42d/creation-secret``
+    puts the file there, readable only by the service, which beats a secret
+    in a world-readable config file.  A secret set in the config wins.
+    """
+    env = os.environ if environ is None else environ
+    cred_dir = env.get("CREDENTIALS_DIRECTORY")
+    if config.creation_secret is not None or not cred_dir:
+        return config
+    path = Path(cred_dir) / CREDENTIAL_CREATION_SECRET
+    if not path.exists():
+        return config
+    secret = _read_secret_file("credential creation-secret", path)
+    return attrs.evolve(config, creation_secret=secret)

@@ -1,0 +1,505 @@
+"""The ``m42d`` command: serve the relay, check a config, show the pin, rotate keys.
+
+``serve`` is a straight line: configuration (embedded defaults, then the
+file, then systemd credentials, then the command line) -> state directory ->
+transports -> listeners -> relay.  Everything before the relay is done
+before the first ``listening on`` line, so a misconfigured relay fails fast
+with one sentence on stderr and exit status 2, and never half-starts.
+
+Exit statuses: 0 success; 1 the relay or a command failed at run time; 2 bad
+usage or configuration (as argparse does for usage errors).
+
+Logs go to stderr, one line per event, prefixed ``m42d:`` (journald adds
+the time).  No line carries a payload, token, key or secret; client
+addresses only with ``--log-addresses``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import signal
+import sys
+import textwrap
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Final
+
+import attrs
+import trio
+
+from m42d import PROTOCOL_VERSION, __version__
+from m42d.config import Limits, RelayConfig, load_config, merge_cli, with_credentials
+from m42d.errors import ConfigError, M42Error
+from m42d.relay.limits import RelayLimits
+from m42d.relay.server import Relay, serve_relay
+from m42d.relay.state import (
+    RelayState,
+    certificate_pin,
+    default_state_dir,
+    pin_to_text,
+    rotate_key_file,
+    tls_paths,
+)
+from m42d.transport import FrameListener, Transport, load_transports
+
+__all__ = [
+    "build_parser",
+    "build_relay",
+    "main",
+    "open_listeners",
+    "relay_limits",
+    "resolve_config",
+    "serve",
+]
+
+log = logging.getLogger("m42d")
+
+EXIT_OK: Final = 0
+EXIT_FAILURE: Final = 1
+EXIT_CONFIG: Final = 2
+
+TLS_SCHEMES: Final = frozenset({"tls", "wss", "https"})
+"""Schemes whose listeners get the relay's server TLS context."""
+
+
+# --- logging -------------------------------------------------------------------
+
+
+class _LineFormatter(logging.Formatter):
+    """``m42d: message``, with the level named only when it is worth attention."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.levelno >= logging.WARNING:
+            message = f"{record.levelname.lower()}: {message}"
+        line = f"m42d: {message}"
+        if record.exc_info:
+            # Tracebacks are for developers (--debug / log_level debug); an
+            # operator gets the exception on the same line.
+            if log.isEnabledFor(logging.DEBUG):
+                line += "\n" + self.formatException(record.exc_info)
+            else:
+                exc = record.exc_info[1]
+                line += f" ({type(exc).__name__}: {exc})"
+        return line
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is now (tests and embedders swap it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+def _setup_logging(level: str) -> None:
+    # Rebuilt on every main() call: tests call main() many times and swap
+    # sys.stderr between calls.
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+    handler = _StderrHandler(sys.stderr)
+    handler.setFormatter(_LineFormatter())
+    log.addHandler(handler)
+    log.setLevel(level.upper())
+    log.propagate = False
+
+
+# --- configuration ---------------------------------------------------------------
+
+
+def resolve_config(args: argparse.Namespace) -> RelayConfig:
+    """Defaults, then ``--config``, then systemd credentials, then command-line options."""
+    config_path: Path | None = getattr(args, "config", None)
+    config = load_config(config_path) if config_path is not None else RelayConfig()
+    config = with_credentials(config)
+    return merge_cli(
+        config,
+        listen=getattr(args, "listen", None),
+        state_dir=getattr(args, "state_dir", None),
+        log_level=getattr(args, "log_level", None),
+        log_addresses=True if getattr(args, "log_addresses", False) else None,
+    )
+
+
+def _state_dir(config: RelayConfig) -> Path:
+    return config.state_dir if config.state_dir is not None else default_state_dir()
+
+
+# --- serve ---------------------------------------------------------------------
+
+
+async def _handle_signals(
+    relay: Relay,
+    reload: Callable[[], None],
+    cancel_scope: trio.CancelScope,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """SIGHUP reloads; SIGTERM/SIGINT stop gracefully, a second one stops at once.
+
+    A failed reload keeps the old certificate, keys and limits and says why:
+    a bad edit must never take a running relay down.
+    """
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        task_status.started()
+        async for signum in signals:
+            if signum == signal.SIGHUP:
+                try:
+                    reload()
+                except M42Error as exc:
+                    log.error("reload failed, keeping the previous settings: %s", exc)
+                continue
+            name = signal.Signals(signum).name
+            if relay.stopping:
+                log.info("%s again: stopping now", name)
+                cancel_scope.cancel()
+                return
+            log.info("%s: stopping (grace %.3g s)", name, relay.limits.shutdown_grace)
+            relay.stop()
+
+
+def relay_limits(limits: Limits) -> RelayLimits:
+    """The relay core's limits from the configured ones (same names and units)."""
+    return RelayLimits(**attrs.asdict(limits))
+
+
+def _secret_bytes(config: RelayConfig) -> bytes | None:
+    return None if config.creation_secret is None else config.creation_secret.encode("utf-8")
+
+
+def build_relay(config: RelayConfig, state: RelayState) -> Relay:
+    return Relay(
+        keyring=state.ticket_keys,
+        limits=relay_limits(config.limits),
+        burned=state.deny_list,
+        creation_secret=_secret_bytes(config),
+        room_ttl=config.room_ttl,
+        log_addresses=config.log_addresses,
+    )
+
+
+def _reloader(
+    relay: Relay,
+    state: RelayState,
+    config: RelayConfig,
+    reload_config: Callable[[], RelayConfig] | None,
+) -> Callable[[], None]:
+    def reload() -> None:
+        # Everything that can fail runs before anything changes: all or nothing.
+        new = reload_config() if reload_config is not None else config
+        limits = relay_limits(new.limits)
+        state.reload()
+        relay.keyring = state.ticket_keys
+        relay.limits = limits
+        relay.creation_secret = _secret_bytes(new)
+        relay.room_ttl = new.room_ttl
+        relay.log_addresses = new.log_addresses
+        for name in ("listen", "state_dir", "tls_cert", "tls_key", "metrics_listen"):
+            if getattr(new, name) != getattr(config, name):
+                log.warning("%s changed: it takes effect at the next restart", name)
+        log.info("reloaded; TLS certificate pin %s", state.pin_b64)
+
+    return reload
+
+
+async def serve(
+    config: RelayConfig,
+    state: RelayState,
+    *,
+    reload_config: Callable[[], RelayConfig] | None = None,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the relay until SIGTERM/SIGINT (graceful) or cancellation (immediate).
+
+    Logs one ``listening on URL`` line per bound socket and the pin, then
+    reports ``task_status.started()`` (what systemd's READY=1 will mean).
+    ``reload_config`` re-reads the configuration on SIGHUP; without it, a
+    reload only re-reads the state directory.
+    """
+    relay = build_relay(config, state)
+    listeners = await open_listeners(config, state, load_transports())
+    try:
+        with trio.CancelScope() as cancel_scope:
+            async with trio.open_nursery() as nursery:
+                reload = _reloader(relay, state, config, reload_config)
+                await nursery.start(_handle_signals, relay, reload, cancel_scope)
+
+                async def relay_then_finish(
+                    *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                ) -> None:
+                    await serve_relay(relay, listeners, task_status=task_status)
+                    nursery.cancel_scope.cancel()
+
+                await nursery.start(relay_then_finish)
+                for listener in listeners:
+                    for url in listener.urls:
+                        log.info("listening on %s", url)
+                log.info("TLS certificate pin %s", state.pin_b64)
+                task_status.started()
+    finally:
+        with trio.CancelScope(shield=True):
+            for listener in listeners:
+                await listener.aclose()
+
+
+async def open_listeners(
+    config: RelayConfig, state: RelayState, transports: Mapping[str, Transport]
+) -> list[FrameListener]:
+    """Bind every ``config.listen`` URL; all or none (a partial set is closed again).
+
+    Raises:
+        ConfigError: no transport is installed for a URL's scheme.
+        TransportError: a bind failed (address in use, permission denied...).
+    """
+    listeners: list[FrameListener] = []
+    try:
+        for url in config.listen:
+            scheme = url.partition("://")[0].lower()
+            transport = transports.get(scheme)
+            if transport is None:
+                have = ", ".join(sorted(transports)) or "none"
+                raise ConfigError(f"no transport for {scheme}:// is installed (installed: {have})")
+            ssl_context = state.server_ssl_context() if scheme in TLS_SCHEMES else None
+            listeners.append(await transport.open_listener(url, ssl_context=ssl_context))
+    except BaseException:
+        with trio.CancelScope(shield=True):
+            for listener in listeners:
+                await listener.aclose()
+        raise
+    return listeners
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    config = resolve_config(args)
+    _setup_logging("debug" if args.debug else config.log_level)
+    state_dir = _state_dir(config)
+    state = RelayState.open(state_dir, tls_cert=config.tls_cert, tls_key=config.tls_key)
+    log.info("state directory %s", state_dir)
+    if config.creation_secret is None:
+        log.info("no creation secret: anyone who reaches this relay may create rooms")
+    reload_config = (lambda: resolve_config(args)) if args.config is not None else None
+    try:
+        trio.run(functools.partial(serve, config, state, reload_config=reload_config))
+    except BaseExceptionGroup as group:
+        # Nurseries wrap errors in groups; a lone M42Error is what the
+        # operator needs to see, as one line.
+        only = _sole_error(group)
+        if only is None:
+            raise
+        raise only from group
+    log.info("stopped")
+    return EXIT_OK
+
+
+def _sole_error(group: BaseExceptionGroup[BaseException]) -> M42Error | None:
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    if len(leaves) == 1 and isinstance(leaves[0], M42Error):
+        return leaves[0]
+    return None
+
+
+# --- check-config, pin, rotate-keys ---------------------------------------------
+
+
+def _describe(config: RelayConfig) -> list[str]:
+    """A summary for check-config: every effective value, secrets as set/unset only."""
+    state_dir = (
+        str(config.state_dir)
+        if config.state_dir is not None
+        else f"{default_state_dir()} (default)"
+    )
+    tls = (
+        f"{config.tls_cert} with key {config.tls_key}"
+        if config.tls_cert is not None
+        else "self-signed, made in the state directory (or systemd credentials)"
+    )
+    limits = config.limits
+    return [
+        f"listen: {', '.join(config.listen)}",
+        f"state_dir: {state_dir}",
+        f"room_ttl: {config.room_ttl} s",
+        "creation_secret: " + ("set" if config.creation_secret else "not set (open relay)"),
+        f"tls: {tls}",
+        f"log_level: {config.log_level}; log_addresses: {str(config.log_addresses).lower()}",
+        f"metrics_listen: {config.metrics_listen or 'off'}",
+        "limits: " + ", ".join(f"{k}={v}" for k, v in attrs.asdict(limits).items()),
+    ]
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    config = load_config(args.file)
+    print("ok")
+    for line in _describe(config):
+        print(f"  {line}")
+    # The file is fine either way; a missing plugin is about this
+    # installation, so it is a warning, not a failed check.
+    transports = load_transports()
+    for url in config.listen:
+        scheme = url.partition("://")[0].lower()
+        if scheme not in transports:
+            log.warning("no transport for %s:// is installed here (for %s)", scheme, url)
+    return EXIT_OK
+
+
+def _cmd_pin(args: argparse.Namespace) -> int:
+    config = resolve_config(args)
+    cert, _key, self_signed = tls_paths(
+        _state_dir(config), tls_cert=config.tls_cert, tls_key=config.tls_key
+    )
+    if self_signed and not cert.exists():
+        raise ConfigError(
+            f"no certificate yet in {cert.parent}: run 'm42d serve' once to create it"
+        )
+    print(pin_to_text(certificate_pin(cert)))
+    return EXIT_OK
+
+
+def _cmd_rotate_keys(args: argparse.Namespace) -> int:
+    config = resolve_config(args)
+    ring = rotate_key_file(_state_dir(config), keep=args.keep)
+    kept = ", ".join(str(k) for k in ring.key_ids)
+    log.info("ticket key %d is now current; keys kept: %s", ring.current, kept)
+    log.info("a running relay uses it after SIGHUP (systemctl reload m42d)")
+    return EXIT_OK
+
+
+# --- argument parsing -------------------------------------------------------------
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="TOML configuration file (default: none, the embedded defaults)",
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        metavar="DIR",
+        help="state directory (default: $STATE_DIRECTORY, else $XDG_STATE_HOME/m42d, "
+        "else ~/.local/state/m42d)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="m42d",
+        description="Relay daemon for m42: end-to-end-encrypted chat and file transfer "
+        "for exactly two people. The relay pairs the two seats of a room and forwards "
+        "ciphertext; it never sees a room secret or a plaintext.",
+        epilog="Every option is documented in docs/operations.md.",
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"m42d {__version__} (protocol {PROTOCOL_VERSION})",
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="on failure, show the full error chain (traceback)",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve_parser = commands.add_parser(
+        "serve",
+        help="run the relay",
+        description="Run the relay. With no options it listens on ws://127.0.0.1:8042 and "
+        "tls://127.0.0.1:8043 with a self-signed certificate made in the state directory. "
+        "SIGHUP reloads the certificate and ticket keys; SIGTERM stops gracefully.",
+    )
+    serve_parser.add_argument(
+        "--listen",
+        action="append",
+        metavar="URL",
+        help="listen on URL, e.g. ws://127.0.0.1:8042 or tls://[::1]:8043 (port 0: any "
+        "free port); repeat for several; replaces the config file's list",
+    )
+    _add_config_options(serve_parser)
+    serve_parser.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        help="log verbosity (default: info)",
+    )
+    serve_parser.add_argument(
+        "--log-addresses",
+        action="store_true",
+        default=None,
+        help="include client IP addresses in log lines (default: never logged)",
+    )
+    serve_parser.set_defaults(func=_cmd_serve)
+
+    check_parser = commands.add_parser(
+        "check-config",
+        help="check a configuration file and print the effective settings",
+        description="Check FILE. Prints 'ok' and the effective settings (secrets shown "
+        "only as set/not set) and exits 0, or prints the error and exits 2.",
+    )
+    check_parser.add_argument("file", type=Path, metavar="FILE", help="TOML configuration file")
+    check_parser.set_defaults(func=_cmd_check_config)
+
+    pin_parser = commands.add_parser(
+        "pin",
+        help="print the TLS certificate pin that links carry",
+        description="Print the SHA-256 pin of the relay's TLS certificate (unpadded "
+        "base64url), as it appears in room links. Creates nothing.",
+    )
+    _add_config_options(pin_parser)
+    pin_parser.set_defaults(func=_cmd_pin)
+
+    rotate_parser = commands.add_parser(
+        "rotate-keys",
+        help="add a new ticket key and drop the oldest",
+        description=textwrap.dedent(
+            """\
+            Add a fresh ticket key and make it current; keep the KEEP newest keys in
+            total so tickets made under the previous key still verify. A running relay
+            uses the new key after SIGHUP (systemctl reload m42d). With the default
+            --keep 2, rotate at most once per room_ttl, or older live rooms stop working.
+            """
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_config_options(rotate_parser)
+    rotate_parser.add_argument(
+        "--keep",
+        type=int,
+        default=2,
+        metavar="KEEP",
+        help="how many keys to keep, the new one included (default: 2)",
+    )
+    rotate_parser.set_defaults(func=_cmd_rotate_keys)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``m42d`` script and ``python -m m42d``; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging("debug" if args.debug else "info")
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_CONFIG
+    try:
+        status: int = args.func(args)
+    except ConfigError as exc:
+        log.error("%s", exc, exc_info=args.debug)
+        return EXIT_CONFIG
+    except M42Error as exc:
+        log.error("%s", exc, exc_info=args.debug)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+    return status

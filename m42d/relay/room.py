@@ -1,0 +1,390 @@
+"""Rooms, seats and the two lanes of each joined connection.
+
+Rules and invariants
+--------------------
+
+* A :class:`Room` exists while at least one of its two seats is occupied; it
+  is created by the first JOIN and forgotten when the last seat empties.
+  Nothing about a room outlives its connections except a burn.
+* A seat holds at most one :class:`Peer` (a joined connection).  A newer JOIN
+  for an occupied seat wins: the old peer gets ``ERROR 409`` and is closed,
+  and the other seat sees ``PEER_DOWN`` then ``PEER_UP`` (a new session).
+* Each peer has two outgoing lanes, filled by the *other* seat's reader (and
+  by the relay itself), and ONE writer task, the only code that writes its
+  connection.  Before every frame it writes, the writer drains the control
+  lane first, so a control frame waits behind at most one bulk frame that is
+  already being written.
+* Control lane: a queue of frames.  Frames relayed from the other seat wait
+  for room below ``control_queue``; frames the relay makes (PONG, PEER_UP,
+  PEER_DOWN, GOAWAY, PING) never wait, but a peer that lets them pile up to
+  twice the bound is not reading and is closed.  Credit grants are not
+  queued: they add to one pending number sent as a single CREDIT frame.
+* Bulk credit, per direction S -> R: ``credit(S) + queued(R) <= window``,
+  where ``queued(R)`` counts the BULK payload bytes in R's bulk lane,
+  including the frame being written.  So a room holds at most two windows of
+  bulk plus one frame per writer, and the relay never has to stop reading a
+  connection because of bulk.
+
+  - JOINED announces the window; a new sender connection is then granted
+    ``window - queued(R)`` with CREDIT (the frames its predecessor left).
+  - Every BULK costs its payload length; more than the credit is
+    ``ERROR 402``, then close.
+  - Credit comes back to the sender seat's current connection when R's
+    writer has written the frame, when R's lanes are discarded (R left), or
+    at once when R is absent and the frame is dropped.
+* Any frame with no one in the other seat is dropped.  A terminated peer
+  (replaced, burned, protocol error, idle) drops its lanes, releases their
+  credit, sends one final ERROR within ``close_timeout`` and closes.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import hashlib
+import logging
+from typing import TYPE_CHECKING, Final, Protocol, final
+
+import trio
+
+from m42d.errors import ConnectionClosed, TransportError, WireError
+from m42d.ticket import Seat
+from m42d.wire import (
+    Bulk,
+    Burn,
+    Control,
+    Credit,
+    Error,
+    ErrorCode,
+    Frame,
+    Joined,
+    Lane,
+    PeerDown,
+    PeerUp,
+    Ping,
+    Pong,
+    error_code_for,
+)
+
+if TYPE_CHECKING:
+    from m42d.relay.limits import RelayLimits
+    from m42d.relay.stats import RelayCounters
+    from m42d.transport import FrameConnection
+
+__all__ = ["Peer", "Room", "RoomHost", "room_tag"]
+
+logger = logging.getLogger("m42d.relay")
+
+BATCH_BYTES: Final = 256 * 1024
+"""Control frames written in one go at most; keeps one write bounded."""
+
+_CONTROL: Final = Lane.CONTROL.value
+_BULK: Final = Lane.BULK.value
+
+
+def room_tag(room_id: bytes) -> str:
+    """A short, non-reversible label for logs: never log a room id in full."""
+    return hashlib.sha256(room_id).hexdigest()[:8]
+
+
+class RoomHost(Protocol):
+    """What a peer needs from the relay that owns it."""
+
+    @property
+    def limits(self) -> RelayLimits: ...
+
+    @property
+    def counters(self) -> RelayCounters: ...
+
+    def burn(self, peer: Peer) -> None:
+        """Burn ``peer``'s room: deny-list it and close both seats."""
+        ...
+
+    def forget(self, peer: Peer) -> None:
+        """``peer`` left its seat; drop the room if it is empty now."""
+        ...
+
+
+@final
+class Room:
+    """Two seats; only ever touched from the relay's trio thread."""
+
+    def __init__(self, room_id: bytes, expires: int) -> None:
+        self.room_id = room_id
+        self.expires = expires
+        self.seats: dict[Seat, Peer] = {}
+
+    def __repr__(self) -> str:
+        return f"<Room {room_tag(self.room_id)} seats={sorted(s.value for s in self.seats)}>"
+
+    def other(self, seat: Seat) -> Peer | None:
+        return self.seats.get(seat.other)
+
+
+class _IdleTimeout(Exception):
+    """Nothing arrived from the client within ``idle_timeout``."""
+
+
+@final
+class Peer:
+    """One joined connection: its seat, its two outgoing lanes, its reader and writer."""
+
+    def __init__(self, host: RoomHost, room: Room, seat: Seat, connection: FrameConnection) -> None:
+        self.host = host
+        self.room = room
+        self.seat = seat
+        self.connection = connection
+        self.limits = host.limits
+        self.control: collections.deque[Frame] = collections.deque()
+        self.bulk: collections.deque[Bulk] = collections.deque()
+        self.bulk_bytes = 0
+        """BULK payload bytes queued to this peer, including the one being written."""
+        self.credit = 0
+        """BULK payload bytes this peer may still send (as a sender)."""
+        self.pending_credit = 0
+        self.final: Error | None = None
+        self.closing = False
+        self.last_rx = trio.current_time()
+        self._last_ping = self.last_rx
+        self._wake = trio.Event()
+        self._space = trio.lowlevel.ParkingLot()
+        self._scope: trio.CancelScope | None = None
+
+    def __repr__(self) -> str:
+        return f"<Peer {self.seat.value} of {self.room!r}>"
+
+    # -- called by the relay ------------------------------------------------------
+
+    def start_session(self, other: Peer | None) -> None:
+        """Queue JOINED and the first CREDIT; tell ``other`` we are up."""
+        window = self.limits.bulk_window
+        self.put_relay(
+            Joined(
+                peer_online=other is not None,
+                max_payload=self.limits.max_payload,
+                bulk_window=window,
+            )
+        )
+        self.grant(window - (other.bulk_bytes if other is not None else 0))
+        if other is not None:
+            other.put_relay(PeerUp())
+
+    async def run(self) -> None:
+        """Relay until the connection ends or the peer is terminated; never raises."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._scope = nursery.cancel_scope
+                nursery.start_soon(self._reader)
+                nursery.start_soon(self._writer)
+        finally:
+            self._detach()
+            self.closing = True
+
+    def terminate(self, final: Error) -> None:
+        """Leave the seat now; the writer sends ``final`` and closes."""
+        if self.closing:
+            return
+        self.final = final
+        self._detach()
+        self.closing = True
+        self._wake.set()
+
+    # -- lanes ----------------------------------------------------------------------
+
+    async def put_control(self, frame: Frame) -> None:
+        """Queue a frame relayed from the other seat, waiting while the lane is full."""
+        while len(self.control) >= self.limits.control_queue and not self.closing:
+            await self._space.park()
+        if self.closing:
+            self.host.counters.frames_dropped += 1
+            return
+        self._push_control(frame)
+
+    def put_relay(self, frame: Frame) -> None:
+        """Queue a frame the relay makes; never waits."""
+        if self.closing:
+            return
+        if len(self.control) >= 2 * self.limits.control_queue:
+            self.terminate(Error.from_code(ErrorCode.UNAVAILABLE, "client is not reading"))
+            return
+        self._push_control(frame)
+
+    def _push_control(self, frame: Frame) -> None:
+        self.control.append(frame)
+        self.host.counters.queued_control_frames += 1
+        self._wake.set()
+
+    def put_bulk(self, frame: Bulk) -> None:
+        n = len(frame.payload)
+        self.bulk.append(frame)
+        self.bulk_bytes += n
+        self.host.counters.add_queued_bulk(n)
+        self._wake.set()
+
+    def grant(self, amount: int) -> None:
+        """Give this peer (as a sender) ``amount`` more bytes of bulk credit."""
+        if self.closing or amount <= 0:
+            return
+        self.credit += amount
+        self.pending_credit += amount
+        self._wake.set()
+
+    def _release_bulk(self, amount: int) -> None:
+        """``amount`` bytes left this peer's bulk lane: the sender seat gets them back."""
+        if amount <= 0:
+            return
+        self.bulk_bytes -= amount
+        self.host.counters.queued_bulk_bytes -= amount
+        sender = self.room.other(self.seat)
+        if sender is not None:
+            sender.grant(amount)
+
+    def _detach(self) -> None:
+        """Leave the seat (once): drop the lanes, return their credit, tell the other seat."""
+        if self.closing:
+            return
+        self.host.counters.queued_control_frames -= len(self.control)
+        self.control.clear()
+        self.bulk.clear()
+        self._space.unpark_all()
+        self._release_bulk(self.bulk_bytes)
+        room = self.room
+        if room.seats.get(self.seat) is self:
+            del room.seats[self.seat]
+            other = room.other(self.seat)
+            if other is not None:
+                other.put_relay(PeerDown())
+        self.host.forget(self)
+
+    def _stop(self) -> None:
+        if self._scope is not None:
+            self._scope.cancel()
+
+    # -- reader ---------------------------------------------------------------------
+
+    async def _reader(self) -> None:
+        try:
+            while not self.closing:
+                frame = await self.connection.receive()
+                self.last_rx = trio.current_time()
+                await self._on_frame(frame)
+        except WireError as exc:
+            self.terminate(Error.from_code(error_code_for(exc)))
+        except TransportError:  # ConnectionClosed included
+            self._stop()
+
+    async def _on_frame(self, frame: Frame) -> None:
+        counters = self.host.counters
+        if isinstance(frame, Bulk):
+            n = len(frame.payload)
+            counters.frames[_BULK] += 1
+            counters.bytes[_BULK] += n
+            if n > self.limits.max_payload:
+                self.terminate(Error.from_code(ErrorCode.TOO_LARGE))
+            elif n > self.credit:
+                self.terminate(Error.from_code(ErrorCode.CREDIT_EXCEEDED))
+            else:
+                before = self.credit
+                self.credit -= n
+                if before >= self.limits.max_payload > self.credit:
+                    counters.credit_stalls += 1
+                other = self.room.other(self.seat)
+                if other is None or other.closing:
+                    counters.frames_dropped += 1
+                    self.grant(n)
+                else:
+                    other.put_bulk(frame)
+        elif isinstance(frame, Control):
+            counters.frames[_CONTROL] += 1
+            counters.bytes[_CONTROL] += len(frame.payload)
+            if len(frame.payload) > self.limits.max_payload:
+                self.terminate(Error.from_code(ErrorCode.TOO_LARGE))
+                return
+            other = self.room.other(self.seat)
+            if other is None:
+                counters.frames_dropped += 1
+            else:
+                await other.put_control(frame)
+        elif isinstance(frame, Ping):
+            self.put_relay(Pong(frame.data))
+        elif isinstance(frame, Pong):
+            pass
+        elif isinstance(frame, Burn):
+            self.host.burn(self)
+        else:
+            self.terminate(
+                Error.from_code(ErrorCode.BAD_FRAME, f"{frame.kind.name} is not allowed after JOIN")
+            )
+
+    # -- writer ---------------------------------------------------------------------
+
+    async def _writer(self) -> None:
+        try:
+            while True:
+                await self._wait_for_work()
+                if self.control or self.pending_credit:
+                    await self._write_control()
+                elif self.final is not None:
+                    await self._write_final(self.final)
+                    return
+                elif self.bulk:
+                    await self._write_bulk()
+        except _IdleTimeout:
+            self.host.counters.timeouts["idle"] += 1
+            self.terminate(
+                Error.from_code(ErrorCode.JOIN_TIMEOUT, "no frame received within the idle timeout")
+            )
+            await self._write_final(self.final)
+        except trio.TooSlowError:
+            self.host.counters.timeouts["write"] += 1
+            logger.debug("closing %r: write timed out", self)
+        except TransportError:
+            pass
+        finally:
+            self._stop()
+
+    async def _wait_for_work(self) -> None:
+        limits = self.limits
+        while True:
+            now = trio.current_time()
+            idle_at = self.last_rx + limits.idle_timeout
+            if now >= idle_at and self.final is None:
+                raise _IdleTimeout
+            ping_at = max(self.last_rx, self._last_ping) + limits.ping_interval
+            if now >= ping_at and not self.closing:
+                self._last_ping = now
+                self.put_relay(Ping())
+            if self.control or self.pending_credit or self.final is not None or self.bulk:
+                return
+            self._wake = trio.Event()
+            with trio.move_on_at(min(idle_at, ping_at)):
+                await self._wake.wait()
+
+    async def _write_control(self) -> None:
+        batch: list[Frame] = []
+        size = 0
+        while self.control and size < BATCH_BYTES:
+            frame = self.control.popleft()
+            batch.append(frame)
+            size += len(frame.payload) if isinstance(frame, Control) else 16
+        self.host.counters.queued_control_frames -= len(batch)
+        if self.pending_credit:
+            batch.append(Credit(self.pending_credit))
+            self.pending_credit = 0
+        self._space.unpark_all()
+        with trio.fail_after(self.limits.write_timeout):
+            await self.connection.send_many(batch)
+
+    async def _write_bulk(self) -> None:
+        frame = self.bulk.popleft()
+        with trio.fail_after(self.limits.write_timeout):
+            await self.connection.send(frame)
+        if not self.closing:  # else _detach already released the whole lane
+            self._release_bulk(len(frame.payload))
+
+    async def _write_final(self, final: Error | None) -> None:
+        if final is None:  # pragma: no cover - terminate() always sets it
+            return
+        with trio.move_on_after(self.limits.close_timeout):
+            with contextlib.suppress(ConnectionClosed, TransportError):
+                await self.connection.send(final)

@@ -1,0 +1,457 @@
+"""Transports: how relay frames travel between a client and the relay.
+
+A transport moves :mod:`m42d.wire` frames over one kind of connection
+(WebSocket, TCP+TLS, a Unix socket, ...).  It has two sides:
+
+* the relay calls :meth:`Transport.open_listener` and then
+  :meth:`FrameListener.serve`, which hands each accepted connection, already
+  speaking frames, to the relay's handler;
+* the client calls :meth:`Transport.connect`, an async context manager that
+  yields one :class:`FrameConnection`.
+
+Transports are plugins found through the ``m42d.transports`` entry-point
+group, keyed by URL scheme; :func:`load_transports` loads them and skips
+(with a log line) any plugin that fails, so one broken plugin never takes the
+daemon or the other transports down.  The built-in ones in ``plugins/``
+register exactly like an outside plugin would.
+
+Rules every transport follows (``docs/plugins.md`` explains them to authors):
+
+* Foreign exceptions stop at this boundary: OS, TLS and library errors
+  become :class:`~m42d.errors.TransportError` (could not connect, listen or
+  carry) or its subclass :class:`~m42d.errors.ConnectionClosed` (no more
+  frames will arrive), raised ``from`` the original.  Malformed input is
+  :class:`~m42d.errors.WireError`.
+* :meth:`FrameConnection.receive` is cancel-safe: cancelled, it loses no frame.
+* :meth:`FrameConnection.send` may be called from several tasks; frames are
+  written whole and in call order.
+* ``peer`` is the remote address without port (the key for per-address
+  limits); it is logged only when the operator turns address logging on.
+
+Byte-stream transports can reuse :class:`StreamFrameConnection`, which runs
+the length-prefixed framing of :class:`m42d.wire.FrameDecoder` over any
+``trio.abc.Stream``, and the small URL, TLS-pin and listener helpers below.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import importlib.metadata
+import logging
+import socket
+import ssl
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Final, Protocol, TypeAlias, final, runtime_checkable
+from urllib.parse import SplitResult, urlsplit
+
+import attrs
+import trio
+
+from m42d.errors import ConnectionClosed, TransportError
+from m42d.wire import LENGTH_PREFIX_SIZE, MAX_FRAME, Frame, FrameDecoder, encode_stream
+
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT",
+    "ENTRY_POINT_GROUP",
+    "READ_SIZE",
+    "FrameConnection",
+    "FrameHandler",
+    "FrameListener",
+    "StreamFrameConnection",
+    "Transport",
+    "TransportURL",
+    "check_pin",
+    "client_ssl_context",
+    "format_url",
+    "load_transports",
+    "map_stream_errors",
+    "open_tcp_listeners",
+    "parse_url",
+    "peer_address",
+    "run_handler",
+    "socket_listener_urls",
+]
+
+logger = logging.getLogger("m42d.transport")
+
+ENTRY_POINT_GROUP: Final = "m42d.transports"
+
+READ_SIZE: Final = 128 * 1024
+"""Bytes asked of the OS per read.  Large reads are what make a Python relay
+fast (4 KiB reads cost half the throughput); 128 KiB holds two bulk frames."""
+
+DEFAULT_CONNECT_TIMEOUT: Final = 10.0
+PIN_SIZE: Final = 32
+"""A certificate pin is the SHA-256 of the server certificate's DER bytes."""
+
+
+@runtime_checkable
+class FrameConnection(Protocol):
+    """One connection that carries whole relay frames in both directions."""
+
+    @property
+    def transport(self) -> str:
+        """The scheme of the transport that made this connection (``"tls"``, ``"ws"``...)."""
+        ...
+
+    @property
+    def peer(self) -> str:
+        """Remote address without port, or ``""`` when the transport has none."""
+        ...
+
+    async def send(self, frame: Frame) -> None:
+        """Write one frame.
+
+        Raises:
+            ConnectionClosed: the connection is closed or broke.
+        """
+        ...
+
+    async def send_many(self, frames: Sequence[Frame]) -> None:
+        """Write frames in order, as one write where the framing allows it."""
+        ...
+
+    async def receive(self) -> Frame:
+        """The next frame; cancel-safe.
+
+        Raises:
+            ConnectionClosed: the other end closed or the connection broke.
+            WireError: the peer sent something that is not a valid frame.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Close; idempotent, and closes even when cancelled."""
+        ...
+
+
+FrameHandler: TypeAlias = Callable[[FrameConnection], Awaitable[None]]
+"""Called once per accepted connection; the listener closes it when this returns."""
+
+
+@runtime_checkable
+class FrameListener(Protocol):
+    """Bound sockets that accept connections and turn them into frame connections."""
+
+    @property
+    def urls(self) -> Sequence[str]:
+        """One URL per bound socket, with the real port (for the "listening on" line)."""
+        ...
+
+    async def serve(
+        self,
+        handler: FrameHandler,
+        *,
+        handler_nursery: trio.Nursery | None = None,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Accept until cancelled, running ``handler`` for each connection.
+
+        Handlers run in ``handler_nursery`` when given, so cancelling
+        :meth:`serve` stops accepting without cutting live connections (the
+        relay's graceful stop depends on that).  On EMFILE and similar
+        resource errors the listener backs off and retries instead of dying.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Close the listening sockets."""
+        ...
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """A plugin: both the listening and the connecting side of one kind of connection."""
+
+    async def open_listener(
+        self,
+        url: str,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        sock: socket.socket | None = None,
+    ) -> FrameListener:
+        """Bind ``url`` (or adopt ``sock``, already listening, from socket activation).
+
+        Raises:
+            TransportError: bad URL, missing TLS context, or the bind failed.
+        """
+        ...
+
+    def connect(
+        self,
+        url: str,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        pin: bytes | None = None,
+        room_id: bytes | None = None,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    ) -> AbstractAsyncContextManager[FrameConnection]:
+        """Connect to a relay; the connection is closed when the block exits.
+
+        ``pin``, when given, is the SHA-256 of the server certificate (DER):
+        that certificate is accepted, self-signed or not, and no other.
+        ``room_id`` lets a transport route on the room (the WebSocket path
+        carries it for load balancers); others ignore it.
+
+        Raises:
+            TransportError: could not connect, TLS failed, or the pin did not match.
+        """
+        ...
+
+
+def load_transports() -> dict[str, Transport]:
+    """Every transport plugin that loads, keyed by URL scheme.
+
+    A plugin that fails to import, to construct, or that does not look like a
+    :class:`Transport` is logged on the ``m42d.transport`` logger and skipped.
+    """
+    found: dict[str, Transport] = {}
+    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            factory = entry.load()
+            transport = factory()
+        except Exception:
+            logger.exception(
+                "transport plugin %r (%s) failed to load; skipped", entry.name, entry.value
+            )
+            continue
+        if not isinstance(transport, Transport):
+            logger.error(
+                "transport plugin %r (%s) does not provide open_listener and connect; skipped",
+                entry.name,
+                entry.value,
+            )
+            continue
+        found[entry.name] = transport
+    return found
+
+
+# -- errors -------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def map_stream_errors(what: str = "connection") -> Iterator[None]:
+    """Translate trio, OS and TLS errors of an open stream into ``ConnectionClosed``."""
+    try:
+        yield
+    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        raise ConnectionClosed(f"{what} closed or broken") from exc
+    except OSError as exc:  # ssl.SSLError included
+        raise ConnectionClosed(f"{what} failed: {type(exc).__name__}") from exc
+
+
+# -- URLs ---------------------------------------------------------------------
+
+
+@final
+@attrs.frozen
+class TransportURL:
+    """The parts of a transport URL a plugin needs."""
+
+    scheme: str
+    host: str
+    port: int
+    path: str
+
+
+def parse_url(
+    url: str, schemes: Sequence[str], default_port: int | Callable[[str], int]
+) -> TransportURL:
+    """Split ``scheme://host[:port][/path]``; IPv6 hosts in brackets.
+
+    Raises:
+        TransportError: another scheme, no host, or a bad port.
+    """
+    try:
+        parts: SplitResult = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise TransportError(f"invalid transport URL {url!r}: {exc}") from exc
+    scheme = parts.scheme.lower()
+    if scheme not in schemes:
+        raise TransportError(f"URL scheme {scheme!r} is not one of {', '.join(schemes)}")
+    if not parts.hostname:
+        raise TransportError(f"transport URL {url!r} has no host")
+    if port is None:
+        port = default_port(scheme) if callable(default_port) else default_port
+    return TransportURL(scheme, parts.hostname, port, parts.path)
+
+
+def format_url(scheme: str, host: str, port: int, path: str = "") -> str:
+    """The inverse of :func:`parse_url`, bracketing IPv6 literals."""
+    shown = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{shown}:{port}{path}"
+
+
+# -- listeners ----------------------------------------------------------------
+
+
+async def open_tcp_listeners(
+    host: str, port: int, sock: socket.socket | None = None
+) -> list[trio.SocketListener]:
+    """Bind ``host:port`` (every address it resolves to), or adopt an inherited socket.
+
+    Raises:
+        TransportError: the bind failed (address in use, permission...).
+    """
+    if sock is not None:
+        return [trio.SocketListener(trio.socket.from_stdlib_socket(sock))]
+    try:
+        return await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:
+        raise TransportError(
+            f"cannot listen on {format_url('tcp', host, port)}: {exc.strerror}"
+        ) from exc
+
+
+def socket_listener_urls(scheme: str, listeners: Sequence[trio.SocketListener]) -> list[str]:
+    """One URL per bound socket, with the port the kernel chose for port 0."""
+    urls = []
+    for listener in listeners:
+        name = listener.socket.getsockname()
+        if isinstance(name, tuple):
+            urls.append(format_url(scheme, str(name[0]), int(name[1])))
+        else:  # pragma: no cover - AF_UNIX adopted through socket activation
+            urls.append(f"{scheme}://{name}")
+    return urls
+
+
+def peer_address(stream: trio.abc.Stream) -> str:
+    """The remote IP of a socket stream (through TLS), without port; ``""`` if unknown."""
+    inner: object = stream
+    while isinstance(inner, trio.SSLStream):
+        inner = inner.transport_stream
+    if isinstance(inner, trio.SocketStream):
+        try:
+            name = inner.socket.getpeername()
+        except OSError:
+            return ""
+        return str(name[0]) if isinstance(name, tuple) else ""
+    return ""
+
+
+# -- TLS ------------------------------------------------------------------------
+
+
+def client_ssl_context(ssl_context: ssl.SSLContext | None, pin: bytes | None) -> ssl.SSLContext:
+    """The context to connect with: the caller's, the system CAs, or pin-only.
+
+    With a pin, chain and host name checks are off because :func:`check_pin`
+    replaces them with a stricter rule: exactly that certificate.
+    """
+    if pin is not None:
+        if len(pin) != PIN_SIZE:
+            raise TransportError(f"a certificate pin is {PIN_SIZE} bytes (SHA-256), got {len(pin)}")
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    return ssl_context if ssl_context is not None else ssl.create_default_context()
+
+
+def check_pin(stream: trio.SSLStream[Any], pin: bytes | None) -> None:
+    """After the handshake: refuse a server whose certificate is not the pinned one.
+
+    Raises:
+        TransportError: the certificate's SHA-256 differs from ``pin``.
+    """
+    if pin is None:
+        return
+    der = stream.getpeercert(binary_form=True)
+    if der is None or not hmac.compare_digest(hashlib.sha256(der).digest(), pin):
+        raise TransportError("the relay's certificate does not match the pin in the link")
+
+
+# -- length-prefixed frames over a byte stream -------------------------------------
+
+
+@final
+class StreamFrameConnection:
+    """A :class:`FrameConnection` over any trio byte stream (TLS, TCP, Unix, memory).
+
+    Frames use the stream form of :mod:`m42d.wire` (``length:u32 | kind | body``).
+    Reads are :data:`READ_SIZE` bytes; the decoder buffer is capped at one read
+    plus one frame, so a peer cannot make it grow.
+    """
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        *,
+        transport: str,
+        peer: str = "",
+        max_frame: int = MAX_FRAME,
+        read_size: int = READ_SIZE,
+    ) -> None:
+        self._stream = stream
+        self._transport = transport
+        self._peer = peer
+        self._read_size = read_size
+        self._decoder = FrameDecoder(
+            max_frame=max_frame, max_buffer=read_size + LENGTH_PREFIX_SIZE + max_frame
+        )
+        self._send_lock = trio.StrictFIFOLock()
+
+    def __repr__(self) -> str:
+        return f"<StreamFrameConnection {self._transport}>"
+
+    @property
+    def transport(self) -> str:
+        return self._transport
+
+    @property
+    def peer(self) -> str:
+        return self._peer
+
+    @property
+    def stream(self) -> trio.abc.Stream:
+        """The underlying stream (for TLS details such as the peer certificate)."""
+        return self._stream
+
+    async def send(self, frame: Frame) -> None:
+        await self._send_bytes(encode_stream(frame))
+
+    async def send_many(self, frames: Sequence[Frame]) -> None:
+        if frames:
+            await self._send_bytes(b"".join([encode_stream(frame) for frame in frames]))
+
+    async def _send_bytes(self, data: bytes) -> None:
+        async with self._send_lock:
+            with map_stream_errors():
+                await self._stream.send_all(data)
+
+    async def receive(self) -> Frame:
+        decoder = self._decoder
+        while True:
+            frame = decoder.next_frame()
+            if frame is not None:
+                return frame
+            with map_stream_errors():
+                data = await self._stream.receive_some(self._read_size)
+            if not data:
+                decoder.eof()
+                raise ConnectionClosed("the other end closed the connection")
+            decoder.receive_data(data)
+
+    async def aclose(self) -> None:
+        # A broken stream is closed all the same; nothing to report.
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            await self._stream.aclose()
+
+
+async def run_handler(handler: FrameHandler, connection: FrameConnection) -> None:
+    """Run the relay's handler for one connection, contain its failure, then close.
+
+    A listener calls this so that a bug in one connection's handling is
+    logged and never cancels the listener or the other connections.
+    """
+    try:
+        await handler(connection)
+    except Exception:
+        logger.exception("handler for a %s connection failed", connection.transport)
+    finally:
+        await connection.aclose()

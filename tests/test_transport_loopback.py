@@ -1,0 +1,321 @@
+"""The built-in transports on real loopback sockets (port 0, trustme certificates).
+
+Rules: 127.0.0.1 only, port 0, a ``fail_after`` on every test that does I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+
+import pytest
+import trio
+import trustme
+from m42d_ws import WebSocketFrameConnection, room_path
+
+from m42d.errors import ConnectionClosed, TransportError, WireError
+from m42d.relay import Relay, RelayLimits, serve_relay
+from m42d.ticket import Seat, TicketKeyRing
+from m42d.transport import FrameConnection, FrameListener, Transport, load_transports
+from m42d.wire import (
+    MAX_FRAME,
+    MAX_PAYLOAD,
+    Bulk,
+    Control,
+    CreateRoom,
+    Credit,
+    Frame,
+    Join,
+    Joined,
+    PeerUp,
+    Ping,
+    Pong,
+    RoomCreated,
+)
+
+TIMEOUT = 10
+SCHEMES = ["ws", "wss", "tls"]
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def server_cert(ca: trustme.CA) -> trustme.LeafCert:
+    return ca.issue_cert("127.0.0.1", "localhost")
+
+
+@pytest.fixture(scope="module")
+def server_context(server_cert: trustme.LeafCert) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_cert.configure_cert(context)
+    return context
+
+
+@pytest.fixture(scope="module")
+def client_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+@pytest.fixture(scope="module")
+def pin(server_cert: trustme.LeafCert) -> bytes:
+    pem = server_cert.cert_chain_pems[0].bytes().decode()
+    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).digest()
+
+
+@pytest.fixture(scope="module")
+def transports() -> dict[str, Transport]:
+    return load_transports()
+
+
+async def listen(
+    transports: dict[str, Transport],
+    scheme: str,
+    server_context: ssl.SSLContext,
+    nursery: trio.Nursery,
+    handler: Callable[[FrameConnection], Awaitable[None]],
+) -> str:
+    listener = await transports[scheme].open_listener(
+        f"{scheme}://127.0.0.1:0", ssl_context=None if scheme == "ws" else server_context
+    )
+    await nursery.start(listener.serve, handler)
+    (url,) = listener.urls
+    assert url.startswith(f"{scheme}://127.0.0.1:")
+    assert not url.endswith(":0")
+    return url
+
+
+async def echo(connection: FrameConnection) -> None:
+    try:
+        while True:
+            frame = await connection.receive()
+            await connection.send_many([frame, Pong(b"echo")])
+    except ConnectionClosed:
+        pass
+
+
+def client(
+    transports: dict[str, Transport],
+    url: str,
+    context: ssl.SSLContext | None = None,
+    pin: bytes | None = None,
+    room_id: bytes | None = None,
+) -> AbstractAsyncContextManager[FrameConnection]:
+    scheme = url.split(":", 1)[0]
+    return transports[scheme].connect(url, ssl_context=context, pin=pin, room_id=room_id)
+
+
+def test_builtin_transports_are_found_by_entry_point(transports: dict[str, Transport]) -> None:
+    assert {"ws", "wss", "http", "https", "tls"} <= set(transports)
+    assert all(isinstance(t, Transport) for t in transports.values())
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+async def test_frames_both_ways(
+    scheme: str,
+    transports: dict[str, Transport],
+    server_context: ssl.SSLContext,
+    client_context: ssl.SSLContext,
+    nursery: trio.Nursery,
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        url = await listen(transports, scheme, server_context, nursery, echo)
+        async with client(transports, url, client_context) as conn:
+            assert conn.transport == scheme
+            frames: list[Frame] = [Control(b"hi"), Bulk(b"\x00" * MAX_PAYLOAD), Ping(b"p")]
+            for frame in frames:
+                await conn.send(frame)
+                assert await conn.receive() == frame
+                assert await conn.receive() == Pong(b"echo")
+            await conn.send_many([Control(b"1"), Control(b"2")])
+            got = [await conn.receive() for _ in range(4)]
+            assert got == [Control(b"1"), Pong(b"echo"), Control(b"2"), Pong(b"echo")]
+
+
+@pytest.mark.parametrize("scheme", ["wss", "tls"])
+async def test_pin_accepted_and_rejected(
+    scheme: str,
+    transports: dict[str, Transport],
+    server_context: ssl.SSLContext,
+    pin: bytes,
+    nursery: trio.Nursery,
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        url = await listen(transports, scheme, server_context, nursery, echo)
+        # The CA is not trusted here: only the pin makes the certificate acceptable.
+        async with client(transports, url, pin=pin) as conn:
+            await conn.send(Ping(b"x"))
+            assert await conn.receive() == Ping(b"x")
+        with pytest.raises(TransportError, match="pin"):
+            async with client(transports, url, pin=bytes(32)):
+                pytest.fail("connected despite a wrong pin")  # pragma: no cover
+        with pytest.raises(TransportError, match="TLS handshake"):
+            async with client(transports, url):  # neither CA nor pin
+                pytest.fail("connected to an untrusted certificate")  # pragma: no cover
+
+
+async def test_ws_oversize_message_closes_with_1009(
+    transports: dict[str, Transport], server_context: ssl.SSLContext, nursery: trio.Nursery
+) -> None:
+    seen: list[BaseException] = []
+
+    async def record(connection: FrameConnection) -> None:
+        try:
+            await connection.receive()
+        except ConnectionClosed as exc:
+            seen.append(exc)
+
+    with trio.fail_after(TIMEOUT):
+        url = await listen(transports, "ws", server_context, nursery, record)
+        async with client(transports, url) as conn:
+            assert isinstance(conn, WebSocketFrameConnection)
+            await conn._ws.send_message(b"\x11" + b"\x00" * MAX_FRAME)
+            with pytest.raises(ConnectionClosed):
+                await conn.receive()
+            assert conn.close_code == 1009
+    assert len(seen) == 1
+
+
+async def http_get(url: str, path: str) -> bytes:
+    host, port = url.removeprefix("ws://").rsplit(":", 1)
+    stream = await trio.open_tcp_stream(host, int(port))
+    async with stream:
+        await stream.send_all(
+            f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        return await stream.receive_some(4096)
+
+
+async def test_ws_paths(
+    transports: dict[str, Transport], server_context: ssl.SSLContext, nursery: trio.Nursery
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        url = await listen(transports, "ws", server_context, nursery, echo)
+        assert (await http_get(url, "/elsewhere")).startswith(b"HTTP/1.1 404")
+        assert (await http_get(url, "/m42/v1/room/xyz")).startswith(b"HTTP/1.1 404")
+        assert (await http_get(url, "/m42/v1")).startswith(b"HTTP/1.1 101")
+        assert (await http_get(url, "/m42/v1/room/" + "ab" * 16)).startswith(b"HTTP/1.1 101")
+    assert room_path("/prefix/", bytes(16)) == "/prefix/m42/v1/room/" + "00" * 16
+    assert room_path() == "/m42/v1"
+
+
+async def test_tls_oversize_length_prefix_is_a_wire_error(
+    transports: dict[str, Transport],
+    server_context: ssl.SSLContext,
+    client_context: ssl.SSLContext,
+    nursery: trio.Nursery,
+) -> None:
+    seen: list[BaseException] = []
+
+    async def record(connection: FrameConnection) -> None:
+        try:
+            await connection.receive()
+        except WireError as exc:
+            seen.append(exc)
+
+    with trio.fail_after(TIMEOUT):
+        url = await listen(transports, "tls", server_context, nursery, record)
+        host, port = url.removeprefix("tls://").rsplit(":", 1)
+        stream = await trio.open_ssl_over_tcp_stream(host, int(port), ssl_context=client_context)
+        await stream.send_all((MAX_FRAME + 1).to_bytes(4, "big") + b"\x11")
+        assert await stream.receive_some(10) == b""  # the server closed
+        await stream.aclose()
+    assert len(seen) == 1
+
+
+async def test_connect_failures_are_transport_errors(transports: dict[str, Transport]) -> None:
+    with trio.fail_after(TIMEOUT):
+        probe = trio.socket.socket()
+        await probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        probe.close()  # nothing listens there now
+        for scheme in SCHEMES:
+            with pytest.raises(TransportError, match="cannot connect"):
+                async with transports[scheme].connect(f"{scheme}://127.0.0.1:{port}"):
+                    pytest.fail("connected to a closed port")  # pragma: no cover
+
+
+async def test_listener_refuses_missing_certificate_and_bad_urls(
+    transports: dict[str, Transport],
+) -> None:
+    for url in ("tls://127.0.0.1:0", "wss://127.0.0.1:0"):
+        with pytest.raises(TransportError, match="certificate"):
+            await transports[url.split(":", 1)[0]].open_listener(url)
+    with pytest.raises(TransportError, match="scheme"):
+        await transports["tls"].open_listener("ws://127.0.0.1:0")
+    with pytest.raises(TransportError, match="no host"):
+        await transports["ws"].open_listener("ws://:80")
+
+
+# -- the relay over each real transport --------------------------------------------
+
+
+@pytest.fixture
+async def relay_url(
+    request: pytest.FixtureRequest,
+    transports: dict[str, Transport],
+    server_context: ssl.SSLContext,
+    nursery: trio.Nursery,
+) -> AsyncIterator[tuple[Relay, str]]:
+    scheme = request.param
+    relay = Relay(TicketKeyRing.generate(), limits=RelayLimits(bulk_window=4 * MAX_PAYLOAD))
+    listener: FrameListener = await transports[scheme].open_listener(
+        f"{scheme}://127.0.0.1:0", ssl_context=None if scheme == "ws" else server_context
+    )
+    await nursery.start(serve_relay, relay, [listener])
+    yield relay, listener.urls[0]
+    relay.stop()
+
+
+@pytest.mark.parametrize("relay_url", SCHEMES, indirect=True)
+async def test_two_clients_relay_control_and_bulk(
+    relay_url: tuple[Relay, str], transports: dict[str, Transport], client_context: ssl.SSLContext
+) -> None:
+    relay, url = relay_url
+    with trio.fail_after(TIMEOUT):
+        async with client(transports, url, client_context) as creator:
+            await creator.send(CreateRoom())
+            created = await creator.receive()
+            assert isinstance(created, RoomCreated)
+        room_id = created.ticket[2:18]
+        async with (
+            client(transports, url, client_context, room_id=room_id) as a,
+            client(transports, url, client_context, room_id=room_id) as b,
+        ):
+            await a.send(Join(Seat.A, created.ticket, created.token_a))
+            assert isinstance(await a.receive(), Joined)
+            assert isinstance(await a.receive(), Credit)
+            await b.send(Join(Seat.B, created.ticket, created.token_b))
+            assert (await b.receive()) == Joined(True, MAX_PAYLOAD, 4 * MAX_PAYLOAD)
+            assert isinstance(await b.receive(), Credit)
+            assert isinstance(await a.receive(), PeerUp)
+            await a.send(Control(b"hello"))
+            assert await b.receive() == Control(b"hello")
+            chunks = [bytes([i]) * MAX_PAYLOAD for i in range(8)]  # twice the window
+            async with trio.open_nursery() as n:
+
+                async def send_bulk() -> None:
+                    credit = 4 * MAX_PAYLOAD
+                    for chunk in chunks:
+                        while credit < len(chunk):
+                            frame = await a.receive()
+                            assert isinstance(frame, Credit)
+                            credit += frame.amount
+                        await a.send(Bulk(chunk))
+                        credit -= len(chunk)
+
+                n.start_soon(send_bulk)
+                for chunk in chunks:
+                    assert await b.receive() == Bulk(chunk)
+            await b.send(Control(b"thanks"))
+            while (frame := await a.receive()) != Control(b"thanks"):
+                assert isinstance(frame, Credit)
+    assert relay.statistics().bytes_by_lane["bulk"] == 8 * MAX_PAYLOAD
