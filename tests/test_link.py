@@ -24,7 +24,7 @@ from m42d.link import (
 )
 from m42d.ticket import Seat, TicketKeyRing
 
-# Known-answer vector; the same values are printed in docs/protocol.d/10-link-ticket.md.
+# Known-answer vector; the same values are printed in docs/protocol.md.
 KAT_KEY = bytes(range(32))
 KAT_ROOM_ID = bytes.fromhex("00112233445566778899aabbccddeeff")
 KAT_EXPIRES = 1767225600

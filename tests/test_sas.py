@@ -1,6 +1,6 @@
 """SAS words: determinism, spread, the pinned known answer, and the shipped word list.
 
-The known answer is the one printed in docs/protocol.d/45-sas.md.
+The known answer is the one printed in docs/protocol.md.
 """
 
 from __future__ import annotations

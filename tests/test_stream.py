@@ -1,6 +1,6 @@
 """File STREAM: round trips, resume, every attack the construction must catch, known answers.
 
-The known answers below are the ones printed in docs/protocol.d/40-stream.md;
+The known answers below are the ones printed in docs/protocol.md;
 if one changes, the spec and every other implementation change with it.
 """
 

@@ -29,7 +29,7 @@ from m42d.ticket import (
     ticket_mac,
 )
 
-# Known-answer vector; the same values are printed in docs/protocol.d/10-link-ticket.md.
+# Known-answer vector; the same values are printed in docs/protocol.md.
 KAT_KEY = bytes(range(32))
 KAT_KEY_ID = 1
 KAT_ROOM_ID = bytes.fromhex("00112233445566778899aabbccddeeff")

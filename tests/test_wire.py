@@ -197,7 +197,7 @@ def test_worked_examples() -> None:
 
 
 def test_worked_examples_appear_in_spec() -> None:
-    docs = [PROJECT_ROOT / "docs/protocol.d/30-wire.md", PROJECT_ROOT / "docs/protocol.md"]
+    docs = [PROJECT_ROOT / "docs/protocol.md"]
     texts = [p.read_text(encoding="utf-8") for p in docs if p.is_file()]
     assert texts, "wire spec section not found"
     # Each example is a fenced block of hex alone; grouping and wrapping are free.
