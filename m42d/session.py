@@ -7,38 +7,40 @@ with payloads to send on each lane and events for the user interface.
 
 Rules and invariants
 --------------------
-* Seat A is the Noise initiator, seat B the responder.  A starts a handshake
-  whenever it learns the peer is online (JOINED with the peer present, or
-  PEER_UP), after any failure, and periodically (every ``rehandshake_after``
-  messages or seconds).  B starts over whenever a HS1 arrives.
+* Seat A is the Noise initiator, seat B the responder.  A starts a *fresh*
+  handshake whenever it learns the peer is online, after any failure (with
+  back-off), and a *renew* handshake periodically.  B answers every HS1 but
+  keeps an established session until HS3 authenticates A: message 1 needs
+  no secret, so anyone can send one.
 * The handshake is Noise_XXpsk3_25519_AESGCM_SHA256 with
   ``psk = HKDF(R, salt=room_id, info="m42 psk v1")`` and
   ``prologue = "m42d/1" || room_id``.  The psk enters only in message 3, so
-  the responder sends a HELLO record right after reading message 3 and the
-  initiator treats the session as established only when that HELLO decrypts
-  (key confirmation).  Someone in the middle without R therefore fails on
-  *both* sides: B cannot read message 3, and A never gets a HELLO it can read
-  (it times out).
+  the responder sends a HELLO record first on the new keys and the initiator
+  trusts them only once that HELLO decrypts (key confirmation).  Someone in
+  the middle without R therefore fails on *both* sides.
 * The peer's static key is pinned on first contact through a caller-supplied
   :class:`KeyStore`.  A different key stops the session
   (:class:`PeerKeyChanged`) until the user calls :meth:`Session.trust_peer_key`.
-* Control records are encrypted with the Noise transport ciphers, strictly in
-  order, and both ciphers Rekey after every record (forward secrecy per
-  message).  A record that fails to decrypt means the lane was tampered with,
-  reordered, dropped from or replayed into: the session is torn down and
-  re-handshaken, never continued.
-* Every record is padded to a multiple of 256 bytes, so a text's length is
-  only known to the relay to within one bucket.
-* Texts carry ``seq`` numbers in the sender's ``instance``; the receiver
-  delivers ``seq > last_seen`` and acks everything (duplicates included), so
-  a re-sent text is shown once.  Unacked texts are re-sent, in order, after
-  every handshake that follows a lost connection or a failure.
+* Control records are sealed with the Noise transport ciphers, strictly in
+  order, and both ciphers Rekey after every record.  A record that fails to
+  decrypt means the lane was tampered with, reordered, dropped from or
+  replayed into: the session is torn down and re-handshaken, never
+  continued.  A renewal carries the count of records sent on the old keys
+  both ways, so nothing can vanish across a key switch either; and a PING
+  after 15 s of silence (while anything is outstanding) exposes a lost
+  *last* record.
+* Every record is padded to a multiple of 256 bytes.
+* Texts carry ``seq`` numbers in the sender's ``instance``.  The receiver
+  shows only ``seq == last + 1``, acks only what it has shown, and treats a
+  gap as a failure: "delivered" is never reported for a lost text, and a
+  re-sent text is shown once.  Unacked texts are re-sent, in order, after
+  every *fresh* handshake.
 * Files: the offer carries a fresh random file key, salt, size and SHA-256.
   Chunks travel on the bulk lane under that key (see
   :mod:`m42d.crypto.stream`), so the relay may reorder the two lanes relative
-  to each other.  The receiver acks progress with FILE_ACK; after a
-  reconnect the sender re-offers and the receiver answers FILE_ACCEPT from
-  its first missing chunk.  A file is complete only when its last chunk
+  to each other, and bulk trouble never ends the session.  The receiver
+  asks again from its first missing chunk on a gap, a bad chunk, a re-offer
+  or 30 s without progress.  A file is complete only when its last chunk
   decrypted and the whole-file hash matched (FILE_DONE).
 """
 
@@ -55,7 +57,13 @@ import attrs
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from m42d.crypto.noise import PROTOCOL_NAME, CipherState, HandshakeState, KeyPair
+from m42d.crypto.noise import (
+    PROTOCOL_NAME,
+    CipherState,
+    HandshakeState,
+    KeyPair,
+    TransportPair,
+)
 from m42d.crypto.sas import sas_words
 from m42d.crypto.stream import CHUNK_SIZE, FileKey, StreamDecryptor, StreamEncryptor, chunk_count
 from m42d.errors import (
@@ -91,8 +99,12 @@ RETRY_MAX = 30.0  # seconds: the longest back-off between failed handshakes
 
 _U64 = struct.Struct(">Q")
 HS_ID = struct.Struct(">I")  # handshake id chosen by A in HS1, echoed in HS2/HS3
-HS1_FRESH = 0  # payload of message 1: A starts a new session (re-send unacked items)
-HS1_RENEW = 1  # A renews the keys of a live session (nothing was lost)
+HS_FRESH = 0  # HS1/HS2 payload: a new session (unacked items are re-sent)
+HS_RENEW = 1  # HS1/HS2 payload: new keys for a live session (nothing was lost)
+_HELLO = struct.Struct(">QQQ")  # instance, records sent on the old keys, first unacked seq
+MAX_BAD_CHUNKS = 3  # chunks failing authentication before a transfer is given up
+MAX_OPEN_INCOMING = 64  # offers pending or being received at once
+MAX_FINISHED_INCOMING = 1024  # finished transfers remembered (to answer re-offers)
 _OFFER = struct.Struct(">QQ32s32s32sH")
 _ID_INDEX = struct.Struct(">QQ")
 _ID_CODE = struct.Struct(">QH")
@@ -115,6 +127,8 @@ class RecordType(enum.IntEnum):
     TEXT = 0x02
     ACK = 0x03
     REHANDSHAKE = 0x04
+    PING = 0x05
+    PONG = 0x06
     FILE_OFFER = 0x10
     FILE_ACCEPT = 0x11
     FILE_REJECT = 0x12
@@ -349,7 +363,6 @@ def decode_record(plaintext: bytes) -> tuple[int, bytes]:
 class _OutState(enum.Enum):
     OFFERED = "offered"
     SENDING = "sending"
-    DONE = "done"
 
 
 @attrs.define
@@ -385,6 +398,8 @@ class _Incoming:
     hasher: hashlib._Hash | None = None
     reject_code: int = 0
     gap_requested_at: int = -1
+    bad_chunks: int = 0
+    last_progress: float = 0.0
 
 
 class _Phase(enum.Enum):
@@ -410,8 +425,15 @@ class Session:
         keys: where static keys and the pinned peer key live.
         max_text: largest text accepted from the peer (and sent), in bytes.
         handshake_timeout: seconds a handshake may take before it is retried.
-        rehandshake_after: records or seconds after which a fresh handshake
-            renews the keys even without a reconnect.
+        rehandshake_records: records sent under one set of keys before A
+            renews them (B asks A to).
+        rehandshake_seconds: age of a session after which its keys are renewed.
+        probe_after: seconds of silence from the peer, while something is
+            still unacknowledged, before a PING checks the session is alive.
+        stall_after: seconds without progress on an incoming file before the
+            receiver asks again from its first missing chunk.
+        random: source of every random value (keys, ids); replaceable only
+            to make known-answer transcripts reproducible.
     """
 
     seat: Seat
@@ -422,31 +444,43 @@ class Session:
     handshake_timeout: float = 30.0
     rehandshake_records: int = 10_000
     rehandshake_seconds: float = 3600.0
+    probe_after: float = 15.0
+    stall_after: float = 30.0
     random: Callable[[int], bytes] = attrs.field(default=os.urandom, repr=False)
-    """Source of every random value (keys, ids); replaceable only to make
-    known-answer transcripts reproducible."""
 
     _static: KeyPair = attrs.field(init=False, repr=False)
     _psk: bytes = attrs.field(init=False, repr=False)
     _phase: _Phase = attrs.field(init=False, default=_Phase.OFFLINE)
+    _now: float = attrs.field(init=False, default=0.0)
+    _peer_online: bool = attrs.field(init=False, default=False)
+
+    # The handshake in progress (either seat), and what it was started for.
     _hs: HandshakeState | None = attrs.field(init=False, default=None, repr=False)
     _hs_started: float = attrs.field(init=False, default=0.0)
     _hs_id: int = attrs.field(init=False, default=0)
-    _failures: int = attrs.field(init=False, default=0)
-    _retry_at: float = attrs.field(init=False, default=0.0)
+    _hs_renew: bool = attrs.field(init=False, default=False)
+    _old_sent: int = attrs.field(init=False, default=0)  # A: records sent on the old keys
+    _pending: TransportPair | None = attrs.field(init=False, default=None, repr=False)
+
+    # The established session.
+    _session_id: int = attrs.field(init=False, default=0)
     _send: CipherState | None = attrs.field(init=False, default=None, repr=False)
     _recv: CipherState | None = attrs.field(init=False, default=None, repr=False)
-    _pending_keys: tuple[CipherState, CipherState] | None = attrs.field(
-        init=False, default=None, repr=False
-    )
-    _resend: bool = attrs.field(init=False, default=True)
     _established_at: float = attrs.field(init=False, default=0.0)
     _records: int = attrs.field(init=False, default=0)
-    _now: float = attrs.field(init=False, default=0.0)
-    _peer_online: bool = attrs.field(init=False, default=False)
+    _last_heard: float = attrs.field(init=False, default=0.0)
+    _probe_sent: float | None = attrs.field(init=False, default=None)
+    _resend: bool = attrs.field(init=False, default=True)
     _changed_key: bytes | None = attrs.field(init=False, default=None, repr=False)
     _last_sas: tuple[str, ...] = attrs.field(init=False, default=())
 
+    # Failure handling.
+    _failures: int = attrs.field(init=False, default=0)
+    _retry_at: float = attrs.field(init=False, default=0.0)  # A: next handshake attempt
+    _reset_id: int = attrs.field(init=False, default=0)  # B: what the RESET names
+    _reset_at: float = attrs.field(init=False, default=0.0)  # B: next RESET
+
+    # Texts.
     instance: int = attrs.field(init=False, default=0)
     _next_seq: int = attrs.field(init=False, default=1)
     _unacked: dict[int, str] = attrs.field(init=False, factory=dict, repr=False)
@@ -455,10 +489,11 @@ class Session:
     _partial_seq: int | None = attrs.field(init=False, default=None)
     _partial_text: bytearray = attrs.field(init=False, factory=bytearray, repr=False)
 
+    # Files.
     _out_files: dict[int, _Outgoing] = attrs.field(init=False, factory=dict, repr=False)
     _in_files: dict[int, _Incoming] = attrs.field(init=False, factory=dict, repr=False)
 
-    _queue: list[bytes] = attrs.field(init=False, factory=list, repr=False)  # records
+    _queue: list[bytes] = attrs.field(init=False, factory=list, repr=False)  # sealed later
     _outgoing: list[tuple[Lane, bytes]] = attrs.field(init=False, factory=list, repr=False)
     _events: list[Event] = attrs.field(init=False, factory=list)
 
@@ -522,44 +557,70 @@ class Session:
         """
         self._now = now
         self._peer_online = True
-        self._drop_keys(resend=True)
+        self._drop_keys()
+        self._reset_id = 0
         if self._phase is _Phase.BLOCKED:
             return
         self._phase = _Phase.HANDSHAKE
         if self.seat is Seat.A:
-            self._start_handshake(now)
+            self._start_handshake()
 
     def peer_offline(self) -> None:
         """The peer left (PEER_DOWN) or our own connection dropped."""
         self._peer_online = False
-        self._drop_keys(resend=True)
+        self._drop_keys()
         if self._phase is not _Phase.BLOCKED:
             self._phase = _Phase.OFFLINE
 
     connection_lost = peer_offline
 
     def tick(self, now: float) -> None:
-        """Let time pass: handshake timeouts and periodic re-handshakes."""
+        """Let time pass: retries, timeouts, liveness probes, renewals.
+
+        The glue calls this about once a second; nothing here needs more
+        precision than that.
+        """
         self._now = now
+        if self._phase is _Phase.BLOCKED or not self._peer_online:
+            return
+        if self._hs is not None and now - self._hs_started > self.handshake_timeout:
+            if self.seat is Seat.B and self._phase is _Phase.ESTABLISHED:
+                self._hs = None  # an unfinished (perhaps forged) HS1: our session stands
+            else:
+                self._fail("handshake timed out (wrong room secret, or someone in the middle?)")
+            return
+        if self._phase is _Phase.HANDSHAKE and self._hs is None:
+            if self.seat is Seat.A and now >= self._retry_at:
+                self._start_handshake()
+            elif self.seat is Seat.B and self._reset_id and now >= self._reset_at:
+                self._send_reset()
+            return
+        if self._phase is _Phase.ESTABLISHED:
+            self._tick_established(now)
+
+    def _tick_established(self, now: float) -> None:
+        if self._probe_sent is not None:
+            if now - self._probe_sent >= self.probe_after:
+                self._fail("the peer stopped answering")
+                return
+        elif self._outstanding() and now - self._last_heard >= self.probe_after:
+            # Loss of the *last* record on a lane shows in no later record:
+            # a PING makes one, and its PONG proves the other direction.
+            self._probe_sent = now
+            self._emit_record(RecordType.PING, b"")
+        for inc in self._in_files.values():
+            if inc.state is _InState.RECEIVING and now - inc.last_progress >= self.stall_after:
+                self._request_from(inc)
         if (
-            self._phase is _Phase.HANDSHAKE
-            and self._hs is None
-            and self.seat is Seat.A
-            and self._peer_online
-            and now >= self._retry_at
-        ):
-            self._start_handshake(now)
-        elif (
-            self._phase is _Phase.HANDSHAKE
-            and self._hs is not None
-            and now - self._hs_started > self.handshake_timeout
-        ):
-            self._fail("handshake timed out (wrong room secret, or someone in the middle?)")
-        elif self._phase is _Phase.ESTABLISHED and (
             self._records >= self.rehandshake_records
             or now - self._established_at >= self.rehandshake_seconds
         ):
             self._renew()
+
+    def _outstanding(self) -> bool:
+        return bool(self._unacked or self._out_files) or any(
+            inc.state is _InState.RECEIVING for inc in self._in_files.values()
+        )
 
     # -- user actions -------------------------------------------------------
 
@@ -584,7 +645,7 @@ class Session:
             raise LocalProtocolError("file name must be 1 to 1024 bytes of UTF-8")
         file_id = int.from_bytes(self.random(8), "big")
         key = FileKey(key=self.random(32), salt=self.random(32))
-        self._out_files[file_id] = _Outgoing(
+        out = _Outgoing(
             file_id=file_id,
             name=name,
             size=size,
@@ -593,7 +654,8 @@ class Session:
             encryptor=StreamEncryptor(key),
             chunks=chunk_count(size),
         )
-        self._send_offer(self._out_files[file_id])
+        self._out_files[file_id] = out
+        self._send_offer(out)
         return file_id
 
     def encrypt_chunk(self, file_id: int, index: int, data: bytes) -> bytes:
@@ -612,7 +674,10 @@ class Session:
 
     def file_chunks(self, file_id: int) -> int:
         """How many chunks an outgoing file has."""
-        return self._out_files[file_id].chunks
+        out = self._out_files.get(file_id)
+        if out is None:
+            raise LocalProtocolError("no outgoing file with that id")
+        return out.chunks
 
     def accept_file(self, file_id: int) -> None:
         """Accept an offered file; chunks start arriving as :class:`FileChunk` events."""
@@ -622,27 +687,23 @@ class Session:
         inc.state = _InState.RECEIVING
         inc.decryptor = StreamDecryptor(inc.key)
         inc.hasher = hashlib.sha256()
-        self._queue_record(RecordType.FILE_ACCEPT, _ID_INDEX.pack(file_id, 0))
+        inc.last_progress = self._now
+        self._emit_record(RecordType.FILE_ACCEPT, _ID_INDEX.pack(file_id, 0))
 
     def reject_file(self, file_id: int, code: FileCode, reason: str = "") -> None:
         """Refuse an offered file (or abort one being received); the sender is told why."""
         inc = self._in_files.get(file_id)
         if inc is None or inc.state in (_InState.DONE, _InState.REJECTED):
             raise LocalProtocolError("no offer or transfer with that id")
-        inc.state = _InState.REJECTED
-        inc.reject_code = int(code)
-        inc.decryptor = None
-        inc.hasher = None
-        self._queue_record(RecordType.FILE_REJECT, _reason_body(file_id, code, reason))
+        self._close_incoming(inc, int(code))
+        self._emit_record(RecordType.FILE_REJECT, _reason_body(file_id, code, reason))
 
     def cancel_file(self, file_id: int, reason: str = "cancelled by sender") -> None:
         """Stop sending one of our files."""
         out = self._out_files.pop(file_id, None)
         if out is None:
             raise LocalProtocolError("no outgoing file with that id")
-        self._queue_record(
-            RecordType.FILE_CANCEL, _reason_body(file_id, FileCode.CANCELLED, reason)
-        )
+        self._emit_record(RecordType.FILE_CANCEL, _reason_body(file_id, FileCode.CANCELLED, reason))
 
     def trust_peer_key(self) -> None:
         """Accept the changed peer key after the users compared the SAS."""
@@ -685,10 +746,14 @@ class Session:
             self._fail(str(exc))
 
     def receive_bulk(self, payload: bytes) -> None:
-        """Feed one BULK payload (a file chunk) from the relay."""
+        """Feed one BULK payload (a file chunk) from the relay.
+
+        Chunks are authenticated by their file key, not by the session, so a
+        bad one costs at most a re-request of that file; it never tears down
+        the session.
+        """
         if len(payload) < BULK_HEADER.size:
-            self._fail("bulk payload too short")
-            return
+            return  # not from an honest peer; nothing to resume from it
         file_id, index = BULK_HEADER.unpack_from(payload)
         inc = self._in_files.get(file_id)
         if inc is None or inc.state is not _InState.RECEIVING or inc.decryptor is None:
@@ -699,17 +764,22 @@ class Session:
         if index > dec.next_index:
             # A chunk went missing (dropped by the relay or lost in a
             # reconnect): ask for a restart from the gap, once per gap.
-            if inc.gap_requested_at != dec.next_index and self.established:
-                inc.gap_requested_at = dec.next_index
-                self._queue_record(RecordType.FILE_ACCEPT, _ID_INDEX.pack(file_id, dec.next_index))
+            if inc.gap_requested_at != dec.next_index:
+                self._request_from(inc)
             return
         try:
             data = dec.decrypt_next(payload[BULK_HEADER.size :])
         except StreamError as exc:
-            self._abort_incoming(inc, FileCode.CANCELLED, f"file chunk rejected: {exc}")
+            inc.bad_chunks += 1
+            if inc.bad_chunks > MAX_BAD_CHUNKS:
+                self._abort_incoming(inc, FileCode.CANCELLED, f"file chunk rejected: {exc}")
+                return
+            inc.decryptor = StreamDecryptor(inc.key, start=dec.next_index)
+            self._request_from(inc)
             return
         assert inc.hasher is not None
         inc.hasher.update(data)
+        inc.last_progress = self._now
         self._events.append(FileChunk(file_id, index, index * CHUNK_SIZE, data))
         done = dec.done
         if done and (dec.next_index != inc.chunks or index * CHUNK_SIZE + len(data) != inc.size):
@@ -719,17 +789,23 @@ class Session:
         if done or dec.next_index % FILE_ACK_EVERY == 0:
             self._events.append(FileProgress(file_id, False, received, inc.size))
             if not done:
-                self._queue_record(RecordType.FILE_ACK, _ID_INDEX.pack(file_id, dec.next_index))
+                self._emit_record(RecordType.FILE_ACK, _ID_INDEX.pack(file_id, dec.next_index))
         if done:
             digest = inc.hasher.digest()
             if digest != inc.sha256:
                 self._abort_incoming(inc, FileCode.HASH_MISMATCH, "file hash does not match")
                 return
-            inc.state = _InState.DONE
-            inc.decryptor = None
-            inc.hasher = None
+            self._close_incoming(inc, 0, state=_InState.DONE)
             self._events.append(FileCompleted(file_id, digest))
-            self._queue_record(RecordType.FILE_DONE, _U64.pack(file_id))
+            self._emit_record(RecordType.FILE_DONE, _U64.pack(file_id))
+
+    def _request_from(self, inc: _Incoming) -> None:
+        assert inc.decryptor is not None
+        inc.gap_requested_at = inc.decryptor.next_index
+        inc.last_progress = self._now
+        self._emit_record(
+            RecordType.FILE_ACCEPT, _ID_INDEX.pack(inc.file_id, inc.decryptor.next_index)
+        )
 
     # -- handshake ----------------------------------------------------------
 
@@ -743,17 +819,33 @@ class Session:
             psks=[self._psk],
         )
 
-    def _start_handshake(self, now: float) -> None:
+    def _start_handshake(self) -> None:
+        """A: a fresh session (nothing assumed about the old one)."""
+        self._drop_keys()
         self._phase = _Phase.HANDSHAKE
-        self._send_hs1(now, renew=False)
+        self._send_hs1(renew=False)
 
-    def _send_hs1(self, now: float, *, renew: bool) -> None:
+    def _renew(self) -> None:
+        """Fresh keys on a live session (A starts; B asks A to)."""
+        if self.seat is Seat.B:
+            self._emit_record(RecordType.REHANDSHAKE, b"")
+            self._established_at, self._records = self._now, 0
+            return
+        assert self._send is not None
+        # From here A queues its records; the count of those already sent on
+        # the old keys goes into HS3 so B can check none went missing.
+        self._phase = _Phase.HANDSHAKE
+        self._old_sent = self._send.nonce
+        self._send_hs1(renew=True)
+
+    def _send_hs1(self, *, renew: bool) -> None:
         # The renew flag rides in message 1's payload, which Noise hashes into
         # the transcript: a relay that flips it breaks the handshake.
         hs = self._new_handshake(initiator=True)
-        self._hs, self._hs_started = hs, now
-        self._hs_id = HS_ID.unpack(self.random(4))[0]
-        self._send_hs(Envelope.HS1, hs.write_message(bytes([HS1_RENEW if renew else HS1_FRESH])))
+        self._hs, self._hs_started, self._hs_renew = hs, self._now, renew
+        self._hs_id = _draw_id(self.random)
+        self._pending = None
+        self._send_hs(Envelope.HS1, hs.write_message(bytes([HS_RENEW if renew else HS_FRESH])))
 
     def _send_hs(self, envelope: Envelope, message: bytes) -> None:
         self._outgoing.append((Lane.CONTROL, bytes([envelope]) + HS_ID.pack(self._hs_id) + message))
@@ -779,19 +871,26 @@ class Session:
         if len(body) < HS_ID.size:
             raise SessionError("handshake message too short")
         hs = self._new_handshake(initiator=False)
-        flag = hs.read_message(body[HS_ID.size :])
-        if flag not in (bytes([HS1_FRESH]), bytes([HS1_RENEW])):
+        try:
+            flag = hs.read_message(body[HS_ID.size :])
+        except HandshakeError:
+            if self._phase is _Phase.ESTABLISHED:
+                return  # garbage cannot end a session that still works
+            raise
+        if flag not in (bytes([HS_FRESH]), bytes([HS_RENEW])):
+            if self._phase is _Phase.ESTABLISHED:
+                return
             raise SessionError("handshake message 1 has a bad payload")
-        if flag[0] != HS1_RENEW or self._phase is not _Phase.ESTABLISHED:
-            # A starts from scratch (it lost its keys): so do we, and our
-            # unacked items go again once the new session stands.
-            self._drop_keys(resend=True)
+        # HS1 proves nothing (message 1 needs no secret), so an established
+        # session is kept, and used, until HS3 authenticates A.
+        renew = flag[0] == HS_RENEW and self._phase is _Phase.ESTABLISHED
+        if self._phase is not _Phase.ESTABLISHED:
             self._phase = _Phase.HANDSHAKE
-        # When renewing we keep sending on the old keys until HS3 arrives; A
-        # still holds the old receive cipher and drains those first.
-        self._hs, self._hs_started = hs, self._now
+        self._hs, self._hs_started, self._hs_renew = hs, self._now, renew
         self._hs_id = HS_ID.unpack_from(body)[0]
-        self._send_hs(Envelope.HS2, hs.write_message())
+        # B's answer (in the transcript, so authenticated by the end) tells A
+        # whether its unacked items must go again.
+        self._send_hs(Envelope.HS2, hs.write_message(bytes([HS_RENEW if renew else HS_FRESH])))
 
     def _receive_hs2(self, body: bytes) -> None:
         if self.seat is not Seat.A:
@@ -802,13 +901,18 @@ class Session:
         hs, message = current
         if hs.complete or not hs_expects_read(hs):
             return  # a duplicate of the HS2 we already answered
-        hs.read_message(message)
-        payload = encode_record(RecordType.HELLO, _U64.pack(self.instance))
-        self._send_hs(Envelope.HS3, hs.write_message(payload))
-        pair = hs.split()
+        answer = hs.read_message(message)
+        if answer not in (bytes([HS_FRESH]), bytes([HS_RENEW])):
+            raise SessionError("handshake message 2 has a bad payload")
+        if self._hs_renew and answer[0] != HS_RENEW:
+            # B has no session to renew: this becomes a fresh one.
+            self._hs_renew = False
+            self._resend = True
+        old = self._old_sent if self._hs_renew else 0
+        self._send_hs(Envelope.HS3, hs.write_message(self._hello(old)))
         # Not yet trusted: the peer has not proven it knows the psk.  Old
         # keys (if renewing) stay in use for receiving until HELLO arrives.
-        self._pending_keys = (pair.send, pair.recv)
+        self._pending = hs.split()
 
     def _receive_hs3(self, body: bytes) -> None:
         if self.seat is not Seat.B:
@@ -818,28 +922,41 @@ class Session:
             return
         hs, message = current
         payload = hs.read_message(message)
-        rtype, hello = decode_record(payload)
-        if rtype != RecordType.HELLO or len(hello) != 8:
-            raise SessionError("handshake message 3 carries no HELLO")
+        instance, old_count, next_unacked = _parse_hello(payload)
         pair = hs.split()
         if not self._check_peer(hs):
             return
+        old_sent = 0
+        if self._hs_renew:
+            assert self._recv is not None
+            assert self._send is not None
+            if self._recv.nonce != old_count:
+                raise SessionError("records were lost while renewing the keys")
+            old_sent = self._send.nonce
+        else:
+            self._resend = True
+            self._queue.clear()
         self._send, self._recv = pair.send, pair.recv
-        self._note_peer_instance(_U64.unpack(hello)[0])
-        self._establish(hs)
+        self._note_peer(instance, next_unacked)
+        self._establish(hs, old_sent)
 
     def _receive_reset(self, body: bytes) -> None:
         if self.seat is not Seat.A:
             raise SessionError("RESET sent to the responder")
         if len(body) != HS_ID.size:
             raise SessionError("RESET has a bad length")
-        # Only a RESET about the session or handshake we are in counts; one
-        # about an older attempt crossed our retry in flight.
-        if HS_ID.unpack(body)[0] != self._hs_id or self._phase is _Phase.BLOCKED:
-            return
-        if self._phase is _Phase.HANDSHAKE and self._hs is None:
-            return  # already waiting to retry
-        self._fail("the peer could not continue the session", tell_peer=False)
+        # Only a RESET about the session we hold, or the handshake we run,
+        # counts; one about an older attempt crossed our retry in flight.
+        named = HS_ID.unpack(body)[0]
+        about_session = self._send is not None and named == self._session_id
+        about_handshake = self._hs is not None and named == self._hs_id
+        if about_session or about_handshake:
+            self._fail("the peer could not continue the session", tell_peer=False)
+
+    def _send_reset(self) -> None:
+        backoff = min(RETRY_MAX, 2.0 ** max(0, self._failures - 1))
+        self._reset_at = self._now + backoff
+        self._outgoing.append((Lane.CONTROL, bytes([Envelope.RESET]) + HS_ID.pack(self._reset_id)))
 
     def _check_peer(self, hs: HandshakeState) -> bool:
         """Pin on first contact; stop on a changed key."""
@@ -849,28 +966,38 @@ class Session:
         self._last_sas = sas
         pinned = self.keys.load_peer(self.room_id, self.seat)
         if pinned is not None and pinned != rs:
-            self._drop_keys(resend=True)
+            self._drop_keys()
             self._phase = _Phase.BLOCKED
             self._changed_key = rs
             self._events.append(PeerKeyChanged(pinned, rs, sas))
             return False
         return True
 
-    def _establish(self, hs: HandshakeState) -> None:
+    def _hello(self, old_count: int) -> bytes:
+        """The padded HELLO record: our instance, records sent on the old
+        keys, and the first seq we still hold (everything before was acked)."""
+        first_unacked = min(self._unacked, default=self._next_seq)
+        return encode_record(RecordType.HELLO, _HELLO.pack(self.instance, old_count, first_unacked))
+
+    def _establish(self, hs: HandshakeState, old_sent: int) -> None:
         rs = hs.remote_static
         assert rs is not None
         first = self.keys.load_peer(self.room_id, self.seat) is None
         if first:
             self.keys.save_peer(self.room_id, self.seat, rs)
         self._hs = None
+        self._pending = None
+        self._session_id = self._hs_id
         self._phase = _Phase.ESTABLISHED
         self._failures = 0
-        self._established_at = self._now
+        self._reset_id = 0
+        self._established_at = self._last_heard = self._now
+        self._probe_sent = None
         self._records = 0
         self._events.append(HandshakeComplete(self._last_sas, rs, first))
         if self.seat is Seat.B:
             # Key confirmation for A: must be the first record on the new keys.
-            self._emit_record(RecordType.HELLO, _U64.pack(self.instance))
+            self._emit_raw(self._hello(old_sent))
         queued, self._queue = self._queue, []
         if self._resend:
             # Texts and offers are regenerated from the outbox, in order;
@@ -885,70 +1012,82 @@ class Session:
         for seq, text in sorted(self._unacked.items()):
             self._emit_text(seq, text.encode("utf-8"))
         for out in self._out_files.values():
-            if out.state is not _OutState.DONE:
-                self._send_offer(out)
-
-    def _renew(self) -> None:
-        """Fresh keys on a live session (A starts; B asks A to)."""
-        if self.seat is Seat.A:
-            self._phase = _Phase.HANDSHAKE
-            self._send_hs1(self._now, renew=True)
-        else:
-            self._emit_record(RecordType.REHANDSHAKE, b"")
-            self._established_at = self._now
-            self._records = 0
+            self._send_offer(out)
 
     # -- transport records --------------------------------------------------
 
     def _receive_data(self, body: bytes) -> None:
-        if self._pending_keys is not None and self._recv is None:
-            # First record under fresh keys must be the responder's HELLO.
-            self._confirm(body)
+        if self._pending is not None:
+            self._receive_while_confirming(body)
             return
         if self._recv is None:
-            return  # a record of a session already torn down, still in flight
+            # A record of a session already torn down, still in flight; if
+            # the peer still believes in it, tell it (B) -- A retries anyway.
+            if self.seat is Seat.B and self._reset_id and self._now >= self._reset_at:
+                self._send_reset()
+            return
         try:
             plaintext = self._recv.decrypt_with_ad(b"", body)
         except DecryptError:
-            if self._pending_keys is not None:
-                # While renewing, the first record under the new keys ends
-                # the old epoch.
-                self._confirm(body)
-                return
             raise SessionError(
                 "control record failed to decrypt: tampered, dropped, reordered or replayed"
             ) from None
         self._recv.rekey()
+        self._heard()
         self._handle_record(*decode_record(plaintext))
 
-    def _confirm(self, body: bytes) -> None:
-        assert self._pending_keys is not None
-        assert self._hs is not None
-        send, recv = self._pending_keys
+    def _receive_while_confirming(self, body: bytes) -> None:
+        """A, after HS3: old-key records first (renewal), then B's HELLO."""
+        assert self._pending is not None
+        if self._recv is not None and self._hs_renew:
+            try:
+                plaintext = self._recv.decrypt_with_ad(b"", body)
+            except DecryptError:
+                pass
+            else:
+                self._recv.rekey()
+                self._heard()
+                self._handle_record(*decode_record(plaintext))
+                return
+        pair = self._pending
         try:
-            plaintext = recv.decrypt_with_ad(b"", body)
+            plaintext = pair.recv.decrypt_with_ad(b"", body)
         except DecryptError:
-            raise SessionError(
-                "handshake confirmation failed: wrong room secret or someone in the middle"
-            ) from None
-        recv.rekey()
+            if self._hs_renew:
+                raise SessionError(
+                    "control record failed to decrypt while renewing the keys"
+                ) from None
+            return  # a record of the session before this fresh one: ignore
+        pair.recv.rekey()
         rtype, hello = decode_record(plaintext)
-        if rtype != RecordType.HELLO or len(hello) != 8:
+        if rtype != RecordType.HELLO:
             raise SessionError("first record after the handshake is not HELLO")
+        instance, old_count, next_unacked = _parse_hello_body(hello)
         hs = self._hs
-        self._pending_keys = None
+        assert hs is not None
+        if self._hs_renew:
+            assert self._recv is not None
+            if self._recv.nonce != old_count:
+                raise SessionError("records were lost while renewing the keys")
         if not self._check_peer(hs):
             return
-        self._send, self._recv = send, recv
-        self._note_peer_instance(_U64.unpack(hello)[0])
-        self._establish(hs)
+        self._send, self._recv = pair.send, pair.recv
+        self._note_peer(instance, next_unacked)
+        self._establish(hs, 0)
 
-    def _note_peer_instance(self, instance: int) -> None:
+    def _heard(self) -> None:
+        self._last_heard = self._now
+        self._probe_sent = None
+
+    def _note_peer(self, instance: int, first_unacked: int) -> None:
+        """Everything the peer sent before ``first_unacked`` was acked, so shown."""
         if instance != self._peer_instance:
             self._peer_instance = instance
-            self._peer_last_seq = 0
-            self._partial_seq = None
-            self._partial_text.clear()
+            self._peer_last_seq = first_unacked - 1
+        else:
+            self._peer_last_seq = max(self._peer_last_seq, first_unacked - 1)
+        self._partial_seq = None
+        self._partial_text.clear()
 
     def _handle_record(self, rtype: int, body: bytes) -> None:
         if rtype == RecordType.TEXT:
@@ -957,6 +1096,10 @@ class Session:
             (seq,) = _unpack(_U64, body, "ACK")
             if self._unacked.pop(seq, None) is not None:
                 self._events.append(TextDelivered(seq))
+        elif rtype == RecordType.PING:
+            self._emit_record(RecordType.PONG, b"")
+        elif rtype == RecordType.PONG:
+            pass  # hearing it was the point
         elif rtype == RecordType.FILE_OFFER:
             self._on_offer(body)
         elif rtype == RecordType.FILE_ACCEPT:
@@ -964,20 +1107,13 @@ class Session:
             self._on_accept(file_id, start)
         elif rtype == RecordType.FILE_ACK:
             file_id, upto = _unpack(_ID_INDEX, body, "FILE_ACK")
-            out = self._out_files.get(file_id)
-            if out is not None and upto > out.acked:
-                out.acked = min(upto, out.chunks)
-                done = min(out.acked * CHUNK_SIZE, out.size)
-                self._events.append(FileProgress(file_id, True, done, out.size))
+            self._on_file_ack(file_id, upto)
         elif rtype == RecordType.FILE_DONE:
             (file_id,) = _unpack(_U64, body, "FILE_DONE")
-            out = self._out_files.get(file_id)
-            if out is not None and out.state is not _OutState.DONE:
-                out.state = _OutState.DONE
-                out.acked = out.chunks
+            out = self._out_files.pop(file_id, None)
+            if out is not None:
                 self._events.append(FileProgress(file_id, True, out.size, out.size))
                 self._events.append(FileDelivered(file_id))
-                del self._out_files[file_id]
         elif rtype in (RecordType.FILE_REJECT, RecordType.FILE_CANCEL):
             self._on_reject(rtype, body)
         elif rtype == RecordType.REHANDSHAKE:
@@ -1008,10 +1144,14 @@ class Session:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
             raise SessionError("text is not valid UTF-8") from None
-        if seq > self._peer_last_seq:
+        if seq > self._peer_last_seq + 1:
+            # Only seq == last + 1 is shown, and only shown texts are acked:
+            # so "delivered" can never be reported for a text that was lost.
+            raise SessionError("texts were lost in transit (sequence gap)")
+        if seq == self._peer_last_seq + 1:
             self._peer_last_seq = seq
             self._events.append(TextReceived(seq, text))
-        self._queue_record(RecordType.ACK, _U64.pack(seq))
+        self._emit_record(RecordType.ACK, _U64.pack(seq))
 
     def _on_offer(self, body: bytes) -> None:
         if len(body) < _OFFER.size:
@@ -1026,7 +1166,18 @@ class Session:
             raise SessionError("FILE_OFFER name is not valid UTF-8") from None
         inc = self._in_files.get(file_id)
         if inc is None:
-            inc = _Incoming(
+            active = sum(
+                1
+                for i in self._in_files.values()
+                if i.state in (_InState.PENDING, _InState.RECEIVING)
+            )
+            if active >= MAX_OPEN_INCOMING:
+                reason = "too many transfers open at once"
+                self._emit_record(
+                    RecordType.FILE_REJECT, _reason_body(file_id, FileCode.DECLINED, reason)
+                )
+                return
+            self._in_files[file_id] = _Incoming(
                 file_id=file_id,
                 name=name,
                 size=size,
@@ -1034,31 +1185,50 @@ class Session:
                 key=FileKey(key=key, salt=salt),
                 chunks=chunk_count(size),
             )
-            self._in_files[file_id] = inc
+            self._forget_finished()
             self._events.append(FileOffered(file_id, name, size))
         elif inc.state is _InState.RECEIVING:
-            assert inc.decryptor is not None
-            inc.gap_requested_at = -1
-            self._queue_record(
-                RecordType.FILE_ACCEPT, _ID_INDEX.pack(file_id, inc.decryptor.next_index)
-            )
+            self._request_from(inc)
         elif inc.state is _InState.DONE:
-            self._queue_record(RecordType.FILE_DONE, _U64.pack(file_id))
+            self._emit_record(RecordType.FILE_DONE, _U64.pack(file_id))
         elif inc.state is _InState.REJECTED:
-            self._queue_record(
-                RecordType.FILE_REJECT, _reason_body(file_id, FileCode(inc.reject_code), "")
-            )
+            self._emit_record(RecordType.FILE_REJECT, _reason_body(file_id, inc.reject_code, ""))
         # PENDING: the user is still deciding; the first offer's event stands.
+
+    def _forget_finished(self) -> None:
+        """Keep the memory of finished transfers bounded (oldest go first)."""
+        finished = [
+            fid
+            for fid, inc in self._in_files.items()
+            if inc.state in (_InState.DONE, _InState.REJECTED)
+        ]
+        for fid in finished[: max(0, len(finished) - MAX_FINISHED_INCOMING)]:
+            del self._in_files[fid]
 
     def _on_accept(self, file_id: int, start: int) -> None:
         out = self._out_files.get(file_id)
-        if out is None or out.state is _OutState.DONE:
+        if out is None:
+            # Finished or cancelled here; the cancel may have been lost.
+            reason = "no such transfer"
+            self._emit_record(
+                RecordType.FILE_CANCEL, _reason_body(file_id, FileCode.CANCELLED, reason)
+            )
             return
         if start > out.chunks:
             raise SessionError("FILE_ACCEPT starts past the end of the file")
         out.state = _OutState.SENDING
         out.acked = max(out.acked, start)
         self._events.append(SendChunks(file_id, start))
+
+    def _on_file_ack(self, file_id: int, upto: int) -> None:
+        out = self._out_files.get(file_id)
+        if out is None:
+            self._on_accept(file_id, 0)  # answers with FILE_CANCEL
+            return
+        if upto > out.acked:
+            out.acked = min(upto, out.chunks)
+            done = min(out.acked * CHUNK_SIZE, out.size)
+            self._events.append(FileProgress(file_id, True, done, out.size))
 
     def _on_reject(self, rtype: int, body: bytes) -> None:
         if len(body) < _ID_CODE.size:
@@ -1071,19 +1241,21 @@ class Session:
             return
         inc = self._in_files.get(file_id)
         if inc is not None and inc.state in (_InState.PENDING, _InState.RECEIVING):
-            inc.state = _InState.REJECTED
-            inc.reject_code = code
-            inc.decryptor = None
-            inc.hasher = None
+            self._close_incoming(inc, code)
             self._events.append(FileFailed(file_id, False, code, reason or _code_text(code)))
 
-    def _abort_incoming(self, inc: _Incoming, code: FileCode, reason: str) -> None:
-        inc.state = _InState.REJECTED
-        inc.reject_code = int(code)
+    def _close_incoming(
+        self, inc: _Incoming, code: int, state: _InState = _InState.REJECTED
+    ) -> None:
+        inc.state = state
+        inc.reject_code = code
         inc.decryptor = None
         inc.hasher = None
+
+    def _abort_incoming(self, inc: _Incoming, code: FileCode, reason: str) -> None:
+        self._close_incoming(inc, int(code))
         self._events.append(FileFailed(inc.file_id, False, int(code), reason))
-        self._queue_record(RecordType.FILE_REJECT, _reason_body(inc.file_id, code, reason))
+        self._emit_record(RecordType.FILE_REJECT, _reason_body(inc.file_id, code, reason))
 
     # -- sending records ----------------------------------------------------
 
@@ -1101,14 +1273,8 @@ class Session:
             flags = TEXT_FINAL if i == len(parts) - 1 else 0
             self._emit_record(RecordType.TEXT, TEXT_HEADER.pack(seq, flags) + part)
 
-    def _queue_record(self, rtype: RecordType, body: bytes) -> None:
-        """Send now if established, else hold until the next handshake completes."""
-        if self._phase is _Phase.ESTABLISHED:
-            self._emit_record(rtype, body)
-        else:
-            self._queue.append(encode_record(rtype, body))
-
     def _emit_record(self, rtype: RecordType, body: bytes) -> None:
+        """Send now if established, else hold until the next handshake completes."""
         self._emit_raw(encode_record(rtype, body))
 
     def _emit_raw(self, record: bytes) -> None:
@@ -1123,38 +1289,42 @@ class Session:
 
     # -- failure ------------------------------------------------------------
 
-    def _drop_keys(self, *, resend: bool) -> None:
+    def _drop_keys(self) -> None:
+        """Forget the session and any handshake; unacked items go again later."""
         self._hs = None
+        self._pending = None
         self._send = self._recv = None
-        self._pending_keys = None
         self._queue.clear()
         self._partial_seq = None
         self._partial_text.clear()
-        if resend:
-            self._resend = True
+        self._probe_sent = None
+        self._resend = True
 
     def _fail(self, reason: str, *, tell_peer: bool = True) -> None:
         self._events.append(SessionFailed(reason))
-        self._drop_keys(resend=True)
         if self._phase is _Phase.BLOCKED:
+            self._drop_keys()
             return
+        if self.seat is Seat.B:
+            self._reset_id = self._session_id if self._send is not None else self._hs_id
+        self._drop_keys()
         self._phase = _Phase.HANDSHAKE if self._peer_online else _Phase.OFFLINE
         self._failures += 1
+        if not self._peer_online:
+            return
         if self.seat is Seat.B:
-            # Only A can start a handshake; tell it at once rather than let
-            # it find out by a timeout.  RESET is unauthenticated on purpose:
-            # all it can do is cause a handshake, which a relay can cause
-            # anyway by dropping frames.
-            if tell_peer and self._peer_online:
-                reset = bytes([Envelope.RESET]) + HS_ID.pack(self._hs_id)
-                self._outgoing.append((Lane.CONTROL, reset))
-        elif self._peer_online:
-            if self._failures == 1:
-                self._start_handshake(self._now)
-            else:
-                # Repeated failures (wrong secret, an attacker in the middle):
-                # back off so the two sides do not spin.
-                self._retry_at = self._now + min(RETRY_MAX, 2.0 ** (self._failures - 1))
+            # Only A can start a handshake; tell it at once (and again later,
+            # in case this is lost).  RESET is unauthenticated on purpose: all
+            # it can do is cause a handshake, which a relay can cause anyway
+            # by dropping frames.
+            if tell_peer and self._reset_id:
+                self._send_reset()
+        elif self._failures == 1:
+            self._start_handshake()
+        else:
+            # Repeated failures (wrong secret, an attacker in the middle):
+            # back off so the two sides do not spin.
+            self._retry_at = self._now + min(RETRY_MAX, 2.0 ** (self._failures - 1))
 
 
 _REGENERATED = frozenset({RecordType.TEXT, RecordType.FILE_OFFER})
@@ -1171,8 +1341,29 @@ def _unpack(st: struct.Struct, body: bytes, name: str) -> tuple[int, ...]:
     return st.unpack(body)
 
 
-def _reason_body(file_id: int, code: FileCode, reason: str) -> bytes:
+def _reason_body(file_id: int, code: int, reason: str) -> bytes:
     return _ID_CODE.pack(file_id, int(code)) + reason.encode("utf-8")[:512]
+
+
+def _draw_id(random: Callable[[int], bytes]) -> int:
+    """A handshake id; never 0, which means "none"."""
+    return HS_ID.unpack(random(4))[0] or 1
+
+
+def _parse_hello_body(body: bytes) -> tuple[int, int, int]:
+    if len(body) != _HELLO.size:
+        raise SessionError("HELLO has a bad length")
+    instance, old_count, first_unacked = _HELLO.unpack(body)
+    if first_unacked < 1:
+        raise SessionError("HELLO names seq 0")
+    return instance, old_count, first_unacked
+
+
+def _parse_hello(plaintext: bytes) -> tuple[int, int, int]:
+    rtype, body = decode_record(plaintext)
+    if rtype != RecordType.HELLO:
+        raise SessionError("handshake message 3 carries no HELLO")
+    return _parse_hello_body(body)
 
 
 def _code_text(code: int) -> str:

@@ -1,0 +1,332 @@
+"""Random schedules of texts, drops, duplicates, replays, reconnects and time.
+
+The property a hostile or lossy relay must never break: once the network is
+clean again, every text either side sent is shown exactly once, in order, no
+text is left unacknowledged, and no text was reported delivered that the
+receiver never showed.  Plus one regression test per failure mode found by
+review (renewal gaps, forged HS1, lost RESET, lost last record, stuck files,
+lost cancel, hostile codes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import struct
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from m42d.crypto.stream import CHUNK_SIZE
+from m42d.session import (
+    Envelope,
+    FileCompleted,
+    FileDelivered,
+    FileFailed,
+    FileOffered,
+    RecordType,
+    SessionFailed,
+    TextDelivered,
+    TextReceived,
+)
+from m42d.ticket import Seat
+from m42d.wire import Lane
+
+from .session_harness import Packet, Pair
+
+
+def settle(pair: Pair, rounds: int = 10, step: float = 31.0) -> None:
+    """Let every timer fire on a clean network."""
+    for _ in range(rounds):
+        pair.now += step
+        pair.a.session.tick(pair.now)
+        pair.b.session.tick(pair.now)
+        pair.pump()
+
+
+def run_schedule(seed: int, *, renew: bool, kinds: tuple[str, ...], reconnect: bool) -> list[str]:
+    rng = random.Random(seed)
+    if renew:
+        kw = {
+            "rehandshake_records": rng.choice([3, 5, 10_000]),
+            "rehandshake_seconds": rng.choice([50.0, 3600.0]),
+        }
+    else:
+        kw = {"rehandshake_records": 10**9, "rehandshake_seconds": 1e12}
+    pair = Pair.make(**kw)
+    sent: dict[Seat, list[str]] = {Seat.A: [], Seat.B: []}
+    history: list[Packet] = []
+    noise = {"p": 0.0}
+
+    def middle(_seat: Seat, packet: Packet) -> list[Packet]:
+        history.append(packet)
+        if rng.random() >= noise["p"]:
+            return [packet]
+        kind = rng.choice(kinds)
+        if kind == "drop":
+            return []
+        if kind == "dup":
+            return [packet, packet]
+        old = rng.choice(history)  # replay
+        return [packet, old] if old[0] is packet[0] else [packet]
+
+    pair.middle = middle
+    connected = False
+    for _ in range(60):
+        action = rng.choice(["textA", "textB"] * 2 + ["pump", "disc", "conn", "tick", "tick"])
+        noise["p"] = 0.3 if rng.random() < 0.3 else 0.0
+        if action.startswith("text"):
+            seat = Seat.A if action == "textA" else Seat.B
+            text = f"{seat.name}{len(sent[seat])}"
+            pair.side(seat).session.send_text(text)
+            sent[seat].append(text)
+            pair.pump()
+        elif action == "pump":
+            pair.pump()
+        elif action == "disc":
+            pair.disconnect()
+            connected = False
+        elif action == "conn":
+            pair.connect()
+            connected = True
+        else:
+            pair.now += rng.choice([1.0, 5.0, 31.0, 61.0])
+            pair.a.session.tick(pair.now)
+            pair.b.session.tick(pair.now)
+            pair.pump()
+    noise["p"] = 0.0
+    if reconnect or not connected:
+        pair.disconnect()
+        pair.connect()
+    settle(pair)
+    errors = []
+    for src in (Seat.A, Seat.B):
+        receiver = pair.side(src.other)
+        shown = [e.text for e in receiver.of(TextReceived)]
+        if shown != sent[src]:
+            errors.append(f"{src.name}: sent {sent[src]} shown {shown}")
+        if pair.side(src).session.unacked_texts:
+            errors.append(f"{src.name}: {pair.side(src).session.unacked_texts} unacked")
+        delivered = {e.seq for e in pair.side(src).of(TextDelivered)}
+        if delivered - {e.seq for e in receiver.of(TextReceived)}:
+            errors.append(f"{src.name}: delivered but never shown")
+    return errors
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**32),
+    renew=st.booleans(),
+    kinds=st.sampled_from([("drop",), ("drop", "dup", "replay")]),
+    reconnect=st.booleans(),
+)
+def test_random_schedules_lose_and_duplicate_nothing(
+    seed: int, renew: bool, kinds: tuple[str, ...], reconnect: bool
+) -> None:
+    assert run_schedule(seed, renew=renew, kinds=kinds, reconnect=reconnect) == []
+
+
+@pytest.mark.slow
+def test_random_schedules_many_seeds() -> None:
+    bad = {}
+    for seed in range(300):
+        for renew in (False, True):
+            errors = run_schedule(
+                seed, renew=renew, kinds=("drop", "dup", "replay"), reconnect=False
+            )
+            if errors:
+                bad[(seed, renew)] = errors
+    assert bad == {}
+
+
+def texts(pair: Pair, seat: Seat) -> list[str]:
+    return [e.text for e in pair.side(seat).of(TextReceived)]
+
+
+def drop_next_data(src: Seat) -> tuple[dict[str, bool], object]:
+    armed = {"on": False}
+
+    def middle(seat: Seat, packet: Packet) -> list[Packet]:
+        lane, payload = packet
+        if armed["on"] and seat is src and lane is Lane.CONTROL and payload[0] == Envelope.DATA:
+            armed["on"] = False
+            return []
+        return [packet]
+
+    return armed, middle
+
+
+@pytest.mark.parametrize("direction", ["A->B", "B->A"])
+def test_record_dropped_at_renewal_is_detected_not_acked(direction: str) -> None:
+    pair = Pair.make(rehandshake_seconds=100.0)
+    pair.connect()
+    src = Seat.A if direction == "A->B" else Seat.B
+    armed, middle = drop_next_data(src)
+    pair.middle = middle  # type: ignore[assignment]
+    sender = pair.side(src)
+    if src is Seat.A:
+        armed["on"] = True
+        sender.session.send_text("t1")
+        pair.pump()
+        pair.now = 200.0
+        pair.a.session.tick(pair.now)  # A renews
+    else:
+        pair.now = 200.0
+        pair.a.session.tick(pair.now)
+        for _lane, payload in pair.a.session.data_to_send():  # only HS1 reaches B
+            pair.b.session.receive_control(payload)
+        armed["on"] = True
+        sender.session.send_text("t1")  # on the old keys, dropped
+    pair.pump()
+    sender.session.send_text("t2")
+    pair.pump()
+    settle(pair)
+    assert texts(pair, src.other) == ["t1", "t2"]
+    assert sender.session.unacked_texts == 0
+    assert pair.a.of(SessionFailed) + pair.b.of(SessionFailed), "the loss must be noticed"
+
+
+def test_forged_hs1_does_not_stall_an_established_responder() -> None:
+    pair = Pair.make()
+    pair.connect()
+    forger = Pair.make(room_id=pair.a.session.room_id).a.session
+    forger.peer_online(0.0)
+    hs1 = forger.data_to_send()[0][1]
+    pair.b.session.receive_control(hs1)  # the relay injects it
+    pair.b.session.data_to_send()  # B's HS2 goes to the forger, not to A
+    pair.a.session.send_text("still flowing")
+    pair.pump()
+    assert texts(pair, Seat.B) == ["still flowing"]
+    assert pair.a.session.unacked_texts == 0
+    settle(pair, rounds=2)
+    assert pair.b.session.established
+
+
+def test_lost_reset_is_repeated() -> None:
+    pair = Pair.make()
+    pair.connect()
+    state = {"mode": "tamper"}
+
+    def middle(seat: Seat, packet: Packet) -> list[Packet]:
+        lane, payload = packet
+        if state["mode"] == "tamper" and seat is Seat.A and payload[0] == Envelope.DATA:
+            state["mode"] = "drop-reset"
+            return [(lane, payload[:-1] + bytes([payload[-1] ^ 1]))]
+        if state["mode"] == "drop-reset" and seat is Seat.B and payload[0] == Envelope.RESET:
+            state["mode"] = "clean"
+            return []
+        return [packet]
+
+    pair.middle = middle
+    pair.a.session.send_text("m1")
+    pair.pump()
+    assert pair.b.of(SessionFailed)
+    settle(pair)
+    assert texts(pair, Seat.B) == ["m1"]
+    assert pair.a.session.unacked_texts == 0
+
+
+@pytest.mark.parametrize("victim", ["text", "ack"])
+def test_last_record_dropped_is_recovered_by_probe(victim: str) -> None:
+    pair = Pair.make()
+    pair.connect()
+    armed, middle = drop_next_data(Seat.A if victim == "text" else Seat.B)
+    pair.middle = middle  # type: ignore[assignment]
+    armed["on"] = True
+    pair.a.session.send_text("hello")
+    pair.pump()
+    assert pair.a.session.unacked_texts == 1
+    settle(pair)
+    assert texts(pair, Seat.B) == ["hello"]
+    assert pair.a.session.unacked_texts == 0
+
+
+@pytest.mark.parametrize(("index", "times"), [(5, 1), (2, 2)])
+def test_dropped_chunks_are_asked_for_again(index: int, times: int) -> None:
+    pair = Pair.make()
+    pair.connect()
+    data = os.urandom(5 * CHUNK_SIZE + 10)  # 6 chunks, the last is index 5
+    fid = pair.send_file(Seat.A, data)
+    pair.pump()
+    left = {"n": times}
+
+    def middle(_seat: Seat, packet: Packet) -> list[Packet]:
+        lane, payload = packet
+        if lane is Lane.BULK and left["n"]:
+            _fid, idx = struct.unpack_from(">QQ", payload)
+            if idx == index:
+                left["n"] -= 1
+                return []
+        return [packet]
+
+    pair.middle = middle
+    pair.b.session.accept_file(fid)
+    pair.pump()
+    settle(pair, rounds=4)
+    assert bytes(pair.b.received[fid]) == data
+    assert pair.b.of(FileCompleted)
+    assert pair.a.of(FileDelivered)
+
+
+def test_lost_cancel_is_answered_later() -> None:
+    pair = Pair.make()
+    pair.connect()
+    fid = pair.send_file(Seat.A, b"abc")
+    pair.pump()
+    armed, middle = drop_next_data(Seat.A)
+    pair.middle = middle  # type: ignore[assignment]
+    armed["on"] = True
+    pair.a.session.cancel_file(fid)
+    pair.pump()
+    assert pair.b.of(FileFailed) == []
+    pair.b.session.accept_file(fid)
+    pair.pump()
+    settle(pair)
+    assert [e.code for e in pair.b.of(FileFailed)] == [5]
+
+
+def test_unknown_cancel_code_from_peer_is_echoed_not_fatal() -> None:
+    pair = Pair.make()
+    pair.connect()
+    fid = pair.send_file(Seat.A, b"abc")
+    pair.pump()
+    pair.a.session._emit_record(RecordType.FILE_CANCEL, struct.pack(">QH", fid, 999))
+    pair.pump()
+    assert [e.code for e in pair.b.of(FileFailed)] == [999]
+    pair.a.session._send_offer(pair.a.session._out_files[fid])  # a re-offer
+    pair.pump()
+    assert [e.code for e in pair.a.of(FileFailed)] == [999]
+
+
+def test_tampered_chunk_is_fetched_again() -> None:
+    pair = Pair.make()
+    pair.connect()
+    data = os.urandom(3 * CHUNK_SIZE)
+    fid = pair.send_file(Seat.A, data)
+    pair.pump()
+    left = {"n": 1}
+
+    def middle(_seat: Seat, packet: Packet) -> list[Packet]:
+        lane, payload = packet
+        if lane is Lane.BULK and left["n"]:
+            left["n"] -= 1
+            return [(lane, payload[:40] + bytes([payload[40] ^ 1]) + payload[41:])]
+        return [packet]
+
+    pair.middle = middle
+    pair.b.session.accept_file(fid)
+    pair.pump()
+    assert bytes(pair.b.received[fid]) == data
+    assert hashlib.sha256(data).digest() == pair.b.of(FileCompleted)[0].sha256
+
+
+def test_too_many_open_offers_are_declined() -> None:
+    pair = Pair.make()
+    pair.connect()
+    for i in range(70):
+        pair.send_file(Seat.A, b"x", f"f{i}")
+    pair.pump()
+    assert len(pair.b.of(FileOffered)) == 64
+    assert len(pair.a.of(FileFailed)) == 6
