@@ -1,0 +1,987 @@
+"""The client engine: trio glue that runs one seat's :class:`~m42d.session.Session`.
+
+``m42 chat``, ``send``, ``recv`` and ``trust`` are thin user interfaces over
+one :class:`Client`: it connects to the relay named in the link, joins the
+seat, feeds the session whatever arrives, writes whatever the session and
+the file streams produce, reconnects on its own, and reports to the UI
+through :attr:`Client.events`.
+
+Rules and invariants
+--------------------
+* Per connection: ONE reader task (relay frames in, session fed in order)
+  and ONE writer task, the only code that writes the connection.  The writer
+  sends everything on the control side first (session records, PONG, BURN),
+  then at most one BULK chunk, then looks at the control side again: a text
+  never waits behind more than one 64 KiB chunk on our side either.
+* BULK goes out only within relay credit: credit is 0 at JOINED, grows with
+  each CREDIT, shrinks by each payload sent (docs/protocol.md "Flow
+  control").  Sending past it would be ERROR 402.
+* Outgoing file chunks are read from disk in a worker thread, at most
+  :data:`READ_AHEAD` chunks per file ahead of the writer.  Every
+  :class:`~m42d.session.SendChunks` bumps the file's *generation*: the old
+  reader task is cancelled and queued chunks of the old generation are
+  dropped, so a restart from chunk ``start`` never interleaves with stale
+  chunks.  A lost connection bumps every generation (the peer re-accepts
+  from its first missing chunk after the next handshake).
+* Incoming files are written to ``DIR/.<name>.m42part`` (created ``O_EXCL``,
+  mode 0600) and linked to their final, never-existing name only on
+  :class:`~m42d.session.FileCompleted` (whole-file hash matched).  A failed
+  or abandoned transfer deletes its partial file.  Texts are never written.
+* Session events are processed in order by one task at a time (a lock), so
+  a chunk is on disk before the completion that follows it is handled.
+* Every wait is bounded or cancellable: connect and JOIN have deadlines,
+  a relay silent for :attr:`Client.dead_after` seconds counts as gone, and
+  reconnects back off exponentially with jitter up to ``backoff_cap``.
+* A relay ERROR that retrying cannot fix (bad token, expired, burned, seat
+  taken by another device...) stops the engine with :class:`RelayRefused`;
+  the engine never fights another device for the seat.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import os
+import random
+import shutil
+import ssl
+from collections import deque
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Final, Literal, final
+
+import attrs
+import trio
+
+from m42d.client import events as ev
+from m42d.client.names import partial_path, safe_file_name, unique_path
+from m42d.crypto.stream import CHUNK_SIZE
+from m42d.errors import LocalProtocolError, M42Error, TransportError, WireError
+from m42d.link import Link
+from m42d.session import (
+    FileChunk,
+    FileCode,
+    FileCompleted,
+    FileDelivered,
+    FileFailed,
+    FileOffered,
+    FileProgress,
+    HandshakeComplete,
+    KeyStore,
+    PeerKeyChanged,
+    SendChunks,
+    Session,
+    SessionFailed,
+    TextDelivered,
+    TextReceived,
+)
+from m42d.ticket import Seat
+from m42d.transport import Transport, load_transports
+from m42d.wire import (
+    Bulk,
+    Burn,
+    Control,
+    Credit,
+    Error,
+    ErrorCode,
+    Frame,
+    GoAway,
+    Join,
+    Joined,
+    Lane,
+    PeerDown,
+    PeerUp,
+    Ping,
+    Pong,
+)
+
+__all__ = [
+    "READ_AHEAD",
+    "AcceptPolicy",
+    "Client",
+    "RelayRefused",
+]
+
+READ_AHEAD: Final = 8
+"""Chunks per outgoing file read from disk but not yet written to the relay."""
+PROGRESS_EVERY: Final = 0.2
+"""Seconds between two progress events of one file (the last one always goes)."""
+FREE_SPACE_MARGIN: Final = 16 * 1024 * 1024
+"""Left free on the download disk: a file that would fill it to the brim is refused."""
+
+RETRY_CODES: Final = frozenset(
+    {ErrorCode.JOIN_TIMEOUT, ErrorCode.RATE_LIMITED, ErrorCode.CREDIT_EXCEEDED}
+)
+
+AcceptPolicy = Literal["ask", "all", "none"]
+
+
+class RelayRefused(M42Error):
+    """The relay ended the connection with an ERROR that retrying will not fix."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(f"relay refused ({code}): {message}")
+        self.code = code
+        self.relay_message = message
+
+
+class _GoAway(Exception):
+    """Internal: the relay is going away; reconnect with back-off."""
+
+
+def _retryable(code: int) -> bool:
+    return code in RETRY_CODES or 500 <= code <= 599
+
+
+@attrs.define(eq=False)
+class _Transfer:
+    file_id: int
+    name: str
+    size: int
+    started: float
+    last_event: float = -math.inf
+
+    def progress(self, outgoing: bool, done: int, now: float) -> ev.Progress | None:
+        """A progress event, or None when the last one was too recent."""
+        if done < self.size and now - self.last_event < PROGRESS_EVERY:
+            return None
+        self.last_event = now
+        elapsed = now - self.started
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = (self.size - done) / rate if rate > 0 else None
+        return ev.Progress(self.file_id, outgoing, self.name, done, self.size, rate, eta)
+
+
+@attrs.define(eq=False)
+class _OutFile(_Transfer):
+    path: Path = Path()
+    fd: int = -1
+    generation: int = 0
+    queued: int = 0
+    scope: trio.CancelScope | None = None
+    space: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot)
+    sha256: bytes = b""
+
+
+@attrs.define(eq=False)
+class _InFile(_Transfer):
+    directory: Path = Path()
+    partial: Path | None = None
+    fd: int = -1
+    failed: bool = False
+
+
+@attrs.frozen
+class _BulkItem:
+    file_id: int
+    generation: int
+    payload: bytes = attrs.field(repr=False)
+
+
+def _pread(fd: int, size: int, offset: int) -> bytes:
+    data = os.pread(fd, size, offset)
+    # pread may return less than asked before EOF on some file systems.
+    while len(data) < size:
+        more = os.pread(fd, size - len(data), offset + len(data))
+        if not more:
+            break
+        data += more
+    return data
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+
+
+def _hash_file(fd: int) -> tuple[int, bytes]:
+    digest = hashlib.sha256()
+    size = 0
+    offset = 0
+    while True:
+        block = os.pread(fd, 1024 * 1024, offset)
+        if not block:
+            return size, digest.digest()
+        digest.update(block)
+        size += len(block)
+        offset += len(block)
+
+
+def _link_into_place(partial: Path, directory: Path, name: str) -> Path:
+    """Give the complete file its final name without ever replacing an existing file."""
+    for _ in range(100):
+        final_path = unique_path(directory, name)
+        try:
+            os.link(partial, final_path)
+        except FileExistsError:
+            continue  # someone took the name between the check and the link
+        except OSError:
+            # No hard links here (FAT, some network file systems): a checked
+            # rename, racy only against another writer in this folder.
+            if os.path.lexists(final_path):
+                continue
+            os.rename(partial, final_path)
+            return final_path
+        os.unlink(partial)
+        return final_path
+    raise FileExistsError(f"no free name for {name!r} in {directory}")
+
+
+@final
+class Client:
+    """One seat of one room: connect, join, run the session, reconnect.
+
+    Args:
+        link: the seat's link (relay, ticket, token, room secret, pin).
+        keys: where this seat's static key and the peer's pin live.
+        download_dir: where accepted files go (None: every offer is declined).
+        accept: ``"ask"`` (emit :class:`~m42d.client.events.FileOffer` and wait
+            for :meth:`accept_file`), ``"all"`` or ``"none"``.
+        max_size: refuse incoming files larger than this many bytes.
+        transports: scheme -> transport (default: the installed plugins).
+        ssl_context: TLS context when the link has no pin.
+        session_options: extra keyword arguments for :class:`Session`.
+        backoff_base / backoff_cap: first and longest reconnect delay, seconds.
+        tick_interval: seconds between two :meth:`Session.tick` calls.
+        event_buffer: bound of the event channel.
+
+    The caller runs :meth:`run` in a nursery and must keep reading
+    :attr:`events` (the engine waits when the channel is full).
+    """
+
+    def __init__(
+        self,
+        link: Link,
+        keys: KeyStore,
+        *,
+        download_dir: Path | None = None,
+        accept: AcceptPolicy = "ask",
+        max_size: int | None = None,
+        transports: Mapping[str, Transport] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        session_options: Mapping[str, Any] | None = None,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 30.0,
+        tick_interval: float = 1.0,
+        connect_timeout: float = 10.0,
+        join_timeout: float = 10.0,
+        ping_after: float = 30.0,
+        dead_after: float = 75.0,
+        event_buffer: int = 256,
+    ) -> None:
+        self.link = link
+        self.keys = keys
+        self.download_dir = download_dir
+        self.accept_policy: AcceptPolicy = accept if download_dir is not None else "none"
+        self.max_size = max_size
+        self._transports = transports
+        self._ssl_context = ssl_context
+        self.session = Session(
+            link.seat, link.room_id, link.secret, keys, **(session_options or {})
+        )
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.tick_interval = tick_interval
+        self.connect_timeout = connect_timeout
+        self.join_timeout = join_timeout
+        self.ping_after = ping_after
+        self.dead_after = dead_after
+        send, receive = trio.open_memory_channel[ev.ClientEvent](event_buffer)
+        self._event_send = send
+        self.events: trio.MemoryReceiveChannel[ev.ClientEvent] = receive
+        self._ui: deque[ev.ClientEvent] = deque()
+        self._lock = trio.StrictFIFOLock()
+        self._kick = trio.Event()
+        self._wakeup = trio.Event()
+        self._idle = trio.Event()
+        self._dirty = False
+        self._writing = False
+        self._relay_out: list[Frame] = []
+        self._bulk: deque[_BulkItem] = deque()
+        self._credit = 0
+        self._connected = False
+        self._peer = False
+        self._last_rx = 0.0
+        self._last_ping = 0.0
+        self._conn_scope: trio.CancelScope | None = None
+        self._run_scope: trio.CancelScope | None = None
+        self._nursery: trio.Nursery | None = None
+        self._closing = False
+        self._restart_reason = ""
+        self._out: dict[int, _OutFile] = {}
+        self._in: dict[int, _InFile] = {}
+        self._pending_offers: set[int] = set()
+
+    def __repr__(self) -> str:
+        return f"<Client seat {self.link.seat.value} via {self.link.scheme}>"
+
+    # -- state ------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """Joined to the relay right now."""
+        return self._connected
+
+    @property
+    def peer_online(self) -> bool:
+        return self._peer
+
+    @property
+    def established(self) -> bool:
+        """A secure session with the peer stands: texts and files flow."""
+        return self.session.established
+
+    @property
+    def sas(self) -> tuple[str, ...]:
+        return self.session.sas
+
+    @property
+    def busy(self) -> bool:
+        """Texts or files of ours are still waiting for the peer's acknowledgement."""
+        return self.session.unacked_texts > 0 or bool(self._out)
+
+    def outgoing_size(self, file_id: int) -> int:
+        """Size of one of our files still in flight (0 once it is done)."""
+        out = self._out.get(file_id)
+        return out.size if out is not None else 0
+
+    # -- user actions (synchronous; the engine's tasks do the I/O) -------------
+
+    def send_text(self, text: str) -> int:
+        """Queue a text; its seq comes back in a :class:`~m42d.client.events.Delivered`."""
+        seq = self.session.send_text(text)
+        self._changed()
+        return seq
+
+    async def send_file(self, path: Path, name: str | None = None) -> int:
+        """Hash ``path`` (in a thread) and offer it; returns the file id.
+
+        Raises:
+            OSError: the file cannot be opened or read.
+            LocalProtocolError: the name is empty or too long.
+        """
+        fd = await trio.to_thread.run_sync(os.open, path, os.O_RDONLY)
+        try:
+            size, digest = await trio.to_thread.run_sync(_hash_file, fd)
+            shown = name if name is not None else path.name
+            file_id = self.session.offer_file(shown, size, digest)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._out[file_id] = _OutFile(
+            file_id, shown, size, trio.current_time(), path=path, fd=fd, sha256=digest
+        )
+        self._changed()
+        return file_id
+
+    def accept_file(self, file_id: int) -> Path:
+        """Accept an offer: open its partial file and let the chunks come.
+
+        Returns the partial file's path.
+
+        Raises:
+            LocalProtocolError: no such pending offer.
+            OSError: the partial file could not be created (the offer is refused).
+        """
+        inc = self._in.get(file_id)
+        if inc is None or file_id not in self._pending_offers:
+            raise LocalProtocolError("no pending offer with that id")
+        self._pending_offers.discard(file_id)
+        try:
+            self._open_partial(inc)
+        except OSError as exc:
+            self._refuse(inc, FileCode.WRITE_FAILED, f"receiver cannot write: {exc.strerror}")
+            raise
+        self.session.accept_file(file_id)
+        inc.started = trio.current_time()
+        self._changed()
+        assert inc.partial is not None
+        return inc.partial
+
+    def reject_file(
+        self, file_id: int, reason: str = "declined", code: FileCode = FileCode.DECLINED
+    ) -> None:
+        """Refuse an offer (or abort a file being received); the sender is told why."""
+        inc = self._in.get(file_id)
+        if inc is None:
+            raise LocalProtocolError("no offer or transfer with that id")
+        self._pending_offers.discard(file_id)
+        self._refuse(inc, code, reason)
+
+    def cancel_file(self, file_id: int) -> None:
+        """Stop sending one of our files."""
+        self.session.cancel_file(file_id)
+        out = self._out.pop(file_id, None)
+        if out is not None:
+            self._stop_stream(out)
+            self._close_out(out)
+            self._emit(ev.FileFailed(file_id, True, out.name, FileCode.CANCELLED, "cancelled"))
+        self._changed()
+
+    def trust(self) -> None:
+        """Accept the peer's changed key (after comparing the SAS) and pin it.
+
+        Seat B cannot start a handshake, and A may be waiting out a timeout
+        on the handshake B ignored while blocked; so B reconnects, which the
+        relay reports to A as PEER_DOWN/PEER_UP and A starts afresh at once.
+        """
+        self.session.trust_peer_key()
+        if self.link.seat is Seat.B and self._conn_scope is not None:
+            self._restart_reason = "reconnecting to restart the handshake with the trusted key"
+            self._conn_scope.cancel()
+        self._changed()
+
+    def burn(self) -> None:
+        """Ask the relay to burn the room: both seats are closed and it cannot be joined again."""
+        self._relay_out.append(Burn())
+        self._changed()
+
+    def close(self) -> None:
+        """Stop the engine: :meth:`run` returns soon after."""
+        self._closing = True
+        if self._conn_scope is not None:
+            # Leave the connection through its normal exit, not by
+            # cancellation: a transport then closes cleanly (a WebSocket
+            # close handshake cannot finish under cancellation).
+            self._conn_scope.cancel()
+        elif self._run_scope is not None:
+            self._run_scope.cancel()
+
+    async def flush(self) -> None:
+        """Wait until everything queued for the control lane has been written.
+
+        Used before exiting so that acknowledgements reach the relay; bound
+        it with a deadline (the connection may be down).
+        """
+        while self._connected and (self._dirty or self._writing or self._relay_out):
+            await self._idle.wait()
+
+    # -- running -----------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Connect and keep connected until :meth:`close` or a fatal relay error.
+
+        Raises:
+            RelayRefused: the relay refused the seat for good (also reported
+                as a fatal :class:`~m42d.client.events.Problem`).
+            TransportError: the link's scheme has no transport.
+        """
+        transports = self._transports if self._transports is not None else load_transports()
+        transport = transports.get(self.link.scheme)
+        if transport is None:
+            raise TransportError(f"no transport for {self.link.scheme}:// is installed")
+        refused: RelayRefused | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._ticker)
+                nursery.start_soon(self._pump)
+                task_status.started()
+                try:
+                    with trio.CancelScope() as scope:
+                        self._run_scope = scope
+                        if not self._closing:
+                            await self._connect_loop(transport)
+                except RelayRefused as exc:
+                    refused = exc  # raised below, outside the nursery's exception group
+                finally:
+                    nursery.cancel_scope.cancel()
+            if refused is not None:
+                raise refused
+        finally:
+            self._cleanup()
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(1.0):
+                    await self._deliver_ui()
+            await self._event_send.aclose()
+
+    async def _connect_loop(self, transport: Transport) -> None:
+        failures = 0
+        while True:
+            joined = False
+            try:
+                async with transport.connect(
+                    self.link.relay,
+                    ssl_context=self._ssl_context,
+                    pin=self.link.pin,
+                    room_id=self.link.room_id,
+                    connect_timeout=self.connect_timeout,
+                ) as conn:
+                    joined = await self._join(conn)
+                    await self._serve(conn)
+                reason = "the relay closed the connection"
+            except RelayRefused as exc:
+                if not _retryable(exc.code):
+                    self._emit(ev.Problem(str(exc), fatal=True, code=exc.code))
+                    if exc.code == ErrorCode.BURNED:
+                        forget: Callable[..., object] | None = getattr(self.keys, "forget", None)
+                        if forget is not None:
+                            forget(self.link.room_id, self.link.seat)
+                    raise
+                reason = str(exc)
+            except _GoAway as exc:
+                reason = (
+                    f"the relay is going away: {exc}" if str(exc) else "the relay is going away"
+                )
+            except (TransportError, WireError) as exc:
+                reason = str(exc)
+            except trio.TooSlowError:
+                reason = "the relay did not answer in time"
+            finally:
+                await self._disconnected()
+            if self._closing:
+                return
+            failures = 1 if joined else failures + 1
+            delay = min(self.backoff_cap, self.backoff_base * 2 ** (failures - 1))
+            delay *= random.uniform(0.5, 1.0)
+            self._emit(ev.Reconnecting(delay, reason))
+            await self._deliver_ui()
+            await trio.sleep(delay)
+
+    async def _join(self, conn: Any) -> bool:
+        link = self.link
+        with trio.fail_after(self.join_timeout):
+            await conn.send(Join(link.seat, link.ticket, link.token))
+            while True:
+                frame = await conn.receive()
+                if isinstance(frame, Joined):
+                    break
+                self._control_frame(frame)
+        now = trio.current_time()
+        self._connected = True
+        self._credit = 0
+        self._last_rx = self._last_ping = now
+        self._emit(ev.Connected(link.relay))
+        if frame.peer_online:
+            self._set_peer(True)
+        else:
+            self._changed()
+        await self._process()
+        return True
+
+    def _control_frame(self, frame: Frame) -> None:
+        """Frames the relay itself sends (not the peer's payloads)."""
+        if isinstance(frame, Credit):
+            self._credit += frame.amount
+            self._wake_writer()
+        elif isinstance(frame, PeerUp):
+            self._set_peer(True)
+        elif isinstance(frame, PeerDown):
+            self._set_peer(False)
+        elif isinstance(frame, Ping):
+            self._relay_out.append(Pong(frame.data))
+            self._wake_writer()
+        elif isinstance(frame, Pong):
+            pass
+        elif isinstance(frame, Error):
+            raise RelayRefused(frame.code, frame.message)
+        elif isinstance(frame, GoAway):
+            raise _GoAway(frame.reason)
+        else:
+            raise TransportError(f"the relay sent an unexpected {frame.kind.name} frame")
+
+    async def _serve(self, conn: Any) -> None:
+        failure: list[BaseException] = []
+
+        async def guarded(fn: Callable[[Any], Any]) -> None:
+            try:
+                await fn(conn)
+            except (TransportError, WireError, RelayRefused, _GoAway, trio.TooSlowError) as exc:
+                failure.append(exc)
+                nursery.cancel_scope.cancel()
+
+        async with trio.open_nursery() as nursery:
+            self._conn_scope = nursery.cancel_scope
+            nursery.start_soon(guarded, self._reader)
+            nursery.start_soon(guarded, self._writer)
+        self._conn_scope = None
+        if failure:
+            raise failure[0]
+        reason, self._restart_reason = self._restart_reason, ""
+        raise TransportError(reason or "the relay stopped answering")
+
+    async def _reader(self, conn: Any) -> None:
+        session = self.session
+        while True:
+            frame = await conn.receive()
+            self._last_rx = trio.current_time()
+            if isinstance(frame, Control):
+                session.receive_control(frame.payload)
+            elif isinstance(frame, Bulk):
+                session.receive_bulk(frame.payload)
+            else:
+                self._control_frame(frame)
+            await self._process()
+            self._wake_writer()
+
+    async def _writer(self, conn: Any) -> None:
+        while True:
+            self._wakeup = trio.Event()
+            self._dirty = False
+            frames = self._relay_out
+            self._relay_out = []
+            for lane, payload in self.session.data_to_send():
+                # The session only produces control records; chunks come from
+                # encrypt_chunk via the file streams.
+                assert lane is Lane.CONTROL
+                frames.append(Control(payload))
+            if frames:
+                self._writing = True
+                await conn.send_many(frames)
+                self._writing = False
+                continue
+            item = self._next_bulk()
+            if item is not None and self._credit >= len(item.payload):
+                self._bulk.popleft()
+                self._credit -= len(item.payload)
+                self._chunk_left_queue(item)
+                self._writing = True
+                await conn.send(Bulk(item.payload))
+                self._writing = False
+                continue
+            self._idle.set()
+            self._idle = trio.Event()
+            await self._wakeup.wait()
+
+    def _next_bulk(self) -> _BulkItem | None:
+        while self._bulk:
+            item = self._bulk[0]
+            out = self._out.get(item.file_id)
+            if out is not None and out.generation == item.generation:
+                return item
+            self._bulk.popleft()
+            self._chunk_left_queue(item)
+        return None
+
+    def _chunk_left_queue(self, item: _BulkItem) -> None:
+        out = self._out.get(item.file_id)
+        if out is not None and out.generation == item.generation:
+            out.queued -= 1
+            out.space.unpark_all()
+
+    async def _disconnected(self) -> None:
+        was = self._connected
+        self._connected = False
+        self._credit = 0
+        self._relay_out.clear()
+        self._writing = False
+        self._idle.set()
+        self._idle = trio.Event()
+        for out in self._out.values():
+            self._stop_stream(out)
+        self._bulk.clear()
+        if was or self._peer:
+            self.session.connection_lost()
+            if self._peer:
+                self._peer = False
+                self._emit(ev.PeerDown())
+        with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+            await self._process()
+
+    def _set_peer(self, online: bool) -> None:
+        if online:
+            self.session.peer_online(trio.current_time())
+            if not self._peer:
+                self._emit(ev.PeerUp())
+        else:
+            self.session.peer_offline()
+            if self._peer:
+                self._emit(ev.PeerDown())
+        self._peer = online
+        self._changed()
+
+    # -- background tasks ------------------------------------------------------------
+
+    async def _ticker(self) -> None:
+        while True:
+            await trio.sleep(self.tick_interval)
+            now = trio.current_time()
+            self.session.tick(now)
+            if self._connected:
+                silent = now - self._last_rx
+                if silent > self.dead_after and self._conn_scope is not None:
+                    self._conn_scope.cancel()
+                elif silent > self.ping_after and now - self._last_ping > self.ping_after:
+                    self._last_ping = now
+                    self._relay_out.append(Ping())
+            self._changed()
+
+    async def _pump(self) -> None:
+        """Process session events caused by user actions and timers."""
+        while True:
+            await self._kick.wait()
+            self._kick = trio.Event()
+            await self._process()
+
+    def _changed(self) -> None:
+        self._kick.set()
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        self._dirty = True
+        self._wakeup.set()
+
+    def _emit(self, event: ev.ClientEvent) -> None:
+        self._ui.append(event)
+        self._kick.set()
+
+    async def _deliver_ui(self) -> None:
+        while self._ui:
+            event = self._ui.popleft()
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await self._event_send.send(event)
+
+    # -- session events -------------------------------------------------------------------
+
+    async def _process(self) -> None:
+        async with self._lock:
+            while True:
+                events = self.session.events()
+                if not events:
+                    break
+                for event in events:
+                    await self._handle(event)
+            self._wake_writer()
+            await self._deliver_ui()
+
+    async def _handle(self, event: Any) -> None:
+        now = trio.current_time()
+        if isinstance(event, TextReceived):
+            self._emit(ev.TextIn(event.seq, event.text))
+        elif isinstance(event, TextDelivered):
+            self._emit(ev.Delivered(event.seq))
+        elif isinstance(event, HandshakeComplete):
+            self._emit(ev.Sas(event.sas, event.first_contact))
+        elif isinstance(event, PeerKeyChanged):
+            self._emit(ev.KeyChanged(event.sas))
+        elif isinstance(event, SessionFailed):
+            self._emit(ev.Problem(f"secure session broke: {event.reason}"))
+        elif isinstance(event, FileChunk):
+            await self._write_chunk(event)
+        elif isinstance(event, FileProgress):
+            transfer: _Transfer | None = (self._out if event.outgoing else self._in).get(
+                event.file_id
+            )
+            if transfer is not None:
+                progress = transfer.progress(event.outgoing, event.done, now)
+                if progress is not None:
+                    self._emit(progress)
+        elif isinstance(event, SendChunks):
+            self._start_stream(event.file_id, event.start)
+        elif isinstance(event, FileOffered):
+            self._on_offer(event)
+        elif isinstance(event, FileCompleted):
+            await self._complete(event)
+        elif isinstance(event, FileDelivered):
+            out = self._out.pop(event.file_id, None)
+            if out is not None:
+                self._stop_stream(out)
+                self._close_out(out)
+                self._emit(
+                    ev.FileDone(out.file_id, True, out.name, out.size, out.sha256.hex(), None)
+                )
+        elif isinstance(event, FileFailed):
+            self._on_failed(event)
+
+    # -- outgoing files ----------------------------------------------------------------------
+
+    def _start_stream(self, file_id: int, start: int) -> None:
+        out = self._out.get(file_id)
+        if out is None or self._nursery is None:
+            return
+        self._stop_stream(out)
+        out.generation += 1
+        out.queued = 0
+        out.space.unpark_all()
+        scope = trio.CancelScope()
+        out.scope = scope
+        self._nursery.start_soon(self._stream, out, start, out.generation, scope)
+
+    def _stop_stream(self, out: _OutFile) -> None:
+        if out.scope is not None:
+            out.scope.cancel()
+            out.scope = None
+        out.generation += 1
+        out.queued = 0
+        out.space.unpark_all()
+
+    async def _stream(
+        self, out: _OutFile, start: int, generation: int, scope: trio.CancelScope
+    ) -> None:
+        with scope:
+            count = self.session.file_chunks(out.file_id)
+            for index in range(start, count):
+                while out.queued >= READ_AHEAD and out.generation == generation:
+                    await out.space.park()
+                if out.generation != generation:
+                    return
+                length = min(CHUNK_SIZE, out.size - index * CHUNK_SIZE)
+                try:
+                    data = await trio.to_thread.run_sync(_pread, out.fd, length, index * CHUNK_SIZE)
+                except OSError as exc:
+                    self._abort_out(out, f"cannot read the file: {exc.strerror}")
+                    return
+                if out.generation != generation:
+                    return
+                try:
+                    payload = self.session.encrypt_chunk(out.file_id, index, data)
+                except LocalProtocolError:
+                    if len(data) != length:
+                        self._abort_out(out, "the file changed while it was being sent")
+                    return  # cancelled, rejected or done meanwhile
+                self._bulk.append(_BulkItem(out.file_id, generation, payload))
+                out.queued += 1
+                self._wake_writer()
+
+    def _abort_out(self, out: _OutFile, reason: str) -> None:
+        with contextlib.suppress(LocalProtocolError):
+            self.session.cancel_file(out.file_id, reason)
+        self._out.pop(out.file_id, None)
+        self._stop_stream(out)
+        self._close_out(out)
+        self._emit(ev.FileFailed(out.file_id, True, out.name, FileCode.CANCELLED, reason))
+        self._changed()
+
+    @staticmethod
+    def _close_out(out: _OutFile) -> None:
+        if out.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(out.fd)
+            out.fd = -1
+
+    # -- incoming files ------------------------------------------------------------------------
+
+    def _on_offer(self, offer: FileOffered) -> None:
+        name = safe_file_name(offer.name)
+        inc = _InFile(
+            offer.file_id,
+            name,
+            offer.size,
+            trio.current_time(),
+            directory=self.download_dir or Path(),
+        )
+        self._in[offer.file_id] = inc
+        self._pending_offers.add(offer.file_id)
+        if self.accept_policy == "none" or self.download_dir is None:
+            self.reject_file(offer.file_id, "the receiver is not accepting files")
+            return
+        if self.max_size is not None and offer.size > self.max_size:
+            self.reject_file(
+                offer.file_id,
+                f"larger than the receiver's limit of {self.max_size} bytes",
+                FileCode.TOO_LARGE,
+            )
+            return
+        try:
+            free = shutil.disk_usage(self.download_dir).free
+        except OSError as exc:
+            self.reject_file(
+                offer.file_id, f"receiver cannot write: {exc.strerror}", FileCode.WRITE_FAILED
+            )
+            return
+        if offer.size + FREE_SPACE_MARGIN > free:
+            self.reject_file(
+                offer.file_id, "not enough free disk space at the receiver", FileCode.NO_SPACE
+            )
+            return
+        if self.accept_policy == "all":
+            with contextlib.suppress(OSError):
+                self.accept_file(offer.file_id)
+            return
+        self._emit(ev.FileOffer(offer.file_id, name, offer.size))
+
+    def _open_partial(self, inc: _InFile) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+        for attempt in range(100):
+            path = partial_path(inc.directory, inc.name, attempt)
+            try:
+                inc.fd = os.open(path, flags, 0o600)
+            except FileExistsError:
+                continue
+            inc.partial = path
+            return
+        raise FileExistsError(f"too many partial files for {inc.name!r}")
+
+    def _refuse(self, inc: _InFile, code: FileCode, reason: str) -> None:
+        with contextlib.suppress(LocalProtocolError):
+            self.session.reject_file(inc.file_id, code, reason)
+        self._discard_partial(inc)
+        self._in.pop(inc.file_id, None)
+        self._emit(ev.FileFailed(inc.file_id, False, inc.name, int(code), reason))
+        self._changed()
+
+    async def _write_chunk(self, chunk: FileChunk) -> None:
+        inc = self._in.get(chunk.file_id)
+        if inc is None or inc.fd < 0:
+            return
+        try:
+            await trio.to_thread.run_sync(_pwrite_all, inc.fd, chunk.data, chunk.offset)
+        except OSError as exc:
+            self._refuse(inc, FileCode.WRITE_FAILED, f"receiver cannot write: {exc.strerror}")
+
+    async def _complete(self, done: FileCompleted) -> None:
+        inc = self._in.pop(done.file_id, None)
+        if inc is None or inc.partial is None:
+            return
+        fd, inc.fd = inc.fd, -1
+        try:
+            await trio.to_thread.run_sync(os.fsync, fd)
+            os.close(fd)
+            path = await trio.to_thread.run_sync(
+                _link_into_place, inc.partial, inc.directory, inc.name
+            )
+        except OSError as exc:
+            self._discard_partial(inc)
+            self._emit(
+                ev.FileFailed(
+                    inc.file_id,
+                    False,
+                    inc.name,
+                    FileCode.WRITE_FAILED,
+                    f"complete, but could not be saved: {exc}",
+                )
+            )
+            return
+        inc.partial = None
+        self._emit(
+            ev.FileDone(inc.file_id, False, inc.name, inc.size, done.sha256.hex(), str(path))
+        )
+
+    def _on_failed(self, failed: FileFailed) -> None:
+        if failed.outgoing:
+            out = self._out.pop(failed.file_id, None)
+            if out is None:
+                return
+            self._stop_stream(out)
+            self._close_out(out)
+            self._emit(ev.FileFailed(out.file_id, True, out.name, failed.code, failed.reason))
+            return
+        inc = self._in.pop(failed.file_id, None)
+        self._pending_offers.discard(failed.file_id)
+        if inc is None:
+            return
+        self._discard_partial(inc)
+        self._emit(ev.FileFailed(inc.file_id, False, inc.name, failed.code, failed.reason))
+
+    @staticmethod
+    def _discard_partial(inc: _InFile) -> None:
+        if inc.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(inc.fd)
+            inc.fd = -1
+        if inc.partial is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(inc.partial)
+            inc.partial = None
+
+    def _cleanup(self) -> None:
+        """At exit: unfinished incoming files are deleted, outgoing ones closed."""
+        for inc in self._in.values():
+            self._discard_partial(inc)
+        self._in.clear()
+        for out in self._out.values():
+            self._close_out(out)

@@ -1,0 +1,192 @@
+"""What the client engine tells a user interface, as plain values.
+
+``m42 chat``, ``m42 send`` and ``m42 recv`` all read the same stream of
+these from :attr:`m42d.client.engine.Client.events`; ``recv --jsonl`` prints
+:meth:`ClientEvent.to_json` of each.  Names in these events are already
+cleaned by :func:`m42d.client.names.safe_file_name`, but texts are the
+peer's own: escape them (:func:`m42d.client.names.escape_text`) before
+showing them on a terminal.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, TypeAlias, final
+
+import attrs
+
+__all__ = [
+    "ClientEvent",
+    "Connected",
+    "Delivered",
+    "FileDone",
+    "FileFailed",
+    "FileOffer",
+    "KeyChanged",
+    "PeerDown",
+    "PeerUp",
+    "Problem",
+    "Progress",
+    "Reconnecting",
+    "Sas",
+    "TextIn",
+]
+
+
+class _Base:
+    kind: ClassVar[str]
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict: ``{"event": kind, ...fields}``."""
+        out: dict[str, Any] = {"event": self.kind}
+        for field in attrs.fields(type(self)):  # type: ignore[arg-type]
+            value = getattr(self, field.name)
+            out[field.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+
+@final
+@attrs.frozen
+class Connected(_Base):
+    """Joined the seat on the relay (every reconnect too)."""
+
+    kind: ClassVar[str] = "connected"
+    relay: str
+
+
+@final
+@attrs.frozen
+class Reconnecting(_Base):
+    """The connection ended; the next attempt starts in ``delay`` seconds."""
+
+    kind: ClassVar[str] = "reconnecting"
+    delay: float
+    reason: str
+
+
+@final
+@attrs.frozen
+class PeerUp(_Base):
+    kind: ClassVar[str] = "peer_up"
+
+
+@final
+@attrs.frozen
+class PeerDown(_Base):
+    kind: ClassVar[str] = "peer_down"
+
+
+@final
+@attrs.frozen
+class Sas(_Base):
+    """A handshake completed: the words both people should see alike."""
+
+    kind: ClassVar[str] = "sas"
+    words: tuple[str, ...]
+    first_contact: bool
+
+
+@final
+@attrs.frozen
+class KeyChanged(_Base):
+    """The peer's key is not the pinned one: nothing flows until the user trusts it."""
+
+    kind: ClassVar[str] = "key_changed"
+    words: tuple[str, ...]
+
+
+@final
+@attrs.frozen
+class TextIn(_Base):
+    kind: ClassVar[str] = "text"
+    seq: int
+    text: str
+
+
+@final
+@attrs.frozen
+class Delivered(_Base):
+    """The peer acknowledged our text ``seq`` end to end."""
+
+    kind: ClassVar[str] = "delivered"
+    seq: int
+
+
+@final
+@attrs.frozen
+class FileOffer(_Base):
+    """The peer offers a file; answer with ``accept_file`` or ``reject_file``."""
+
+    kind: ClassVar[str] = "file_offer"
+    file_id: int
+    name: str
+    size: int
+
+
+@final
+@attrs.frozen
+class Progress(_Base):
+    """Bytes confirmed so far; ``rate`` in bytes/s, ``eta`` in seconds (None if unknown)."""
+
+    kind: ClassVar[str] = "file_progress"
+    file_id: int
+    outgoing: bool
+    name: str
+    done: int
+    size: int
+    rate: float
+    eta: float | None
+
+
+@final
+@attrs.frozen
+class FileDone(_Base):
+    """Incoming: saved at ``path`` with a matching hash.  Outgoing: the peer confirmed it."""
+
+    kind: ClassVar[str] = "file_done"
+    file_id: int
+    outgoing: bool
+    name: str
+    size: int
+    sha256: str
+    path: str | None
+
+
+@final
+@attrs.frozen
+class FileFailed(_Base):
+    """A transfer ended without success; ``code`` is a :class:`m42d.session.FileCode`."""
+
+    kind: ClassVar[str] = "file_failed"
+    file_id: int
+    outgoing: bool
+    name: str
+    code: int
+    reason: str
+
+
+@final
+@attrs.frozen
+class Problem(_Base):
+    """Something went wrong; ``fatal`` means the engine stops (``code``: relay ERROR code)."""
+
+    kind: ClassVar[str] = "error"
+    message: str
+    fatal: bool = False
+    code: int | None = None
+
+
+ClientEvent: TypeAlias = (
+    Connected
+    | Reconnecting
+    | PeerUp
+    | PeerDown
+    | Sas
+    | KeyChanged
+    | TextIn
+    | Delivered
+    | FileOffer
+    | Progress
+    | FileDone
+    | FileFailed
+    | Problem
+)

@@ -1,0 +1,292 @@
+"""``m42`` commands through ``main([...])``, against an in-process relay on loopback.
+
+``main`` runs its own ``trio.run``, so each invocation runs in a worker
+thread while the relay keeps serving in the test's event loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from m42d.cli import EXIT_KEY_CHANGED, EXIT_REFUSED, EXIT_TIMEOUT, EXIT_USAGE, main
+from m42d.link import Link
+from m42d.ticket import Seat
+from tests.client_harness import RelayUnderTest, file_digest, running_relay
+
+
+@pytest.fixture
+async def ws_relay() -> AsyncIterator[RelayUnderTest]:
+    async with running_relay("ws") as relay:
+        yield relay
+
+
+async def m42(*argv: str, limit: float = 20.0) -> int:
+    with trio.fail_after(limit):
+        return await trio.to_thread.run_sync(main, list(argv))
+
+
+# -- usage -------------------------------------------------------------------------
+
+
+def test_help_lists_exit_codes_and_link_safety(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "exit codes" in out
+    assert "visible to every user" in out
+    assert main(["send", "--help"]) == 0
+    assert "ps" in capsys.readouterr().out
+
+
+def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == EXIT_USAGE
+    assert "required" in capsys.readouterr().err
+
+
+def test_missing_link(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("M42_LINK", raising=False)
+    assert main(["recv"]) == EXIT_USAGE
+    assert "no link given" in capsys.readouterr().err
+
+
+def test_bad_link_is_not_echoed(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["recv", "ws://x#m42.1.A.secretstuff"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "bad link" in err
+    assert "secretstuff" not in err
+
+
+def test_bad_numbers_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["recv", "--count", "0"]) == EXIT_USAGE
+    assert main(["send", "--wait", "-1"]) == EXIT_USAGE
+    assert main(["new", "--pin", "!!"]) == EXIT_USAGE
+    assert "--pin" in capsys.readouterr().err
+
+
+# -- new -------------------------------------------------------------------------------
+
+
+async def test_new_json(ws_relay: RelayUnderTest, capsys: pytest.CaptureFixture[str]) -> None:
+    assert await m42("new", "--relay", ws_relay.url, "--json") == 0
+    doc = json.loads(capsys.readouterr().out)
+    a, b = Link.parse(doc["link_a"]), Link.parse(doc["link_b"])
+    assert (a.seat, b.seat) == (Seat.A, Seat.B)
+    assert a.secret == b.secret
+    assert a.room_id == b.room_id
+    assert a.token != b.token
+    assert doc["expires"] == a.expires
+    assert a.pin is None
+
+
+async def test_new_plain_with_qr_from_env(
+    ws_relay: RelayUnderTest, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("M42_RELAY", ws_relay.url)
+    assert await m42("new", "--qr") == 0
+    out = capsys.readouterr().out
+    assert "Link A" in out
+    assert "Link B" in out
+    assert "QR" in out
+    assert "\u2588" in out or "\u2580" in out  # block characters of the QR code
+
+
+async def test_new_tls_trusts_on_first_use(capsys: pytest.CaptureFixture[str]) -> None:
+    async with running_relay("tls") as relay:
+        assert await m42("new", "--relay", relay.url, "--json") == 0
+    captured = capsys.readouterr()
+    assert "first use" in captured.err
+    doc = json.loads(captured.out)
+    assert Link.parse(doc["link_a"]).pin == relay.pin
+    assert Link.parse(doc["link_b"]).pin == relay.pin
+
+
+async def test_new_refused_by_private_relay(
+    ws_relay: RelayUnderTest, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    ws_relay.relay.creation_secret = b"letmein"
+    secret_file = tmp_path / "secret"
+    secret_file.write_text("wrong\n")
+    code = await m42("new", "--relay", ws_relay.url, "--creation-secret-file", str(secret_file))
+    assert code == EXIT_REFUSED
+    assert "403" in capsys.readouterr().err
+    secret_file.write_text("letmein\n")
+    assert (
+        await m42("new", "--relay", ws_relay.url, "--creation-secret-file", str(secret_file)) == 0
+    )
+
+
+# -- send / recv -----------------------------------------------------------------------
+
+
+async def test_send_and_recv_jsonl(
+    ws_relay: RelayUnderTest, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    link_a, link_b = ws_relay.links()
+    data = os.urandom(300_000)
+    (tmp_path / "payload.bin").write_bytes(data)
+    out_dir = tmp_path / "in"
+    link_file = tmp_path / "link-b"
+    link_file.write_text(link_b.format() + "\n")
+    codes: dict[str, int] = {}
+
+    async def recv() -> None:
+        codes["recv"] = await m42(
+            "recv", "--link-file", str(link_file), "--keys-dir", str(tmp_path / "kb"),
+            "--out", str(out_dir), "--count", "3", "--jsonl", "--timeout", "15",
+        )  # fmt: skip
+
+    async def send() -> None:
+        codes["send"] = await m42(
+            "send", link_a.format(), "--keys-dir", str(tmp_path / "ka"),
+            "--text", "hello \x1b]0;pwned\x07", "--text", "second",
+            "--file", str(tmp_path / "payload.bin"), "--wait", "15",
+        )  # fmt: skip
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(recv)
+        nursery.start_soon(send)
+    assert codes == {"recv": 0, "send": 0}
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    kinds = [line["event"] for line in lines]
+    assert "peer_up" in kinds
+    assert "sas" in kinds
+    assert all(isinstance(line["ts"], float) for line in lines)
+    assert [line["text"] for line in lines if line["event"] == "text"] == [
+        "hello \x1b]0;pwned\x07",
+        "second",
+    ]
+    done = [line for line in lines if line["event"] == "file_done"]
+    assert len(done) == 1
+    assert file_digest(done[0]["path"]) == hashlib.sha256(data).digest()
+    assert done[0]["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+async def test_recv_plain_escapes_text(
+    ws_relay: RelayUnderTest,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    link_a, link_b = ws_relay.links()
+    monkeypatch.setenv("M42_LINK", link_b.format())
+    codes: dict[str, int] = {}
+
+    async def recv() -> None:
+        codes["recv"] = await m42(
+            "recv", "--keys-dir", str(tmp_path / "kb"), "--out", str(tmp_path), "--count", "1"
+        )
+
+    async def send() -> None:
+        codes["send"] = await m42(
+            "send", link_a.format(), "--keys-dir", str(tmp_path / "ka"),
+            "--text", "evil \x1b[2J\u202eline",
+        )  # fmt: skip
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(recv)
+        nursery.start_soon(send)
+    assert codes == {"recv": 0, "send": 0}
+    out = capsys.readouterr().out
+    assert out == "evil \\x1b[2J\\u202eline\n"
+
+
+async def test_send_text_from_stdin_and_link_from_stdin_conflict(
+    ws_relay: RelayUnderTest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    link_a, _ = ws_relay.links()
+    monkeypatch.setattr("sys.stdin", io.StringIO(link_a.format() + "\n"))
+    assert await m42("send", "-", "--keys-dir", str(tmp_path)) == EXIT_USAGE
+
+
+async def test_send_times_out_without_peer(
+    ws_relay: RelayUnderTest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    link_a, _ = ws_relay.links()
+    monkeypatch.setattr("sys.stdin", io.StringIO("from stdin"))
+    code = await m42("send", link_a.format(), "--keys-dir", str(tmp_path), "--wait", "0.3")
+    assert code == EXIT_TIMEOUT
+
+
+async def test_recv_wrong_token_refused(
+    ws_relay: RelayUnderTest, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    link_a, _ = ws_relay.links()
+    bad = Link(link_a.relay, link_a.seat, link_a.ticket, bytes(16), link_a.secret)
+    code = await m42("recv", bad.format(), "--keys-dir", str(tmp_path), "--out", str(tmp_path))
+    assert code == EXIT_REFUSED
+    err = capsys.readouterr().err
+    assert "401" in err
+    assert bad.format() not in err
+
+
+async def test_recv_timeout_with_count(ws_relay: RelayUnderTest, tmp_path: Path) -> None:
+    _, link_b = ws_relay.links()
+    args = ("recv", link_b.format(), "--keys-dir", str(tmp_path), "--out", str(tmp_path))
+    assert await m42(*args, "--timeout", "0.3", "--count", "1") == EXIT_TIMEOUT
+    assert await m42(*args, "--timeout", "0.3") == 0
+
+
+@pytest.mark.slow
+async def test_key_change_then_trust(
+    ws_relay: RelayUnderTest, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    link_a, link_b = ws_relay.links()
+    kb = str(tmp_path / "kb")
+
+    async def pair(a_keys: str) -> dict[str, int]:
+        codes: dict[str, int] = {}
+
+        async def recv() -> None:
+            codes["recv"] = await m42(
+                "recv", link_b.format(), "--keys-dir", kb, "--out", str(tmp_path),
+                "--count", "1", "--timeout", "15",
+            )  # fmt: skip
+
+        async def send() -> None:
+            codes["send"] = await m42(
+                "send", link_a.format(), "--keys-dir", a_keys, "--text", "hi", "--wait", "15"
+            )
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(recv)
+            nursery.start_soon(send)
+        return codes
+
+    assert await pair(str(tmp_path / "ka1")) == {"recv": 0, "send": 0}
+    capsys.readouterr()
+    # A comes back with new keys and a message: B, who pinned A's old key,
+    # stops with exit code 4 and nothing is shown.
+    codes: dict[str, int] = {}
+    a_done = trio.Event()
+
+    async def send_with_new_keys() -> None:
+        codes["send"] = await m42(
+            "send", link_a.format(), "--keys-dir", str(tmp_path / "ka2"), "--text", "after",
+            "--wait", "40", limit=60,
+        )  # fmt: skip
+        a_done.set()
+
+    recv_b = ("recv", link_b.format(), "--keys-dir", kb, "--out", str(tmp_path))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(send_with_new_keys)
+        assert await m42(*recv_b, "--timeout", "15") == EXIT_KEY_CHANGED
+        captured = capsys.readouterr()
+        assert "key changed" in captured.err
+        assert "after" not in captured.out
+        # B compares the SAS and trusts; the message then arrives exactly once.
+        assert await m42("trust", link_b.format(), "--keys-dir", kb, "--yes", "--wait", "15") == 0
+        if not a_done.is_set():
+            assert await m42(*recv_b, "--count", "1", "--timeout", "15") == 0
+        with trio.fail_after(15):
+            await a_done.wait()
+    assert codes["send"] == 0
+    out = capsys.readouterr().out
+    assert "Trusted" in out
+    assert out.count("after") == 1
