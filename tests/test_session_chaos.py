@@ -19,17 +19,22 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from m42d import session as session_module
 from m42d.crypto.stream import CHUNK_SIZE
+from m42d.errors import LocalProtocolError
 from m42d.session import (
     Envelope,
     FileCompleted,
     FileDelivered,
     FileFailed,
     FileOffered,
+    HandshakeComplete,
     RecordType,
+    SessionError,
     SessionFailed,
     TextDelivered,
     TextReceived,
+    _parse_hello_body,
 )
 from m42d.ticket import Seat
 from m42d.wire import Lane
@@ -330,3 +335,131 @@ def test_too_many_open_offers_are_declined() -> None:
     pair.pump()
     assert len(pair.b.of(FileOffered)) == 64
     assert len(pair.a.of(FileFailed)) == 6
+
+
+# -- deterministic paths the random schedules only reach sometimes -------------
+
+
+def test_old_key_records_during_renewal_are_kept() -> None:
+    pair = Pair.make(rehandshake_seconds=100.0)
+    pair.connect()
+    pair.now = 200.0
+    pair.a.session.tick(pair.now)  # A sends HS1(renew)
+    for _lane, payload in pair.a.session.data_to_send():
+        pair.b.session.receive_control(payload)
+    pair.b.session.send_text("sent on the old keys")  # B is still established
+    pair.pump()
+    assert texts(pair, Seat.A) == ["sent on the old keys"]
+    assert pair.a.of(SessionFailed) == []
+    assert pair.b.session.unacked_texts == 0
+    assert len(pair.a.of(HandshakeComplete)) == 2
+
+
+def test_unanswered_ping_ends_the_session() -> None:
+    pair = Pair.make()
+    pair.connect()
+    pair.middle = lambda seat, packet: [] if seat is Seat.B else [packet]
+    pair.a.session.send_text("anyone?")
+    pair.pump()
+    for now in (16.0, 32.0):
+        pair.now = now
+        pair.a.session.tick(now)
+        pair.pump()
+    assert any("stopped answering" in e.reason for e in pair.a.of(SessionFailed))
+
+
+def test_garbage_hs1_cannot_end_an_established_session() -> None:
+    pair = Pair.make()
+    pair.connect()
+    b = pair.b.session
+    b.receive_control(bytes([Envelope.HS1]) + b"\x00\x00\x00\x07" + b"junk")
+    forger = Pair.make(room_id=b.room_id).a.session
+    hs = forger._new_handshake(initiator=True)
+    b.receive_control(bytes([Envelope.HS1]) + b"\x00\x00\x00\x08" + hs.write_message(b"\x07"))
+    assert b.established
+    assert b.events() == []
+    fresh = Pair.make(room_id=b.room_id)
+    fresh.b.session.peer_online(0.0)
+    hs = forger._new_handshake(initiator=True)
+    fresh.b.session.receive_control(
+        bytes([Envelope.HS1]) + b"\x00\x00\x00\x09" + hs.write_message(b"\x07")
+    )
+    assert any(
+        "bad payload" in e.reason for e in fresh.b.session.events() if isinstance(e, SessionFailed)
+    )
+
+
+def test_text_sequence_gap_is_a_failure_and_recovers() -> None:
+    pair = Pair.make()
+    pair.connect()
+    pair.a.session._emit_record(RecordType.TEXT, struct.pack(">QB", 7, 1) + b"skipped ahead")
+    pair.pump()
+    assert any("sequence gap" in e.reason for e in pair.b.of(SessionFailed))
+    assert texts(pair, Seat.B) == []
+    assert pair.b.session.established
+
+
+def test_renew_answered_fresh_resends() -> None:
+    pair = Pair.make(rehandshake_seconds=100.0)
+    pair.connect()
+    state = {"on": True}
+
+    def middle(seat: Seat, packet: Packet) -> list[Packet]:
+        lane, payload = packet
+        if state["on"] and seat is Seat.A and payload[0] == Envelope.DATA:
+            return [(lane, payload[:-1] + bytes([payload[-1] ^ 1]))]  # B fails
+        if state["on"] and seat is Seat.B and payload[0] == Envelope.RESET:
+            state["on"] = False  # ... and its RESET is lost
+            return []
+        return [packet]
+
+    pair.middle = middle
+    pair.a.session.send_text("t1")
+    pair.pump()
+    assert not pair.b.session.established
+    pair.now = 150.0
+    pair.a.session.tick(pair.now)  # A renews; B has no session: fresh
+    pair.pump()
+    assert texts(pair, Seat.B) == ["t1"]
+    assert pair.a.session.unacked_texts == 0
+
+
+def test_hello_parsing() -> None:
+    with pytest.raises(SessionError, match="bad length"):
+        _parse_hello_body(b"short")
+    with pytest.raises(SessionError, match="seq 0"):
+        _parse_hello_body(struct.pack(">QQQ", 1, 0, 0))
+
+
+def test_finished_transfers_are_forgotten_beyond_the_cap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(session_module, "MAX_FINISHED_INCOMING", 2)
+    pair = Pair.make()
+    pair.connect()
+    for i in range(4):
+        fid = pair.send_file(Seat.A, b"x", f"f{i}")
+        pair.pump()
+        pair.b.session.accept_file(fid)
+        pair.pump()
+    pair.send_file(Seat.A, b"y", "last")
+    pair.pump()
+    assert len(pair.b.session._in_files) <= 3
+
+
+def test_sender_api_misuse() -> None:
+    pair = Pair.make()
+    pair.connect()
+    fid = pair.send_file(Seat.A, b"z" * (CHUNK_SIZE + 5))
+    pair.pump()
+    with pytest.raises(LocalProtocolError):
+        pair.a.session.file_chunks(12345)
+    pair.b.session.accept_file(fid)
+    # The harness streamed the file already; still sending until FILE_DONE arrives?
+    a = pair.a.session
+    fid2 = pair.send_file(Seat.A, b"q" * (CHUNK_SIZE + 5))
+    a._out_files[fid2].state = session_module._OutState.SENDING
+    with pytest.raises(LocalProtocolError, match="out of range"):
+        a.encrypt_chunk(fid2, 2, b"")
+    with pytest.raises(LocalProtocolError, match="must be"):
+        a.encrypt_chunk(fid2, 1, b"q")
