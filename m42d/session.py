@@ -713,7 +713,13 @@ class Session:
         self._changed_key = None
         self._phase = _Phase.OFFLINE
         if self._peer_online:
+            blocked_hs = self._hs_id
             self.peer_online(self._now)
+            if self.seat is Seat.B and blocked_hs:
+                # A still waits for the HELLO we withheld: let it retry now
+                # instead of after its handshake timeout.
+                self._reset_id = blocked_hs
+                self._send_reset()
 
     # -- incoming payloads --------------------------------------------------
 

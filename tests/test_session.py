@@ -756,3 +756,18 @@ def test_duplicate_offer_after_done_answers_done() -> None:
     pair.connect()
     assert len(pair.b.of(FileCompleted)) == 1
     assert [e.code for e in pair.a.of(FileFailed)] == [FileCode.DECLINED]
+
+
+def test_trust_on_responder_lets_initiator_retry_at_once() -> None:
+    keys_a, keys_b = MemoryKeyStore(), MemoryKeyStore()
+    room, secret = os.urandom(16), os.urandom(32)
+    first = Pair.make(room_id=room, secret_a=secret, secret_b=secret, keys_a=keys_a, keys_b=keys_b)
+    first.connect()
+    # Alice loses her keys: Bob (seat B) sees a changed key.
+    second = Pair.make(room_id=room, secret_a=secret, secret_b=secret, keys_b=keys_b)
+    second.connect()
+    assert second.b.session.blocked
+    second.b.session.trust_peer_key()
+    second.pump()  # no clock advance: the RESET makes A retry immediately
+    assert second.a.session.established
+    assert second.b.session.established
