@@ -12,6 +12,16 @@ usage or configuration (as argparse does for usage errors).
 Logs go to stderr, one line per event, prefixed ``m42d:`` (journald adds
 the time).  No line carries a payload, token, key or secret; client
 addresses only with ``--log-addresses``.
+
+Under systemd (m42d/systemd.py; every call is a no-op elsewhere):
+inherited sockets are taken once at start and served by the transport of
+their ``FileDescriptorName=`` instead of the configured URLs of that
+scheme (the name ``metrics`` goes to the metrics listener); ``READY=1`` is
+sent only once every listener accepts; ``STATUS=`` whenever the room or
+connection count changes (checked every :data:`STATUS_INTERVAL` s);
+``RELOADING=1``/``READY=1`` around a SIGHUP reload; ``STOPPING=1`` at the
+first SIGTERM/SIGINT; ``WATCHDOG=1`` from a trio task when the unit sets
+``WatchdogSec=``.
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ import argparse
 import functools
 import logging
 import signal
+import socket
 import sys
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
@@ -29,9 +40,17 @@ from typing import Final
 import attrs
 import trio
 
-from m42d import PROTOCOL_VERSION, __version__
-from m42d.config import Limits, RelayConfig, load_config, merge_cli, with_credentials
+from m42d import PROTOCOL_VERSION, __version__, systemd
+from m42d.config import (
+    Limits,
+    RelayConfig,
+    check_host_port,
+    load_config,
+    merge_cli,
+    with_credentials,
+)
 from m42d.errors import ConfigError, M42Error
+from m42d.metrics import MetricsServer, build_registry, open_metrics_server
 from m42d.relay.limits import RelayLimits
 from m42d.relay.server import Relay, serve_relay
 from m42d.relay.state import (
@@ -42,7 +61,7 @@ from m42d.relay.state import (
     rotate_key_file,
     tls_paths,
 )
-from m42d.transport import FrameListener, Transport, load_transports
+from m42d.transport import FrameListener, Transport, format_url, load_transports
 
 __all__ = [
     "build_parser",
@@ -62,6 +81,19 @@ EXIT_CONFIG: Final = 2
 
 TLS_SCHEMES: Final = frozenset({"tls", "wss", "https"})
 """Schemes whose listeners get the relay's server TLS context."""
+
+METRICS_FD_NAME: Final = "metrics"
+"""``FileDescriptorName=`` of an inherited socket for the metrics listener."""
+
+STATUS_INTERVAL: Final = 1.0
+"""Seconds between checks of the room and connection counts for ``STATUS=``.
+
+A datagram goes out only when the text changed, so this costs nothing
+on an idle relay and keeps ``systemctl status`` at most a second behind.
+"""
+
+Inherited = Mapping[str, Sequence[socket.socket]]
+"""Sockets from socket activation, by ``FileDescriptorName=``."""
 
 
 # --- logging -------------------------------------------------------------------
@@ -114,13 +146,17 @@ def resolve_config(args: argparse.Namespace) -> RelayConfig:
     config_path: Path | None = getattr(args, "config", None)
     config = load_config(config_path) if config_path is not None else RelayConfig()
     config = with_credentials(config)
-    return merge_cli(
+    config = merge_cli(
         config,
         listen=getattr(args, "listen", None),
         state_dir=getattr(args, "state_dir", None),
         log_level=getattr(args, "log_level", None),
         log_addresses=True if getattr(args, "log_addresses", False) else None,
     )
+    metrics: str | None = getattr(args, "metrics", None)
+    if metrics is not None:
+        config = attrs.evolve(config, metrics_listen=check_host_port("--metrics", metrics))
+    return config
 
 
 def _state_dir(config: RelayConfig) -> Path:
@@ -140,16 +176,19 @@ async def _handle_signals(
     """SIGHUP reloads; SIGTERM/SIGINT stop gracefully, a second one stops at once.
 
     A failed reload keeps the old certificate, keys and limits and says why:
-    a bad edit must never take a running relay down.
+    a bad edit must never take a running relay down.  systemd hears
+    RELOADING=1 then READY=1 around every reload, failed or not, and
+    STOPPING=1 before the first GOAWAY goes out.
     """
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         task_status.started()
         async for signum in signals:
             if signum == signal.SIGHUP:
-                try:
-                    reload()
-                except M42Error as exc:
-                    log.error("reload failed, keeping the previous settings: %s", exc)
+                with systemd.reload_cycle():
+                    try:
+                        reload()
+                    except M42Error as exc:
+                        log.error("reload failed, keeping the previous settings: %s", exc)
                 continue
             name = signal.Signals(signum).name
             if relay.stopping:
@@ -157,6 +196,8 @@ async def _handle_signals(
                 cancel_scope.cancel()
                 return
             log.info("%s: stopping (grace %.3g s)", name, relay.limits.shutdown_grace)
+            systemd.stopping()
+            systemd.status("stopping")
             relay.stop()
 
 
@@ -204,25 +245,55 @@ def _reloader(
     return reload
 
 
+def _status_text(relay: Relay) -> str:
+    stats = relay.statistics()
+    rooms = "room" if stats.rooms == 1 else "rooms"
+    connections = "connection" if stats.connections == 1 else "connections"
+    text = f"{stats.rooms} {rooms}, {stats.connections} {connections}"
+    return f"stopping: {text}" if relay.stopping else text
+
+
+async def _report_status(relay: Relay, interval: float) -> None:
+    """``STATUS=`` now and whenever the counts change; never raises."""
+    last = None
+    while True:
+        text = _status_text(relay)
+        if text != last:
+            systemd.status(text)
+            last = text
+        await trio.sleep(interval)
+
+
 async def serve(
     config: RelayConfig,
     state: RelayState,
     *,
     reload_config: Callable[[], RelayConfig] | None = None,
+    inherited: Inherited | None = None,
+    status_interval: float = STATUS_INTERVAL,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the relay until SIGTERM/SIGINT (graceful) or cancellation (immediate).
 
     Logs one ``listening on URL`` line per bound socket and the pin, then
-    reports ``task_status.started()`` (what systemd's READY=1 will mean).
-    ``reload_config`` re-reads the configuration on SIGHUP; without it, a
-    reload only re-reads the state directory.
+    sends systemd READY=1 and reports ``task_status.started()``: both mean
+    every listener (and the metrics listener) accepts.  ``reload_config``
+    re-reads the configuration on SIGHUP; without it, a reload only
+    re-reads the state directory.  ``inherited`` are socket-activated
+    sockets by name (see :func:`open_listeners`).
     """
+    inherited = dict(inherited or {})
+    metrics_socks = list(inherited.pop(METRICS_FD_NAME, ()))
     relay = build_relay(config, state)
-    listeners = await open_listeners(config, state, load_transports())
+    listeners = await open_listeners(config, state, load_transports(), inherited)
+    metrics: MetricsServer | None = None
     try:
+        metrics = await _open_metrics(config, relay, listeners, metrics_socks)
         with trio.CancelScope() as cancel_scope:
             async with trio.open_nursery() as nursery:
+                watchdog = systemd.watchdog_interval()
+                if watchdog is not None:
+                    await nursery.start(systemd.run_watchdog, watchdog)
                 reload = _reloader(relay, state, config, reload_config)
                 await nursery.start(_handle_signals, relay, reload, cancel_scope)
 
@@ -233,36 +304,103 @@ async def serve(
                     nursery.cancel_scope.cancel()
 
                 await nursery.start(relay_then_finish)
+                if metrics is not None:
+                    await nursery.start(metrics.serve)
                 for listener in listeners:
                     for url in listener.urls:
                         log.info("listening on %s", url)
+                if metrics is not None:
+                    for url in metrics.urls:
+                        log.info("metrics on %s", url)
                 log.info("TLS certificate pin %s", state.pin_b64)
+                systemd.ready()
+                nursery.start_soon(_report_status, relay, status_interval)
                 task_status.started()
     finally:
         with trio.CancelScope(shield=True):
             for listener in listeners:
                 await listener.aclose()
+            if metrics is not None:
+                await metrics.aclose()
+
+
+async def _open_metrics(
+    config: RelayConfig,
+    relay: Relay,
+    listeners: Sequence[FrameListener],
+    socks: Sequence[socket.socket],
+) -> MetricsServer | None:
+    """The metrics listener on ``metrics_listen`` or an inherited ``metrics`` socket; or None."""
+    if len(socks) > 1:
+        raise ConfigError(f"{len(socks)} inherited sockets are named metrics; at most one may be")
+    if not socks and config.metrics_listen is None:
+        return None
+    schemes = sorted({url.partition("://")[0] for listener in listeners for url in listener.urls})
+    registry = build_registry(relay.statistics, transports=schemes, stopping=lambda: relay.stopping)
+    return await open_metrics_server(
+        config.metrics_listen or "",
+        registry,
+        lambda: not relay.stopping,
+        sock=socks[0] if socks else None,
+    )
+
+
+def _inherited_url(scheme: str, sock: socket.socket) -> str:
+    """The URL an inherited socket stands for (what the ``listening on`` line shows)."""
+    name = sock.getsockname()
+    if isinstance(name, tuple):
+        return format_url(scheme, str(name[0]), int(name[1]))
+    path = name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
+    return f"{scheme}://{path}"
 
 
 async def open_listeners(
-    config: RelayConfig, state: RelayState, transports: Mapping[str, Transport]
+    config: RelayConfig,
+    state: RelayState,
+    transports: Mapping[str, Transport],
+    inherited: Inherited | None = None,
 ) -> list[FrameListener]:
     """Bind every ``config.listen`` URL; all or none (a partial set is closed again).
 
+    ``inherited`` (socket activation) maps a ``FileDescriptorName=`` to
+    sockets systemd already bound; each name must be a transport scheme.
+    Those sockets are served by that transport, and the configured URLs of
+    the same scheme are then NOT bound: the socket units own the
+    addresses, so the relay cannot race systemd for them.
+
     Raises:
-        ConfigError: no transport is installed for a URL's scheme.
+        ConfigError: no transport is installed for a URL's scheme or a
+            socket's name.
         TransportError: a bind failed (address in use, permission denied...).
     """
+    inherited = inherited or {}
+    have = ", ".join(sorted(transports)) or "none"
+    planned: list[tuple[str, socket.socket | None]] = []
+    for name, socks in inherited.items():
+        scheme = name.lower()
+        if scheme not in transports:
+            raise ConfigError(
+                f"an inherited socket is named {name!r}, which is no installed transport "
+                f"(set FileDescriptorName= to one of: {have}, or {METRICS_FD_NAME})"
+            )
+        planned.extend((_inherited_url(scheme, sock), sock) for sock in socks)
+    activated = {name.lower() for name in inherited}
+    for url in config.listen:
+        if url.partition("://")[0].lower() not in activated:
+            planned.append((url, None))
     listeners: list[FrameListener] = []
     try:
-        for url in config.listen:
+        for url, sock in planned:
             scheme = url.partition("://")[0].lower()
             transport = transports.get(scheme)
             if transport is None:
-                have = ", ".join(sorted(transports)) or "none"
                 raise ConfigError(f"no transport for {scheme}:// is installed (installed: {have})")
             ssl_context = state.server_ssl_context() if scheme in TLS_SCHEMES else None
-            listeners.append(await transport.open_listener(url, ssl_context=ssl_context))
+            if sock is None:
+                listener = await transport.open_listener(url, ssl_context=ssl_context)
+            else:
+                listener = await transport.open_listener(url, ssl_context=ssl_context, sock=sock)
+            listeners.append(listener)
     except BaseException:
         with trio.CancelScope(shield=True):
             for listener in listeners:
@@ -280,8 +418,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if config.creation_secret is None:
         log.info("no creation secret: anyone who reaches this relay may create rooms")
     reload_config = (lambda: resolve_config(args)) if args.config is not None else None
+    # Taken once, before trio starts: the variables are then removed from
+    # the environment so no child process could claim the sockets.
+    inherited = systemd.listen_fds_by_name()
+    for name, socks in inherited.items():
+        log.info("socket activation: %d socket(s) named %s", len(socks), name)
     try:
-        trio.run(functools.partial(serve, config, state, reload_config=reload_config))
+        trio.run(
+            functools.partial(
+                serve, config, state, reload_config=reload_config, inherited=inherited
+            )
+        )
     except BaseExceptionGroup as group:
         # Nurseries wrap errors in groups; a lone M42Error is what the
         # operator needs to see, as one line.
@@ -438,6 +585,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         default=None,
         help="include client IP addresses in log lines (default: never logged)",
+    )
+    serve_parser.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics and /healthz on HOST:PORT, e.g. 127.0.0.1:9442 "
+        "(default: the config's metrics_listen, else off)",
     )
     serve_parser.set_defaults(func=_cmd_serve)
 
