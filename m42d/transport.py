@@ -44,7 +44,7 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Final, Protocol, TypeAlias, final, runtime_checkable
+from typing import Any, Final, NoReturn, Protocol, TypeAlias, final, runtime_checkable
 from urllib.parse import SplitResult, urlsplit
 
 import attrs
@@ -243,6 +243,13 @@ def map_stream_errors(what: str = "connection") -> Iterator[None]:
         raise ConnectionClosed(f"{what} failed: {type(exc).__name__}") from exc
 
 
+def _raise_closed(exc: BaseException, what: str = "connection") -> NoReturn:
+    """The translation :func:`map_stream_errors` does, for hot paths that avoid its overhead."""
+    if isinstance(exc, trio.BrokenResourceError | trio.ClosedResourceError):
+        raise ConnectionClosed(f"{what} closed or broken") from exc
+    raise ConnectionClosed(f"{what} failed: {type(exc).__name__}") from exc
+
+
 # -- URLs ---------------------------------------------------------------------
 
 
@@ -420,9 +427,13 @@ class StreamFrameConnection:
             await self._send_bytes(b"".join([encode_stream(frame) for frame in frames]))
 
     async def _send_bytes(self, data: bytes) -> None:
+        # try/except inline rather than map_stream_errors(): a generator
+        # context manager per frame was ~4% of the relay's CPU under bulk.
         async with self._send_lock:
-            with map_stream_errors():
+            try:
                 await self._stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                _raise_closed(exc)
 
     async def receive(self) -> Frame:
         decoder = self._decoder
@@ -430,8 +441,10 @@ class StreamFrameConnection:
             frame = decoder.next_frame()
             if frame is not None:
                 return frame
-            with map_stream_errors():
+            try:
                 data = await self._stream.receive_some(self._read_size)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                _raise_closed(exc)
             if not data:
                 decoder.eof()
                 raise ConnectionClosed("the other end closed the connection")

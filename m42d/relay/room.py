@@ -31,7 +31,10 @@ Rules and invariants
     ``ERROR 402``, then close.
   - Credit comes back to the sender seat's current connection when R's
     writer has written the frame, when R's lanes are discarded (R left), or
-    at once when R is absent and the frame is dropped.
+    at once when R is absent and the frame is dropped.  While R's bulk lane
+    still holds frames, returned credit may gather up to ``CREDIT_BATCH``
+    before the CREDIT frame is written; it is written at once when R's lane
+    empties, so a sender waiting for credit is never stranded.
 * Any frame with no one in the other seat is dropped.  A terminated peer
   (replaced, burned, protocol error, idle) drops its lanes, releases their
   credit, sends one final ERROR within ``close_timeout`` and closes.
@@ -77,6 +80,11 @@ logger = logging.getLogger("m42d.relay")
 
 BATCH_BYTES: Final = 256 * 1024
 """Control frames written in one go at most; keeps one write bounded."""
+
+CREDIT_BATCH: Final = 256 * 1024
+"""Credit returned while the receiver's bulk lane is still busy is sent once this much
+has gathered: one CREDIT write per four 64 KiB frames instead of one per frame
+(that write was ~13% of the relay's CPU under bulk)."""
 
 _CONTROL: Final = Lane.CONTROL.value
 _BULK: Final = Lane.BULK.value
@@ -221,15 +229,20 @@ class Peer:
         self.host.counters.add_queued_bulk(n)
         self._wake.set()
 
-    def grant(self, amount: int) -> None:
-        """Give this peer (as a sender) ``amount`` more bytes of bulk credit."""
+    def grant(self, amount: int, *, now: bool = True) -> None:
+        """Give this peer (as a sender) ``amount`` more bytes of bulk credit.
+
+        With ``now=False`` the CREDIT frame may wait until :data:`CREDIT_BATCH`
+        bytes have gathered (the caller guarantees a later ``now=True``).
+        """
         if self.closing or amount <= 0:
             return
         self.credit += amount
         self.pending_credit += amount
-        self._wake.set()
+        if now or self.pending_credit >= CREDIT_BATCH:
+            self._wake.set()
 
-    def _release_bulk(self, amount: int) -> None:
+    def _release_bulk(self, amount: int, *, now: bool = True) -> None:
         """``amount`` bytes left this peer's bulk lane: the sender seat gets them back."""
         if amount <= 0:
             return
@@ -237,7 +250,7 @@ class Peer:
         self.host.counters.queued_bulk_bytes -= amount
         sender = self.room.other(self.seat)
         if sender is not None:
-            sender.grant(amount)
+            sender.grant(amount, now=now)
 
     def _detach(self) -> None:
         """Leave the seat (once): drop the lanes, return their credit, tell the other seat."""
@@ -380,7 +393,10 @@ class Peer:
         with trio.fail_after(self.limits.write_timeout):
             await self.connection.send(frame)
         if not self.closing:  # else _detach already released the whole lane
-            self._release_bulk(len(frame.payload))
+            # While more bulk is queued here, a release is always followed by
+            # another, so the sender's CREDIT can gather (one frame per
+            # CREDIT_BATCH instead of one per BULK); the last one goes at once.
+            self._release_bulk(len(frame.payload), now=not self.bulk)
 
     async def _write_final(self, final: Error | None) -> None:
         if final is None:  # pragma: no cover - terminate() always sets it
