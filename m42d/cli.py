@@ -26,8 +26,11 @@ import hashlib
 import json
 import math
 import os
+import shutil
+import signal
 import ssl
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -42,6 +45,7 @@ from m42d.client.keystore import FileKeyStore, default_key_dir
 from m42d.client.names import escape_text
 from m42d.errors import LinkError, M42Error, TransportError
 from m42d.link import Link, parse_relay_url
+from m42d.session import FileCode
 from m42d.ticket import Seat, Ticket
 from m42d.transport import load_transports
 from m42d.wire import WIRE_VERSION, CreateRoom, Credit, Error, Ping, Pong, RoomCreated
@@ -177,9 +181,9 @@ async def _with_client(client: Client, body: Callable[[Client], Awaitable[int]])
     return result
 
 
-async def _flush(client: Client) -> None:
-    with trio.move_on_after(FLUSH_TIMEOUT):
-        await client.flush()
+async def _finish(client: Client) -> None:
+    """Stop receiving, let the owed acknowledgements out, close (see Client.finish)."""
+    await client.finish(FLUSH_TIMEOUT)
 
 
 def _fatal(event: ev.Problem) -> int:
@@ -220,7 +224,12 @@ async def probe_certificate_pin(host: str, port: int, *, limit: float = 10.0) ->
     except trio.TooSlowError as exc:
         raise TransportError("the relay did not complete TLS in time") from exc
     except (OSError, trio.BrokenResourceError) as exc:
-        raise TransportError(f"cannot reach the relay over TLS: {exc}") from exc
+        # trio's BrokenResourceError has no text of its own; the SSL or OS
+        # error behind it says what happened.
+        cause = exc.__cause__ or exc.__context__ or exc
+        raise TransportError(
+            f"cannot reach the relay over TLS: {cause or type(cause).__name__}"
+        ) from exc
     if not der:
         raise TransportError("the relay presented no certificate")
     return hashlib.sha256(der).digest()
@@ -354,8 +363,14 @@ async def cmd_send(args: argparse.Namespace, stdin: TextIO) -> int:
                 return EXIT_KEY_CHANGED
             elif isinstance(event, ev.Problem) and event.fatal:
                 return _fatal(event)
+            elif isinstance(event, ev.TextIn):
+                # The session acknowledged it: the peer sees it as delivered.
+                print(escape_text(event.text, keep_newlines=True), flush=True)
             if not pending_texts and not pending_files:
-                await _flush(client)
+                await _finish(client)
+                async for late in client.events:
+                    if isinstance(late, ev.TextIn):
+                        print(escape_text(late.text, keep_newlines=True), flush=True)
                 return EXIT_ERROR if failed else EXIT_OK
         if trio.current_time() >= deadline:
             _eprint(f"m42: the peer did not come within {args.wait:g} s")
@@ -393,7 +408,8 @@ async def cmd_recv(args: argparse.Namespace, stdin: TextIO) -> int:
 
     async def body(client: Client) -> int:
         received = 0
-        while (event := await _next_event(client, deadline)) is not None:
+
+        def show(event: ev.ClientEvent) -> None:
             if args.jsonl:
                 if not isinstance(event, ev.Connected | ev.Reconnecting):
                     record = event.to_json()
@@ -409,12 +425,23 @@ async def cmd_recv(args: argparse.Namespace, stdin: TextIO) -> int:
                 _eprint(f"m42: {escape_text(event.name)} failed: {escape_text(event.reason)}")
             elif isinstance(event, ev.Progress) and show_progress:
                 _eprint(_progress_line(event))
+
+        async def finish() -> None:
+            # Texts that came in with the last counted one were acknowledged
+            # too: show them rather than lose them.
+            await _finish(client)
+            async for late in client.events:
+                if isinstance(late, ev.TextIn | ev.FileDone | ev.FileFailed):
+                    show(late)
+
+        while (event := await _next_event(client, deadline)) is not None:
+            show(event)
             if isinstance(event, ev.TextIn) or (
                 isinstance(event, ev.FileDone) and not event.outgoing
             ):
                 received += 1
                 if args.count is not None and received >= args.count:
-                    await _flush(client)
+                    await finish()
                     return EXIT_OK
             elif isinstance(event, ev.KeyChanged):
                 _eprint(_key_changed_message(event))
@@ -426,7 +453,7 @@ async def cmd_recv(args: argparse.Namespace, stdin: TextIO) -> int:
                     else (EXIT_REFUSED if event.code is not None else EXIT_ERROR)
                 )
         if trio.current_time() >= deadline:
-            await _flush(client)
+            await finish()
             return EXIT_TIMEOUT if args.count is not None else EXIT_OK
         return EXIT_ERROR
 
@@ -462,8 +489,7 @@ async def cmd_trust(args: argparse.Namespace, stdin: TextIO) -> int:
                     )
                 # Texts the peer had queued arrive right behind the handshake
                 # and are acknowledged: show them rather than swallow them.
-                await _flush(client)
-                client.close()
+                await _finish(client)
                 async for late in client.events:
                     if isinstance(late, ev.TextIn):
                         print(f"peer: {escape_text(late.text, keep_newlines=True)}")
@@ -491,9 +517,18 @@ CHAT_HELP: Final = """\
 commands:
   /send PATH   send a file            /verify   show the SAS words again
   /accept      take the offered file  /reject   refuse it (also: y / n)
-  /trust       accept a changed key   /burn     destroy the room for both
-  /quit        leave (Ctrl-C too)     /help     this text
+  /cancel      stop every transfer    /trust    accept a changed key
+  /burn        destroy the room       /quit     leave (Ctrl-C too)
+  /help        this text
 anything else is sent as a message"""
+
+
+def _isatty(stream: object) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty()) if callable(isatty) else False
+    except (OSError, ValueError):
+        return False
 
 
 def _user_path(text: str) -> Path:
@@ -525,29 +560,49 @@ async def cmd_chat(args: argparse.Namespace, stdin: TextIO) -> int:
         max_size=args.max_size,
     )
     out = sys.stdout
+    # On a terminal the line the user typed is replaced by our own
+    # "you: ... (sent #n)" line, so every message shows once, with its state.
+    interactive = _isatty(stdin) and _isatty(out)
 
     def say(line: str) -> None:
         print(line, file=out, flush=True)
 
+    def erase_typed(line: str) -> None:
+        columns = max(1, shutil.get_terminal_size().columns)
+        rows = max(1, math.ceil(len(line) / columns))
+        out.write("\x1b[1A\x1b[2K" * rows)
+        out.flush()
+
     async def body(client: Client) -> int:
         sent: dict[int, str] = {}
+        transfers: dict[tuple[int, bool], str] = {}
         offers: deque[ev.FileOffer] = deque()
         last_progress: dict[tuple[int, bool], float] = {}
         result = EXIT_OK
         done = trio.Event()
+        shown = trio.Event()
 
         async def show() -> None:
             nonlocal result
+            lost = False
             async for event in client.events:
                 if isinstance(event, ev.PeerUp):
                     say(f"[{_stamp()}] * peer online")
                 elif isinstance(event, ev.PeerDown):
-                    say(f"[{_stamp()}] * peer offline")
+                    if not done.is_set():  # not our own leaving
+                        say(f"[{_stamp()}] * peer offline")
+                elif isinstance(event, ev.Connected):
+                    if lost:
+                        say(f"[{_stamp()}] * connected to the relay again")
+                    lost = False
                 elif isinstance(event, ev.Reconnecting):
+                    # One line for the loss, quieter lines for each retry.
+                    what = "still no relay" if lost else "connection lost"
                     say(
-                        f"[{_stamp()}] * connection lost ({escape_text(event.reason)}); "
+                        f"[{_stamp()}] * {what} ({escape_text(event.reason)}); "
                         f"retrying in {event.delay:.1f} s"
                     )
+                    lost = True
                 elif isinstance(event, ev.Sas):
                     first = (
                         " (first contact: compare these words by voice)"
@@ -570,11 +625,13 @@ async def cmd_chat(args: argparse.Namespace, stdin: TextIO) -> int:
                     )
                 elif isinstance(event, ev.Progress):
                     key = (event.file_id, event.outgoing)
+                    transfers.setdefault(key, event.name)
                     now = trio.current_time()
                     if event.done >= event.size or now - last_progress.get(key, -math.inf) >= 1.0:
                         last_progress[key] = now
                         say(f"[{_stamp()}] {_progress_line(event)}")
                 elif isinstance(event, ev.FileDone):
+                    transfers.pop((event.file_id, event.outgoing), None)
                     if event.outgoing:
                         say(f"[{_stamp()}] \u2713 {escape_text(event.name)} delivered")
                     else:
@@ -583,6 +640,7 @@ async def cmd_chat(args: argparse.Namespace, stdin: TextIO) -> int:
                             f"(sha256 {event.sha256[:16]}...)"
                         )
                 elif isinstance(event, ev.FileFailed):
+                    transfers.pop((event.file_id, event.outgoing), None)
                     side = "sending" if event.outgoing else "receiving"
                     say(
                         f"[{_stamp()}] ! {side} {escape_text(event.name)} failed: "
@@ -594,6 +652,7 @@ async def cmd_chat(args: argparse.Namespace, stdin: TextIO) -> int:
                         result = EXIT_REFUSED if event.code is not None else EXIT_ERROR
                         done.set()
             done.set()
+            shown.set()
 
         async def read_input() -> None:
             while True:
@@ -602,6 +661,8 @@ async def cmd_chat(args: argparse.Namespace, stdin: TextIO) -> int:
                     done.set()
                     return
                 text = line.rstrip("\n")
+                if interactive:
+                    erase_typed(text)
                 if not text.strip():
                     continue
                 if await command(text):
@@ -617,6 +678,7 @@ async def cmd_chat(args: argparse.Namespace, stdin: TextIO) -> int:
                 if lowered in ("y", "yes", "/accept"):
                     try:
                         client.accept_file(offer.file_id)
+                        transfers[(offer.file_id, False)] = offer.name
                         say(f"[{_stamp()}] * receiving {escape_text(offer.name)}")
                     except (OSError, M42Error) as exc:
                         say(f"[{_stamp()}] ! cannot accept: {exc}")
@@ -629,6 +691,19 @@ async def cmd_chat(args: argparse.Namespace, stdin: TextIO) -> int:
                 return True
             if word == "/help":
                 say(CHAT_HELP)
+            elif word == "/cancel":
+                if not transfers:
+                    say("! no transfer to cancel")
+                for (file_id, outgoing), name in list(transfers.items()):
+                    transfers.pop((file_id, outgoing), None)
+                    with _suppress_m42():
+                        if outgoing:
+                            client.cancel_file(file_id)
+                        else:
+                            client.reject_file(
+                                file_id, "cancelled by the receiver", FileCode.CANCELLED
+                            )
+                    say(f"[{_stamp()}] * cancelled {escape_text(name)}")
             elif word == "/verify":
                 sas = client.sas
                 say(f"SAS: {_sas_line(sas)}" if sas else "no secure session yet")
@@ -648,6 +723,7 @@ async def cmd_chat(args: argparse.Namespace, stdin: TextIO) -> int:
                     return False
                 try:
                     file_id = await client.send_file(path)
+                    transfers[(file_id, True)] = path.name
                     size = client.outgoing_size(file_id)
                     say(f"[{_stamp()}] * offering {escape_text(path.name)} ({_human_size(size)})")
                 except (OSError, M42Error) as exc:
@@ -665,12 +741,27 @@ async def cmd_chat(args: argparse.Namespace, stdin: TextIO) -> int:
                 say(f"[{_stamp()}] you: {escape_text(message)}  (sent #{seq})")
             return False
 
+        async def interrupted() -> None:
+            # Ctrl-C leaves like /quit: acknowledgements owed still go out.
+            # A second Ctrl-C (handler restored) interrupts at once.
+            with trio.open_signal_receiver(signal.SIGINT) as signals:
+                async for _ in signals:
+                    _eprint("\nbye")
+                    done.set()
+                    return
+
         say(f"m42 chat, seat {link.seat.value}.  /help for commands.")
         async with trio.open_nursery() as nursery:
             nursery.start_soon(show)
             nursery.start_soon(read_input)
+            if threading.current_thread() is threading.main_thread():
+                nursery.start_soon(interrupted)
             await done.wait()
-            await _flush(client)
+            # Texts that arrive while leaving are shown (their
+            # acknowledgements went out), not swallowed.
+            await _finish(client)
+            with trio.move_on_after(FLUSH_TIMEOUT):
+                await shown.wait()
             nursery.cancel_scope.cancel()
         return result
 

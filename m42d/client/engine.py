@@ -40,6 +40,7 @@ Rules and invariants
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import math
 import os
@@ -162,6 +163,7 @@ class _OutFile(_Transfer):
     scope: trio.CancelScope | None = None
     space: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot)
     sha256: bytes = b""
+    accepted: bool = False
 
 
 @attrs.define(eq=False)
@@ -209,6 +211,14 @@ def _hash_file(fd: int) -> tuple[int, bytes]:
         digest.update(block)
         size += len(block)
         offset += len(block)
+
+
+_NO_SPACE_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def _write_failure_code(exc: OSError) -> FileCode:
+    """NO_SPACE for a full disk or quota (the sender can tell the user why), else WRITE_FAILED."""
+    return FileCode.NO_SPACE if exc.errno in _NO_SPACE_ERRNOS else FileCode.WRITE_FAILED
 
 
 def _link_into_place(partial: Path, directory: Path, name: str) -> Path:
@@ -311,6 +321,8 @@ class Client:
         self._run_scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
         self._closing = False
+        self._draining = False
+        self._receive_scope: trio.CancelScope | None = None
         self._restart_reason = ""
         self._out: dict[int, _OutFile] = {}
         self._in: dict[int, _InFile] = {}
@@ -450,6 +462,26 @@ class Client:
             self._conn_scope.cancel()
         elif self._run_scope is not None:
             self._run_scope.cancel()
+
+    async def finish(self, limit: float = 5.0) -> None:
+        """Stop taking frames in, send the acknowledgements owed, then :meth:`close`.
+
+        Why not just :meth:`flush` then :meth:`close`: frames keep arriving
+        while flushing, and a text read then is acknowledged (so the peer
+        counts it as delivered) or processed without its acknowledgement
+        leaving (so it is shown again after a resend).  Here the reader stops
+        first; every text that became a :class:`~m42d.client.events.TextIn`
+        has had its acknowledgement written when this returns (within
+        ``limit`` seconds), and nothing else was accepted.  A user interface
+        shows every ``TextIn`` still in :attr:`events` afterwards.
+        """
+        self._draining = True
+        if self._receive_scope is not None:
+            self._receive_scope.cancel()
+        with trio.move_on_after(limit):
+            await self._process()  # waits for the reader's frame in progress, if any
+            await self.flush()
+        self.close()
 
     async def flush(self) -> None:
         """Wait until everything queued for the control lane has been written.
@@ -606,8 +638,15 @@ class Client:
 
     async def _reader(self, conn: Any) -> None:
         session = self.session
-        while True:
-            frame = await conn.receive()
+        while not self._draining:
+            # Only the wait for a frame is cancellable by finish(): a frame
+            # being handled is handled to the end (its events are not lost).
+            with trio.CancelScope() as scope:
+                self._receive_scope = scope
+                frame = await conn.receive()
+            self._receive_scope = None
+            if scope.cancelled_caught:
+                return
             self._last_rx = trio.current_time()
             if isinstance(frame, Control):
                 session.receive_control(frame.payload)
@@ -794,6 +833,11 @@ class Client:
         if out is None or self._nursery is None:
             return
         self._stop_stream(out)
+        if not out.accepted:
+            # The rate counts from the peer's acceptance, not from the offer
+            # (a person may take a minute to answer "accept? (y/n)").
+            out.accepted = True
+            out.started = trio.current_time()
         out.generation += 1
         out.queued = 0
         out.space.unpark_all()
@@ -921,7 +965,7 @@ class Client:
         try:
             await trio.to_thread.run_sync(_pwrite_all, inc.fd, chunk.data, chunk.offset)
         except OSError as exc:
-            self._refuse(inc, FileCode.WRITE_FAILED, f"receiver cannot write: {exc.strerror}")
+            self._refuse(inc, _write_failure_code(exc), f"receiver cannot write: {exc.strerror}")
 
     async def _complete(self, done: FileCompleted) -> None:
         inc = self._in.pop(done.file_id, None)
@@ -929,8 +973,10 @@ class Client:
             return
         fd, inc.fd = inc.fd, -1
         try:
-            await trio.to_thread.run_sync(os.fsync, fd)
-            os.close(fd)
+            try:
+                await trio.to_thread.run_sync(os.fsync, fd)
+            finally:
+                os.close(fd)  # also when fsync failed: no descriptor leak
             path = await trio.to_thread.run_sync(
                 _link_into_place, inc.partial, inc.directory, inc.name
             )
@@ -941,7 +987,7 @@ class Client:
                     inc.file_id,
                     False,
                     inc.name,
-                    FileCode.WRITE_FAILED,
+                    _write_failure_code(exc),
                     f"complete, but could not be saved: {exc}",
                 )
             )
