@@ -381,6 +381,7 @@ class _Outgoing:
 class _InState(enum.Enum):
     PENDING = "pending"  # waiting for the user's decision
     RECEIVING = "receiving"
+    SAVING = "saving"  # hash matched; the glue is storing it (FILE_DONE waits)
     DONE = "done"
     REJECTED = "rejected"
 
@@ -690,8 +691,17 @@ class Session:
         inc.last_progress = self._now
         self._emit_record(RecordType.FILE_ACCEPT, _ID_INDEX.pack(file_id, 0))
 
+    def confirm_saved(self, file_id: int) -> None:
+        """The glue stored a completed file: now the sender may hear "delivered"."""
+        inc = self._in_files.get(file_id)
+        if inc is None or inc.state is not _InState.SAVING:
+            raise LocalProtocolError("no completed file waiting to be saved with that id")
+        inc.state = _InState.DONE
+        self._emit_record(RecordType.FILE_DONE, _U64.pack(file_id))
+
     def reject_file(self, file_id: int, code: FileCode, reason: str = "") -> None:
-        """Refuse an offered file (or abort one being received); the sender is told why."""
+        """Refuse an offered file, abort one being received, or report that a
+        completed one could not be saved; the sender is told why."""
         inc = self._in_files.get(file_id)
         if inc is None or inc.state in (_InState.DONE, _InState.REJECTED):
             raise LocalProtocolError("no offer or transfer with that id")
@@ -801,9 +811,10 @@ class Session:
             if digest != inc.sha256:
                 self._abort_incoming(inc, FileCode.HASH_MISMATCH, "file hash does not match")
                 return
-            self._close_incoming(inc, 0, state=_InState.DONE)
+            # FILE_DONE tells the sender "delivered": only once the glue has
+            # the file safely stored (confirm_saved), never before.
+            self._close_incoming(inc, 0, state=_InState.SAVING)
             self._events.append(FileCompleted(file_id, digest))
-            self._emit_record(RecordType.FILE_DONE, _U64.pack(file_id))
 
     def _request_from(self, inc: _Incoming) -> None:
         assert inc.decryptor is not None
@@ -1197,6 +1208,8 @@ class Session:
             self._request_from(inc)
         elif inc.state is _InState.DONE:
             self._emit_record(RecordType.FILE_DONE, _U64.pack(file_id))
+        elif inc.state is _InState.SAVING:
+            pass  # FILE_DONE or FILE_REJECT follows when the glue has decided
         elif inc.state is _InState.REJECTED:
             self._emit_record(RecordType.FILE_REJECT, _reason_body(file_id, inc.reject_code, ""))
         # PENDING: the user is still deciding; the first offer's event stands.

@@ -15,7 +15,14 @@ from collections.abc import Callable
 import attrs
 
 from m42d.crypto.stream import CHUNK_SIZE
-from m42d.session import Event, FileChunk, MemoryKeyStore, SendChunks, Session
+from m42d.session import (
+    Event,
+    FileChunk,
+    FileCompleted,
+    MemoryKeyStore,
+    SendChunks,
+    Session,
+)
 from m42d.ticket import Seat
 from m42d.wire import Lane
 
@@ -47,6 +54,7 @@ class Pair:
     middle: Middle = passthrough
     wire_log: list[tuple[Seat, Packet]] = attrs.field(factory=list)
     now: float = 0.0
+    auto_save: bool = True  # the glue "stores" every completed file at once
 
     @classmethod
     def make(
@@ -57,13 +65,14 @@ class Pair:
         room_id: bytes | None = None,
         keys_a: MemoryKeyStore | None = None,
         keys_b: MemoryKeyStore | None = None,
+        auto_save: bool = True,
         **kwargs: object,
     ) -> Pair:
         room = room_id or os.urandom(16)
         secret = os.urandom(32)
         a = Session(Seat.A, room, secret_a or secret, keys_a or MemoryKeyStore(), **kwargs)  # type: ignore[arg-type]
         b = Session(Seat.B, room, secret_b or secret, keys_b or MemoryKeyStore(), **kwargs)  # type: ignore[arg-type]
-        return cls(Side(a), Side(b))
+        return cls(Side(a), Side(b), auto_save=auto_save)
 
     def side(self, seat: Seat) -> Side:
         return self.a if seat is Seat.A else self.b
@@ -98,6 +107,8 @@ class Pair:
                     buf = side.received.setdefault(ev.file_id, bytearray())
                     assert ev.offset == len(buf), "chunks must arrive in order"
                     buf += ev.data
+                elif isinstance(ev, FileCompleted) and self.auto_save:
+                    side.session.confirm_saved(ev.file_id)
         return out
 
     def _chunks(self, side: Side, ev: SendChunks) -> list[Packet]:

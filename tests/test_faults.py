@@ -244,3 +244,29 @@ async def test_offer_bigger_than_free_space_is_refused_up_front(
         assert b.of(ev.FileFailed)[0].code == FileCode.NO_SPACE
         assert list(small_tmpfs.iterdir()) == []  # noqa: ASYNC240
         nursery.cancel_scope.cancel()
+
+
+async def test_sender_not_told_delivered_when_the_receiver_cannot_save(
+    relay: RelayUnderTest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last step (fsync + link into place) fails: the sender hears NO_SPACE."""
+
+    def fail(*_args: object) -> Path:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(engine, "_link_into_place", fail)
+    down = tmp_path / "down"
+    down.mkdir()
+    (tmp_path / "f.bin").write_bytes(os.urandom(100_000))
+    link_a, link_b = relay.links()
+    async with trio.open_nursery() as nursery:
+        a = await start(nursery, relay.client(link_a, tmp_path))
+        b = await start(nursery, relay.client(link_b, tmp_path, download_dir=down, accept="all"))
+        await a.client.send_file(tmp_path / "f.bin")
+        await b.wait_for(lambda r: r.of(ev.FileFailed), STEP)
+        await a.wait_for(lambda r: r.of(ev.FileDone) or r.of(ev.FileFailed), STEP)
+        assert a.of(ev.FileDone) == []
+        assert [f.code for f in a.of(ev.FileFailed)] == [FileCode.NO_SPACE]
+        assert [f.code for f in b.of(ev.FileFailed)] == [FileCode.NO_SPACE]
+        assert list(down.iterdir()) == []
+        nursery.cancel_scope.cancel()

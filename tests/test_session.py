@@ -771,3 +771,37 @@ def test_trust_on_responder_lets_initiator_retry_at_once() -> None:
     second.pump()  # no clock advance: the RESET makes A retry immediately
     assert second.a.session.established
     assert second.b.session.established
+
+
+def test_file_done_waits_until_the_receiver_saved_it() -> None:
+    pair = Pair.make(auto_save=False)
+    pair.connect()
+    data = os.urandom(CHUNK_SIZE + 7)
+    fid = pair.send_file(Seat.A, data)
+    pair.pump()
+    pair.b.session.accept_file(fid)
+    pair.pump()
+    assert pair.b.of(FileCompleted)
+    assert pair.a.of(FileDelivered) == []  # not "delivered" while B is still storing it
+    pair.disconnect()
+    pair.connect()  # a re-offer while saving is answered by neither DONE nor REJECT
+    assert pair.a.of(FileDelivered) == []
+    assert pair.a.of(FileFailed) == []
+    pair.b.session.confirm_saved(fid)
+    pair.pump()
+    assert pair.a.of(FileDelivered) == [FileDelivered(fid)]
+    with pytest.raises(LocalProtocolError):
+        pair.b.session.confirm_saved(fid)
+
+
+def test_failed_save_is_reported_to_the_sender() -> None:
+    pair = Pair.make(auto_save=False)
+    pair.connect()
+    fid = pair.send_file(Seat.A, b"some bytes")
+    pair.pump()
+    pair.b.session.accept_file(fid)
+    pair.pump()
+    pair.b.session.reject_file(fid, FileCode.NO_SPACE, "disk full")
+    pair.pump()
+    assert pair.a.of(FileDelivered) == []
+    assert pair.a.of(FileFailed) == [FileFailed(fid, True, FileCode.NO_SPACE, "disk full")]

@@ -982,20 +982,21 @@ class Client:
             )
         except OSError as exc:
             self._discard_partial(inc)
-            self._emit(
-                ev.FileFailed(
-                    inc.file_id,
-                    False,
-                    inc.name,
-                    _write_failure_code(exc),
-                    f"complete, but could not be saved: {exc}",
-                )
-            )
+            code = _write_failure_code(exc)
+            reason = f"complete, but could not be saved: {exc.strerror or exc}"
+            # The sender must hear the failure, not "delivered".
+            with contextlib.suppress(LocalProtocolError):
+                self.session.reject_file(inc.file_id, code, reason)
+            self._emit(ev.FileFailed(inc.file_id, False, inc.name, int(code), reason))
+            self._changed()
             return
         inc.partial = None
+        with contextlib.suppress(LocalProtocolError):
+            self.session.confirm_saved(inc.file_id)  # only now: FILE_DONE
         self._emit(
             ev.FileDone(inc.file_id, False, inc.name, inc.size, done.sha256.hex(), str(path))
         )
+        self._changed()
 
     def _on_failed(self, failed: FileFailed) -> None:
         if failed.outgoing:
