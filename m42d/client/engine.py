@@ -16,8 +16,9 @@ Rules and invariants
 * BULK goes out only within relay credit: credit is 0 at JOINED, grows with
   each CREDIT, shrinks by each payload sent (docs/protocol.md "Flow
   control").  Sending past it would be ERROR 402.
-* Outgoing file chunks are read from disk in a worker thread, at most
-  :data:`READ_AHEAD` chunks per file ahead of the writer.  Every
+* Outgoing file chunks are read from disk in a worker thread,
+  :data:`READ_BATCH` chunks per trip, at most :data:`READ_AHEAD` chunks per
+  file ahead of the writer.  Every
   :class:`~m42d.session.SendChunks` bumps the file's *generation*: the old
   reader task is cancelled and queued chunks of the old generation are
   dropped, so a restart from chunk ``start`` never interleaves with stale
@@ -27,8 +28,11 @@ Rules and invariants
   mode 0600) and linked to their final, never-existing name only on
   :class:`~m42d.session.FileCompleted` (whole-file hash matched).  A failed
   or abandoned transfer deletes its partial file.  Texts are never written.
+  Received chunks gather in memory up to :data:`WRITE_BATCH` bytes per file
+  and are written in one worker-thread trip; a completion writes what is
+  left before its fsync.
 * Session events are processed in order by one task at a time (a lock), so
-  a chunk is on disk before the completion that follows it is handled.
+  every chunk is written before the completion that follows it is handled.
 * Every wait is bounded or cancellable: connect and JOIN have deadlines,
   a relay silent for :attr:`Client.dead_after` seconds counts as gone, and
   reconnects back off exponentially with jitter up to ``backoff_cap``.
@@ -104,8 +108,17 @@ __all__ = [
     "RelayRefused",
 ]
 
-READ_AHEAD: Final = 8
+READ_AHEAD: Final = 32
 """Chunks per outgoing file read from disk but not yet written to the relay."""
+READ_BATCH: Final = 16
+"""Chunks read from disk per worker-thread trip (1 MiB).
+
+A trip to a worker thread costs about as much as the Python work of a whole
+chunk (GIL hand-over both ways), so the disk is read and written in batches:
+one trip per megabyte, not one per 64 KiB.
+"""
+WRITE_BATCH: Final = 16 * CHUNK_SIZE
+"""Bytes of received chunks gathered per incoming file before one trip writes them."""
 PROGRESS_EVERY: Final = 0.2
 """Seconds between two progress events of one file (the last one always goes)."""
 FREE_SPACE_MARGIN: Final = 16 * 1024 * 1024
@@ -172,6 +185,9 @@ class _InFile(_Transfer):
     partial: Path | None = None
     fd: int = -1
     failed: bool = False
+    pending: list[tuple[int, bytes]] = attrs.field(factory=list, repr=False)
+    """Received chunks (offset, plaintext) not yet written: see WRITE_BATCH."""
+    pending_bytes: int = 0
 
 
 @attrs.frozen
@@ -198,6 +214,11 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
         written = os.pwrite(fd, view, offset)
         view = view[written:]
         offset += written
+
+
+def _write_pieces(fd: int, pieces: list[tuple[int, bytes]]) -> None:
+    for offset, data in pieces:
+        _pwrite_all(fd, data, offset)
 
 
 def _hash_file(fd: int) -> tuple[int, bytes]:
@@ -700,7 +721,8 @@ class Client:
         out = self._out.get(item.file_id)
         if out is not None and out.generation == item.generation:
             out.queued -= 1
-            out.space.unpark_all()
+            if out.queued <= READ_AHEAD - READ_BATCH:
+                out.space.unpark_all()
 
     async def _disconnected(self) -> None:
         was = self._connected
@@ -858,27 +880,35 @@ class Client:
     ) -> None:
         with scope:
             count = self.session.file_chunks(out.file_id)
-            for index in range(start, count):
-                while out.queued >= READ_AHEAD and out.generation == generation:
+            for first in range(start, count, READ_BATCH):
+                # Room for a whole batch: read the next one while the writer
+                # still has READ_AHEAD - READ_BATCH chunks to send.
+                while out.queued > READ_AHEAD - READ_BATCH and out.generation == generation:
                     await out.space.park()
                 if out.generation != generation:
                     return
-                length = min(CHUNK_SIZE, out.size - index * CHUNK_SIZE)
+                end = min(first + READ_BATCH, count)
+                offset = first * CHUNK_SIZE
+                wanted = max(0, min(end * CHUNK_SIZE, out.size) - offset)
                 try:
-                    data = await trio.to_thread.run_sync(_pread, out.fd, length, index * CHUNK_SIZE)
+                    data = await trio.to_thread.run_sync(_pread, out.fd, wanted, offset)
                 except OSError as exc:
                     self._abort_out(out, f"cannot read the file: {exc.strerror}")
                     return
                 if out.generation != generation:
                     return
-                try:
-                    payload = self.session.encrypt_chunk(out.file_id, index, data)
-                except LocalProtocolError:
-                    if len(data) != length:
-                        self._abort_out(out, "the file changed while it was being sent")
-                    return  # cancelled, rejected or done meanwhile
-                self._bulk.append(_BulkItem(out.file_id, generation, payload))
-                out.queued += 1
+                for index in range(first, end):
+                    at = (index - first) * CHUNK_SIZE
+                    length = min(CHUNK_SIZE, out.size - index * CHUNK_SIZE)
+                    piece = data[at : at + CHUNK_SIZE]
+                    try:
+                        payload = self.session.encrypt_chunk(out.file_id, index, piece)
+                    except LocalProtocolError:
+                        if len(piece) != length:
+                            self._abort_out(out, "the file changed while it was being sent")
+                        return  # cancelled, rejected or done meanwhile
+                    self._bulk.append(_BulkItem(out.file_id, generation, payload))
+                    out.queued += 1
                 self._wake_writer()
 
     def _abort_out(self, out: _OutFile, reason: str) -> None:
@@ -962,14 +992,34 @@ class Client:
         inc = self._in.get(chunk.file_id)
         if inc is None or inc.fd < 0:
             return
+        inc.pending.append((chunk.offset, chunk.data))
+        inc.pending_bytes += len(chunk.data)
+        if inc.pending_bytes < WRITE_BATCH:
+            return
         try:
-            await trio.to_thread.run_sync(_pwrite_all, inc.fd, chunk.data, chunk.offset)
+            await self._write_pending(inc)
         except OSError as exc:
             self._refuse(inc, _write_failure_code(exc), f"receiver cannot write: {exc.strerror}")
+
+    @staticmethod
+    async def _write_pending(inc: _InFile) -> None:
+        """Write the chunks gathered so far in one worker-thread trip.
+
+        The chunks are in memory only until then; a completion writes the
+        rest before its fsync, so "complete" still means "on disk".
+        """
+        pieces, inc.pending, inc.pending_bytes = inc.pending, [], 0
+        if pieces and inc.fd >= 0:
+            await trio.to_thread.run_sync(_write_pieces, inc.fd, pieces)
 
     async def _complete(self, done: FileCompleted) -> None:
         inc = self._in.pop(done.file_id, None)
         if inc is None or inc.partial is None:
+            return
+        try:
+            await self._write_pending(inc)
+        except OSError as exc:
+            self._refuse(inc, _write_failure_code(exc), f"receiver cannot write: {exc.strerror}")
             return
         fd, inc.fd = inc.fd, -1
         try:
@@ -1016,6 +1066,8 @@ class Client:
 
     @staticmethod
     def _discard_partial(inc: _InFile) -> None:
+        inc.pending.clear()
+        inc.pending_bytes = 0
         if inc.fd >= 0:
             with contextlib.suppress(OSError):
                 os.close(inc.fd)
