@@ -30,6 +30,7 @@ from bench.report import plot_all, print_table, ratio_rows
 MIB: Final = 1 << 20
 DEFAULT_OUT: Final = Path(__file__).resolve().parent / "results"
 SECTIONS: Final = "abcde"
+WARMUP_BYTES: Final = 16 * MIB
 
 
 @attrs.frozen
@@ -45,7 +46,7 @@ class Plan:
 PLANS: Final = {
     "quick": Plan(
         bulk_bytes=256 * MIB,
-        bulk_rounds=1,
+        bulk_rounds=3,  # best of 3, interleaved: one round swung the ratios by 2x on a busy machine
         e2e_bytes=128 * MIB,
         pings=200,
         rooms=1000,
@@ -119,6 +120,8 @@ def run(mode: str, sections: str, out: Path) -> dict[str, Any]:
                 async def relay_sections() -> None:
                     if "a" in sections:
                         _log("a: bulk throughput")
+                        for kind in BULK_KINDS:  # warm-up, not recorded: first-connection costs
+                            await measure.bulk(kind, relays, WARMUP_BYTES)
                         rounds: dict[str, list[dict[str, Any]]] = {k: [] for k in BULK_KINDS}
                         for _ in range(plan.bulk_rounds):  # interleaved: noise hits all alike
                             for kind in BULK_KINDS:

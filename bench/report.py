@@ -136,6 +136,15 @@ def ratio_rows(r: dict[str, Any]) -> list[Target]:
                 )
             )
             rows.append(Target("d", f"{kind} joins/s / 1,000", s["joins_per_s"] / 1000, 1.0))
+            if s.get("relay_cpu_ms_per_join"):
+                rows.append(
+                    Target(
+                        "d",
+                        f"{kind} joins/s one relay core could do / 1,000",
+                        1.0 / s["relay_cpu_ms_per_join"],
+                        None,
+                    )
+                )
         if "transit-ws" in d and "m42d-ws" in d:
             rows.append(
                 Target(
@@ -197,13 +206,13 @@ def print_table(r: dict[str, Any], rows: Sequence[Target]) -> None:
         print("\nd. scale (rooms = 2 joined connections + handshake-sized exchange)")
         print(
             f"  {'relay':12} {'rooms':>6} {'KiB/room':>9} {'RSS MiB':>8} {'10k proj.':>9}"
-            f" {'joins/s':>8}"
+            f" {'joins/s':>8} {'relay ms/join':>13}"
         )
         for k, v in r["d_scale"].items():
             print(
                 f"  {k:12} {v['rooms']:6d} {v['rss_per_room_kib']:9.1f} "
                 f"{v['rss_after_mib']:8.0f} {v['rss_projected_10k_mib']:9.0f} "
-                f"{v['joins_per_s']:8.0f}"
+                f"{v['joins_per_s']:8.0f} {v.get('relay_cpu_ms_per_join', float('nan')):13.3f}"
             )
     if "e_messages" in r:
         print("\ne. small messages (64 B) through the relay")

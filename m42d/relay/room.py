@@ -11,9 +11,18 @@ Rules and invariants
   and the other seat sees ``PEER_DOWN`` then ``PEER_UP`` (a new session).
 * Each peer has two outgoing lanes, filled by the *other* seat's reader (and
   by the relay itself), and ONE writer task, the only code that writes its
-  connection.  Before every frame it writes, the writer drains the control
-  lane first, so a control frame waits behind at most one bulk frame that is
-  already being written.
+  connection.  Each write is: the control lane's frames (up to
+  ``BATCH_BYTES``), then any pending CREDIT, then at most ONE bulk frame
+  (only when the control lane was drained), in a single ``send``.  So a
+  control frame waits behind at most one bulk frame that is already being
+  written.
+* CONTROL and BULK from a connection that supports it travel as
+  :class:`~m42d.wire.Relayed` (their encoded bytes): counted and checked,
+  never decoded or re-encoded.  A writer whose connection cannot send them
+  decodes them first.
+* Every write must progress within ``write_timeout``: one cancel scope
+  around the writer carries that deadline, re-armed before each write and
+  disarmed while the writer waits for work (no scope per write).
 * Control lane: a queue of frames.  Frames relayed from the other seat wait
   for room below ``control_queue``; frames the relay makes (PONG, PEER_UP,
   PEER_DOWN, GOAWAY, PING) never wait, but a peer that lets them pile up to
@@ -46,6 +55,7 @@ import collections
 import contextlib
 import hashlib
 import logging
+import math
 from typing import TYPE_CHECKING, Final, Protocol, final
 
 import trio
@@ -66,6 +76,7 @@ from m42d.wire import (
     PeerUp,
     Ping,
     Pong,
+    Relayed,
     error_code_for,
 )
 
@@ -73,6 +84,8 @@ if TYPE_CHECKING:
     from m42d.relay.limits import RelayLimits
     from m42d.relay.stats import RelayCounters
     from m42d.transport import FrameConnection
+
+from m42d.transport import as_relaying
 
 __all__ = ["Peer", "Room", "RoomHost", "room_tag"]
 
@@ -143,8 +156,12 @@ class Peer:
         self.seat = seat
         self.connection = connection
         self.limits = host.limits
-        self.control: collections.deque[Frame] = collections.deque()
-        self.bulk: collections.deque[Bulk] = collections.deque()
+        # Lanes cost memory per connection (a deque is ~760 bytes even empty;
+        # section d of the benchmarks): the control lane is a list (bounded
+        # by 2 * control_queue, taken by the writer a slice at a time), the
+        # bulk lane a deque made on the first BULK.
+        self.control: list[Frame | Relayed] = []
+        self.bulk: collections.deque[Bulk | Relayed] | None = None
         self.bulk_bytes = 0
         """BULK payload bytes queued to this peer, including the one being written."""
         self.credit = 0
@@ -157,6 +174,9 @@ class Peer:
         self._wake = trio.Event()
         self._space = trio.lowlevel.ParkingLot()
         self._scope: trio.CancelScope | None = None
+        self._write_scope = trio.CancelScope()
+        self._relaying = as_relaying(connection)
+        self._other_seat = seat.other
 
     def __repr__(self) -> str:
         return f"<Peer {self.seat.value} of {self.room!r}>"
@@ -182,8 +202,8 @@ class Peer:
         try:
             async with trio.open_nursery() as nursery:
                 self._scope = nursery.cancel_scope
-                nursery.start_soon(self._reader)
                 nursery.start_soon(self._writer)
+                await self._reader()  # in this task: one task fewer per connection
         finally:
             self._detach()
             self.closing = True
@@ -199,7 +219,7 @@ class Peer:
 
     # -- lanes ----------------------------------------------------------------------
 
-    async def put_control(self, frame: Frame) -> None:
+    async def put_control(self, frame: Frame | Relayed) -> None:
         """Queue a frame relayed from the other seat, waiting while the lane is full."""
         while len(self.control) >= self.limits.control_queue and not self.closing:
             await self._space.park()
@@ -217,14 +237,16 @@ class Peer:
             return
         self._push_control(frame)
 
-    def _push_control(self, frame: Frame) -> None:
+    def _push_control(self, frame: Frame | Relayed) -> None:
         self.control.append(frame)
         self.host.counters.queued_control_frames += 1
         self._wake.set()
 
-    def put_bulk(self, frame: Bulk) -> None:
-        n = len(frame.payload)
-        self.bulk.append(frame)
+    def put_bulk(self, frame: Bulk | Relayed, n: int) -> None:
+        lane = self.bulk
+        if lane is None:
+            lane = self.bulk = collections.deque()
+        lane.append(frame)
         self.bulk_bytes += n
         self.host.counters.add_queued_bulk(n)
         self._wake.set()
@@ -258,7 +280,7 @@ class Peer:
             return
         self.host.counters.queued_control_frames -= len(self.control)
         self.control.clear()
-        self.bulk.clear()
+        self.bulk = None
         self._space.unpark_all()
         self._release_bulk(self.bulk_bytes)
         room = self.room
@@ -276,48 +298,73 @@ class Peer:
     # -- reader ---------------------------------------------------------------------
 
     async def _reader(self) -> None:
+        relaying = self._relaying
         try:
-            while not self.closing:
+            while relaying is None and not self.closing:
                 frame = await self.connection.receive()
                 self.last_rx = trio.current_time()
                 await self._on_frame(frame)
+            while relaying is not None and not self.closing:
+                batch = await relaying.receive_relayed()
+                self.last_rx = trio.current_time()
+                for item in batch:
+                    if self.closing:
+                        break
+                    if type(item) is Relayed:
+                        if item.bulk:
+                            self._on_bulk(item, item.size)
+                        else:
+                            await self._on_control(item, item.size)
+                    else:
+                        await self._on_frame(item)
         except WireError as exc:
             self.terminate(Error.from_code(error_code_for(exc)))
         except TransportError:  # ConnectionClosed included
             self._stop()
 
-    async def _on_frame(self, frame: Frame) -> None:
+    def _on_bulk(self, frame: Bulk | Relayed, n: int) -> None:
         counters = self.host.counters
-        if isinstance(frame, Bulk):
-            n = len(frame.payload)
-            counters.frames[_BULK] += 1
-            counters.bytes[_BULK] += n
-            if n > self.limits.max_payload:
-                self.terminate(Error.from_code(ErrorCode.TOO_LARGE))
-            elif n > self.credit:
-                self.terminate(Error.from_code(ErrorCode.CREDIT_EXCEEDED))
-            else:
-                before = self.credit
-                self.credit -= n
-                if before >= self.limits.max_payload > self.credit:
-                    counters.credit_stalls += 1
-                other = self.room.other(self.seat)
-                if other is None or other.closing:
-                    counters.frames_dropped += 1
-                    self.grant(n)
-                else:
-                    other.put_bulk(frame)
-        elif isinstance(frame, Control):
-            counters.frames[_CONTROL] += 1
-            counters.bytes[_CONTROL] += len(frame.payload)
-            if len(frame.payload) > self.limits.max_payload:
-                self.terminate(Error.from_code(ErrorCode.TOO_LARGE))
-                return
-            other = self.room.other(self.seat)
-            if other is None:
+        counters.frames[_BULK] += 1
+        counters.bytes[_BULK] += n
+        if n > self.limits.max_payload:
+            self.terminate(Error.from_code(ErrorCode.TOO_LARGE))
+        elif n > self.credit:
+            self.terminate(Error.from_code(ErrorCode.CREDIT_EXCEEDED))
+        else:
+            before = self.credit
+            self.credit -= n
+            if before >= self.limits.max_payload > self.credit:
+                counters.credit_stalls += 1
+            other = self.room.seats.get(self._other_seat)
+            if other is None or other.closing:
                 counters.frames_dropped += 1
+                self.grant(n)
             else:
-                await other.put_control(frame)
+                other.put_bulk(frame, n)
+
+    async def _on_control(self, frame: Control | Relayed, n: int) -> None:
+        counters = self.host.counters
+        counters.frames[_CONTROL] += 1
+        counters.bytes[_CONTROL] += n
+        if n > self.limits.max_payload:
+            self.terminate(Error.from_code(ErrorCode.TOO_LARGE))
+            return
+        other = self.room.seats.get(self._other_seat)
+        if other is None:
+            counters.frames_dropped += 1
+        else:
+            await other.put_control(frame)
+
+    async def _on_frame(self, frame: Frame | Relayed) -> None:
+        if isinstance(frame, Bulk):
+            self._on_bulk(frame, len(frame.payload))
+        elif isinstance(frame, Control):
+            await self._on_control(frame, len(frame.payload))
+        elif isinstance(frame, Relayed):  # pragma: no cover - _reader dispatches these
+            if frame.bulk:
+                self._on_bulk(frame, frame.size)
+            else:
+                await self._on_control(frame, frame.size)
         elif isinstance(frame, Ping):
             self.put_relay(Pong(frame.data))
         elif isinstance(frame, Pong):
@@ -332,25 +379,26 @@ class Peer:
     # -- writer ---------------------------------------------------------------------
 
     async def _writer(self) -> None:
+        scope = self._write_scope
         try:
-            while True:
-                await self._wait_for_work()
-                if self.control or self.pending_credit:
-                    await self._write_control()
-                elif self.final is not None:
-                    await self._write_final(self.final)
-                    return
-                elif self.bulk:
-                    await self._write_bulk()
+            with scope:
+                while True:
+                    await self._wait_for_work()
+                    if self.control or self.pending_credit or (self.bulk and self.final is None):
+                        await self._write_next()
+                    elif self.final is not None:
+                        scope.deadline = math.inf
+                        await self._write_final(self.final)
+                        return
+            if scope.cancelled_caught:
+                self.host.counters.timeouts["write"] += 1
+                logger.debug("closing %r: write timed out", self)
         except _IdleTimeout:
             self.host.counters.timeouts["idle"] += 1
             self.terminate(
                 Error.from_code(ErrorCode.JOIN_TIMEOUT, "no frame received within the idle timeout")
             )
             await self._write_final(self.final)
-        except trio.TooSlowError:
-            self.host.counters.timeouts["write"] += 1
-            logger.debug("closing %r: write timed out", self)
         except TransportError:
             pass
         finally:
@@ -370,33 +418,57 @@ class Peer:
             if self.control or self.pending_credit or self.final is not None or self.bulk:
                 return
             self._wake = trio.Event()
+            self._write_scope.deadline = math.inf
             with trio.move_on_at(min(idle_at, ping_at)):
                 await self._wake.wait()
 
-    async def _write_control(self) -> None:
-        batch: list[Frame] = []
-        size = 0
-        while self.control and size < BATCH_BYTES:
-            frame = self.control.popleft()
-            batch.append(frame)
-            size += len(frame.payload) if isinstance(frame, Control) else 16
-        self.host.counters.queued_control_frames -= len(batch)
+    async def _write_next(self) -> None:
+        """One write: queued control frames, pending CREDIT, then at most one bulk frame."""
+        batch: list[Frame | Relayed] = []
+        control = self.control
+        if control:
+            size = 0
+            taken = 0
+            for item in control:
+                if size >= BATCH_BYTES:
+                    break
+                taken += 1
+                if type(item) is Relayed:
+                    size += item.size
+                else:
+                    size += len(item.payload) if isinstance(item, Control) else 16
+            batch = control[:taken]
+            del control[:taken]
+            self.host.counters.queued_control_frames -= taken
+            self._space.unpark_all()
         if self.pending_credit:
             batch.append(Credit(self.pending_credit))
             self.pending_credit = 0
-        self._space.unpark_all()
-        with trio.fail_after(self.limits.write_timeout):
-            await self.connection.send_many(batch)
-
-    async def _write_bulk(self) -> None:
-        frame = self.bulk.popleft()
-        with trio.fail_after(self.limits.write_timeout):
-            await self.connection.send(frame)
-        if not self.closing:  # else _detach already released the whole lane
+        bulk = None
+        lane = self.bulk
+        if lane and not control and self.final is None:
+            bulk = lane.popleft()
+            batch.append(bulk)
+        # Re-arm the write deadline (a heap push) only when it moved by more
+        # than 1/8 of the timeout: the deadline is write_timeout, give or take that.
+        timeout = self.limits.write_timeout
+        target = trio.current_time() + timeout
+        scope = self._write_scope
+        if not target - timeout / 8 <= scope.deadline <= target:
+            scope.deadline = target
+        if self._relaying is not None:
+            await self._relaying.send_batch(batch)
+        else:
+            await self.connection.send_many(
+                [item.frame() if type(item) is Relayed else item for item in batch]
+            )
+        if bulk is not None and not self.closing:  # else _detach released the whole lane
             # While more bulk is queued here, a release is always followed by
             # another, so the sender's CREDIT can gather (one frame per
             # CREDIT_BATCH instead of one per BULK); the last one goes at once.
-            self._release_bulk(len(frame.payload), now=not self.bulk)
+            self._release_bulk(
+                bulk.size if type(bulk) is Relayed else len(bulk.payload), now=not self.bulk
+            )
 
     async def _write_final(self, final: Error | None) -> None:
         if final is None:  # pragma: no cover - terminate() always sets it

@@ -37,14 +37,13 @@ from m42d.transport import (
     check_pin,
     client_ssl_context,
     format_url,
-    map_stream_errors,
     open_tcp_listeners,
     parse_url,
     peer_address,
     run_handler,
     socket_listener_urls,
 )
-from m42d.wire import MAX_FRAME, Frame, decode, encode
+from m42d.wire import MAX_FRAME, Frame, Relayed, decode, encode, relayed_message
 
 __all__ = [
     "DEFAULT_LISTEN_PORT",
@@ -106,25 +105,43 @@ class WebSocketFrameConnection:
         return None if reason is None else int(reason.code)
 
     async def send(self, frame: Frame) -> None:
-        data = encode(frame)
-        try:
-            with map_stream_errors("websocket"):
-                await self._ws.send_message(data)
-        except trio_websocket.ConnectionClosed as exc:
-            raise ConnectionClosed(f"websocket closed ({_code(exc)})") from exc
+        await self._send_message(encode(frame))
 
     async def send_many(self, frames: Sequence[Frame]) -> None:
         for frame in frames:
-            await self.send(frame)
+            await self._send_message(encode(frame))
+
+    async def send_batch(self, items: Sequence[Frame | Relayed]) -> None:
+        for item in items:
+            await self._send_message(
+                item.message_bytes() if isinstance(item, Relayed) else encode(item)
+            )
+
+    async def _send_message(self, data: bytes) -> None:
+        # Inline translation (no map_stream_errors() per message: hot path).
+        try:
+            await self._ws.send_message(data)
+        except trio_websocket.ConnectionClosed as exc:
+            raise ConnectionClosed(f"websocket closed ({_code(exc)})") from exc
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise ConnectionClosed("websocket closed or broken") from exc
+        except OSError as exc:
+            raise ConnectionClosed(f"websocket failed: {type(exc).__name__}") from exc
 
     async def receive(self) -> Frame:
+        return decode(await self._receive_message())
+
+    async def receive_relayed(self) -> list[Frame | Relayed]:
+        return [relayed_message(await self._receive_message())]
+
+    async def _receive_message(self) -> bytes:
         try:
             message = await self._ws.get_message()
         except trio_websocket.ConnectionClosed as exc:
             raise ConnectionClosed(f"websocket closed ({_code(exc)})") from exc
         if isinstance(message, str):
             raise WireError("text message: relay frames travel in binary messages")
-        return decode(message)
+        return message
 
     async def aclose(self) -> None:
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
