@@ -65,15 +65,12 @@ LATENCY_FLOOR: Final = 0.040
 """Seconds: the p99 bound is max(5 x idle p99, this).  Idle p99 measures ~7 ms
 here (three processes on two cores: the probe, the daemon, the attackers),
 and scheduler jitter alone reaches tens of ms under load."""
-FLOOD_LATENCY_BOUND: Final = 2.0
-"""Seconds: the p99 bound during the 2,000-connection flood.  KNOWN GAP: the
-relay runs every TLS handshake on its one event loop before the per-address
-cap is checked, so 2,000 handshakes at once push the control room's p99 to
-0.3-0.6 s (50-100x idle).  Refusing over-cap addresses at TCP accept, before TLS,
-in the transport plugin would fix it; until then this bound documents it."""
-RSS_BOUND: Final = 192 * 1024 * 1024
-"""Bytes the daemon's RSS may grow above idle during all the attacks
-(measured: ~120 MiB at the peak of 2,000 TLS connections in flight, ~60 KiB each)."""
+RSS_BOUND: Final = 64 * 1024 * 1024
+"""Bytes the daemon's RSS may grow above idle during all the attacks.  The TLS
+listener refuses an address over its cap at TCP accept, before any handshake
+(m42d.transport.Admission), so the 2,000-connection flood costs ~13 MiB;
+before that check it cost ~120 MiB and pushed the control room's p99 to
+0.3-0.6 s, because every TLS handshake ran on the relay's one event loop."""
 FLOOD_CONNECTIONS: Final = 2000
 PER_ADDRESS: Final = 200
 JOIN_RATE: Final = 20
@@ -338,7 +335,9 @@ async def slowloris(relay: Relay, count: int = 50) -> Counter[int | None]:
 
 
 async def flood(relay: Relay) -> Counter[int | None]:
-    """2,000 connections from 127.0.0.1 at once: the per-address cap answers 429."""
+    """2,000 connections from 127.0.0.1 at once: over the per-address cap the
+    TLS listener closes them at TCP accept, before a handshake (no ERROR frame
+    can be sent without TLS: the client sees the connection fail, counted -1)."""
     codes: Counter[int | None] = Counter()
     limiter = trio.CapacityLimiter(FLOOD_CONNECTIONS)
 
@@ -466,8 +465,8 @@ async def test_attacks_end_in_their_codes_while_a_room_keeps_chatting(relay: Rel
             probe.proc.kill()
     idle = p99(samples["idle"])
     during = {name: p99(samples[name]) for name in results if len(samples.get(name, [])) > 1}
-    busy = p99([x for name in results for x in samples.get(name, []) if name != "flood"])
-    print(f"idle p99 {idle * 1000:.2f} ms, under attack (flood aside) {busy * 1000:.2f} ms")
+    busy = p99([x for name in results for x in samples.get(name, [])])
+    print(f"idle p99 {idle * 1000:.2f} ms, under attack {busy * 1000:.2f} ms")
     print({name: round(v * 1000, 2) for name, v in during.items()})
     print(f"rss idle {rss_idle >> 20} MiB, peak {peak[0] >> 20} MiB; {results}")
     for counter in results.values():
@@ -477,14 +476,14 @@ async def test_attacks_end_in_their_codes_while_a_room_keeps_chatting(relay: Rel
     assert results["bulk"] == Counter({"stalled": 1, ErrorCode.CREDIT_EXCEEDED: 1})
     flood_codes = results["flood"]
     assert set(flood_codes) <= {ErrorCode.RATE_LIMITED, ErrorCode.JOIN_TIMEOUT, -1}, flood_codes
-    assert flood_codes[ErrorCode.RATE_LIMITED] >= FLOOD_CONNECTIONS // 2, flood_codes
+    refused = flood_codes[ErrorCode.RATE_LIMITED] + flood_codes[-1]
+    assert refused >= FLOOD_CONNECTIONS - PER_ADDRESS, flood_codes
     tokens = results["tokens"]
     assert set(tokens) == {ErrorCode.BAD_TOKEN, ErrorCode.RATE_LIMITED}, tokens
     assert tokens[ErrorCode.BAD_TOKEN] <= JOIN_RATE
     # Attacks shorter than ~50 round trips give no meaningful p99 of their
-    # own; all non-flood samples together are held to the 5x bound.
-    others = [x for name in results if name != "flood" for x in samples.get(name, [])]
-    assert len(others) >= 100
-    assert p99(others) <= max(5 * idle, LATENCY_FLOOR), (idle, during)
-    assert during["flood"] <= FLOOD_LATENCY_BOUND, (idle, during)
+    # own; all samples together are held to the 5x bound.
+    every = [x for name in results for x in samples.get(name, [])]
+    assert len(every) >= 100
+    assert p99(every) <= max(5 * idle, LATENCY_FLOOR), (idle, during)
     assert peak[0] - rss_idle <= RSS_BOUND

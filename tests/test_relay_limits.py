@@ -154,3 +154,31 @@ async def test_graceful_stop_goaway_then_grace_deadline(
 async def _started(run: object, *, task_status: trio.TaskStatus[None]) -> None:
     task_status.started()
     await run()  # type: ignore[operator]
+
+
+def test_admission_before_the_handshake_counts_handshakes_in_flight() -> None:
+    """The TLS listener asks before paying for a handshake; the relay answers
+    from the same caps it applies after it (handshakes in flight included)."""
+    from m42d.relay.server import Relay
+    from m42d.ticket import TicketKeyRing
+    from m42d.transport import Admission
+
+    relay = Relay(
+        TicketKeyRing.generate(),
+        limits=RelayLimits(max_connections=5, max_connections_per_address=2),
+    )
+    admission: Admission = relay
+    assert admission.admit("10.0.0.1")
+    assert admission.admit("10.0.0.1")
+    assert not admission.admit("10.0.0.1")  # two handshakes in flight: at the cap
+    assert admission.admit("10.0.0.2")
+    admission.release("10.0.0.1")
+    assert admission.admit("10.0.0.1")  # a place came free
+    assert admission.admit("10.0.0.3")
+    assert admission.admit("")  # an address-less transport: only the total counts
+    assert not admission.admit("10.0.0.4")  # five in flight: the total cap
+    assert relay.statistics().refused["RATE_LIMITED"] == 1
+    assert relay.statistics().refused["UNAVAILABLE"] == 1
+    relay.stop()
+    admission.release("10.0.0.3")
+    assert not admission.admit("10.0.0.5")  # stopping: nothing new

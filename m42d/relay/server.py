@@ -45,7 +45,7 @@ from m42d.ticket import (
     TicketKeyRing,
     UnknownTicketKey,
 )
-from m42d.transport import FrameConnection, FrameListener
+from m42d.transport import AdmittingListener, FrameConnection, FrameListener
 from m42d.wire import (
     WIRE_VERSION,
     CreateRoom,
@@ -113,6 +113,7 @@ class Relay:
     _rooms: dict[bytes, Room] = attrs.field(factory=dict, init=False, repr=False)
     _peers: set[Peer] = attrs.field(factory=set, init=False, repr=False)
     _per_address: Counter[str] = attrs.field(factory=Counter, init=False, repr=False)
+    _handshaking: Counter[str] = attrs.field(factory=Counter, init=False, repr=False)
     _lobby: set[trio.CancelScope] = attrs.field(factory=set, init=False, repr=False)
     _create_limiter: RateLimiter | None = attrs.field(default=None, init=False, repr=False)
     _join_limiter: RateLimiter | None = attrs.field(default=None, init=False, repr=False)
@@ -137,6 +138,29 @@ class Relay:
         grace_ms = int(self.limits.shutdown_grace * 1000)
         for peer in list(self._peers):
             peer.put_relay(GoAway(grace_ms, "relay shutting down"))
+
+    def admit(self, peer: str) -> bool:
+        """:class:`~m42d.transport.Admission`: refuse before the handshake what
+        :meth:`handle_connection` would refuse after it (overload, per-address cap)."""
+        limits = self.limits
+        if self.stopping:
+            return False
+        total = sum(self.counters.connections.values()) + sum(self._handshaking.values())
+        if total >= limits.max_connections:
+            self.counters.refused[ErrorCode.UNAVAILABLE.name] += 1
+            return False
+        if peer:
+            held = self._per_address[peer] + self._handshaking[peer]
+            if held >= limits.max_connections_per_address:
+                self.counters.refused[ErrorCode.RATE_LIMITED.name] += 1
+                return False
+        self._handshaking[peer] += 1
+        return True
+
+    def release(self, peer: str) -> None:
+        self._handshaking[peer] -= 1
+        if self._handshaking[peer] <= 0:
+            del self._handshaking[peer]
 
     async def handle_connection(self, connection: FrameConnection) -> None:
         """Serve one accepted connection until it ends; the listener closes it after.
@@ -380,6 +404,8 @@ async def _run_listener(
         def started(self, value: None = None) -> None:
             report()
 
+    if isinstance(listener, AdmittingListener):
+        listener.set_admission(relay)
     try:
         await listener.serve(
             relay.handle_connection,

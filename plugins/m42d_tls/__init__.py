@@ -24,6 +24,7 @@ import trio
 from m42d.errors import TransportError
 from m42d.transport import (
     DEFAULT_CONNECT_TIMEOUT,
+    Admission,
     FrameConnection,
     FrameHandler,
     StreamFrameConnection,
@@ -61,6 +62,11 @@ class TlsListener:
         self._listeners = list(listeners)
         self._ssl_context = ssl_context
         self._handshake_timeout = handshake_timeout
+        self._admission: Admission | None = None
+
+    def set_admission(self, admission: Admission) -> None:
+        """Refuse over-limit peers at TCP accept, before paying for a TLS handshake."""
+        self._admission = admission
 
     @property
     def urls(self) -> Sequence[str]:
@@ -74,6 +80,12 @@ class TlsListener:
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         async def on_stream(stream: trio.SocketStream) -> None:
+            peer = peer_address(stream)
+            admission = self._admission
+            if admission is not None and not admission.admit(peer):
+                # No TLS yet, so no ERROR frame can be sent: just close.
+                await trio.aclose_forcefully(stream)
+                return
             tls = trio.SSLStream(stream, self._ssl_context, server_side=True)
             try:
                 with trio.fail_after(self._handshake_timeout):
@@ -82,7 +94,10 @@ class TlsListener:
                 logger.debug("TLS handshake failed or timed out")
                 await trio.aclose_forcefully(tls)
                 return
-            connection = StreamFrameConnection(tls, transport=SCHEME, peer=peer_address(stream))
+            finally:
+                if admission is not None:
+                    admission.release(peer)
+            connection = StreamFrameConnection(tls, transport=SCHEME, peer=peer)
             await run_handler(handler, connection)
 
         try:
