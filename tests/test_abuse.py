@@ -230,19 +230,22 @@ async def _probe(url: str, pin: bytes, ticket: bytes, token_a: bytes, token_b: b
         nursery.start_soon(room.echo)
         print("ready", flush=True)
 
+        # Stopped by a flag, never by cancellation: cancelling a send on a TLS
+        # stream half way breaks the stream (trio marks it BROKEN), which
+        # would look like the relay dropping the control room.
+        stop = [False]
+        measured = trio.Event()
+
         async def measure() -> None:
-            while True:
-                room.samples.clear()
-                await room.probe(1, gap=0.005)
-                samples.setdefault(label[0], []).extend(room.samples)
+            try:
+                while not stop[0]:
+                    room.samples.clear()
+                    await room.probe(1, gap=0.005)
+                    samples.setdefault(label[0], []).extend(room.samples)
+            finally:
+                measured.set()
 
-        measuring = trio.CancelScope()
-
-        async def measure_until_told() -> None:
-            with measuring:
-                await measure()
-
-        nursery.start_soon(measure_until_told)
+        nursery.start_soon(measure)
         stdin = trio.lowlevel.FdStream(os.dup(0))
         buffer = b""
         while chunk := await stdin.receive_some():
@@ -250,8 +253,9 @@ async def _probe(url: str, pin: bytes, ticket: bytes, token_a: bytes, token_b: b
             *lines, buffer = buffer.split(b"\n")
             if lines:
                 label[0] = lines[-1].decode()
-        measuring.cancel()
-        await trio.sleep(0.1)  # let an echo in flight arrive before reading `a` here
+        stop[0] = True
+        with trio.fail_after(10):
+            await measured.wait()
         await a.send(Control(b"still chatting"))
         with trio.fail_after(10):
             while not isinstance(frame := await a.receive(), Control) or frame.payload != (
