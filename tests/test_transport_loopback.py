@@ -12,6 +12,7 @@ from contextlib import AbstractAsyncContextManager
 
 import pytest
 import trio
+import trio.testing
 import trustme
 from m42d_ws import WebSocketFrameConnection, room_path
 
@@ -319,3 +320,38 @@ async def test_two_clients_relay_control_and_bulk(
             while (frame := await a.receive()) != Control(b"thanks"):
                 assert isinstance(frame, Credit)
     assert relay.statistics().bytes_by_lane["bulk"] == 8 * MAX_PAYLOAD
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+async def test_over_cap_address_refused_before_its_handshake(
+    scheme: str,
+    transports: dict[str, Transport],
+    server_context: ssl.SSLContext,
+    client_context: ssl.SSLContext,
+    nursery: trio.Nursery,
+) -> None:
+    """Connections still in their TLS/HTTP handshake count toward the
+    per-address cap, and one over it is closed at accept (no handshake paid)."""
+    relay = Relay(TicketKeyRing.generate(), limits=RelayLimits(max_connections_per_address=2))
+    listener: FrameListener = await transports[scheme].open_listener(
+        f"{scheme}://127.0.0.1:0", ssl_context=None if scheme == "ws" else server_context
+    )
+    await nursery.start(serve_relay, relay, [listener])
+    url = listener.urls[0]
+    port = int(url.rsplit(":", 1)[1])
+    with trio.fail_after(TIMEOUT):
+        async with client(transports, url, client_context) as joined:
+            await joined.send(Ping(b"a"))
+            assert await joined.receive() == Pong(b"a")
+            silent = await trio.open_tcp_stream("127.0.0.1", port)  # stays mid-handshake
+            await trio.testing.wait_all_tasks_blocked()
+            third = await trio.open_tcp_stream("127.0.0.1", port)
+            assert await third.receive_some() == b""  # closed at accept: no handshake paid
+            await third.aclose()
+            assert relay.statistics().refused["RATE_LIMITED"] == 1
+        # One place came free when the first connection ended.
+        async with client(transports, url, client_context) as conn:
+            await conn.send(Ping(b"y"))
+            assert await conn.receive() == Pong(b"y")
+        await silent.aclose()
+    relay.stop()

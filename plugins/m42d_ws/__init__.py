@@ -32,6 +32,7 @@ from m42d.errors import ConnectionClosed, TransportError, WireError
 from m42d.transport import (
     DEFAULT_CONNECT_TIMEOUT,
     READ_SIZE,
+    Admission,
     FrameConnection,
     FrameHandler,
     check_pin,
@@ -168,6 +169,11 @@ class WebSocketListener:
         self._listeners = list(listeners)
         self._ssl_context = ssl_context
         self._handshake_timeout = handshake_timeout
+        self._admission: Admission | None = None
+
+    def set_admission(self, admission: Admission) -> None:
+        """Refuse over-limit peers at TCP accept, before the TLS and HTTP handshakes."""
+        self._admission = admission
 
     @property
     def urls(self) -> Sequence[str]:
@@ -196,9 +202,17 @@ class WebSocketListener:
 
     async def _on_stream(self, handler: FrameHandler, raw: trio.SocketStream) -> None:
         peer = peer_address(raw)
+        admission = self._admission
+        if admission is not None and not admission.admit(peer):
+            await trio.aclose_forcefully(raw)  # nothing can be said before the handshake
+            return
         try:
             async with trio.open_nursery() as nursery:
-                connection = await self._upgrade(nursery, raw, peer)
+                try:
+                    connection = await self._upgrade(nursery, raw, peer)
+                finally:
+                    if admission is not None:
+                        admission.release(peer)
                 if connection is not None:
                     await run_handler(handler, connection)
                 nursery.cancel_scope.cancel()
