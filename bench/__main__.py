@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import platform
+import resource
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -66,6 +67,22 @@ BULK_KINDS: Final = ("m42d-tls", "m42d-ws", "transit-tcp", "transit-ws", "naive-
 LATENCY_KINDS: Final = ("m42d-tls", "m42d-ws", "transit-ws", "transit-tcp")
 SCALE_KINDS: Final = ("m42d-ws", "m42d-tls", "transit-ws")
 MESSAGE_KINDS: Final = ("m42d-tls", "naive-tls", "m42d-ws", "transit-ws")
+
+
+def _rooms_within_fd_limit(rooms: int) -> int:
+    """As many rooms as the descriptor limit lets one relay process hold.
+
+    Every room is two connections, so two sockets in the relay and two in the
+    client process; a machine whose hard RLIMIT_NOFILE cannot be raised (no
+    CAP_SYS_RESOURCE, as here: 20,000) cannot hold 10,000 rooms in one
+    process.  The run then measures fewer and the per-room figures project.
+    """
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    fit = (hard - 512) // 2
+    if rooms > fit:
+        _log(f"d: the descriptor limit ({hard}) allows {fit} rooms, not {rooms}; measuring {fit}")
+        return fit
+    return rooms
 
 
 def machine() -> dict[str, Any]:
@@ -159,7 +176,9 @@ def run(mode: str, sections: str, out: Path) -> dict[str, Any]:
                     procs.m42d_relay if kind.startswith("m42d") else procs.transit_relay
                 )
                 with factory(work) as relay:
-                    scale[kind] = trio.run(measure.scale, kind, relay, plan.rooms)
+                    scale[kind] = trio.run(
+                        measure.scale, kind, relay, _rooms_within_fd_limit(plan.rooms)
+                    )
             result["d_scale"] = scale
     result["seconds"] = time.perf_counter() - t_start
     result["ratios"] = [{**attrs.asdict(row), "verdict": row.verdict} for row in ratio_rows(result)]
