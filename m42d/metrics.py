@@ -107,6 +107,16 @@ def _by_label(values: dict[str, int], known: Iterable[str]) -> dict[str, int]:
     return out
 
 
+def _labelled(
+    name: str, documentation: str, label: str, values: dict[str, int], known: Iterable[str]
+) -> CounterMetricFamily:
+    """One counter family with one label, its known values present at 0."""
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for value, count in _by_label(values, known).items():
+        family.add_metric([value], count)
+    return family
+
+
 @final
 class RelayCollector(Collector):
     """Turns one :class:`RelayStatistics` snapshot per scrape into metric families.
@@ -144,20 +154,16 @@ class RelayCollector(Collector):
         for transport, count in _by_label(s.connections_by_transport, self._transports).items():
             connections.add_metric([transport], count)
         yield connections
-        frames = CounterMetricFamily(
+        yield _labelled(
             "m42d_frames_relayed",
             "CONTROL and BULK frames received from joined clients.",
-            labels=["lane"],
+            "lane",
+            s.frames_by_lane,
+            LANES,
         )
-        for lane, count in _by_label(s.frames_by_lane, LANES).items():
-            frames.add_metric([lane], count)
-        yield frames
-        payload = CounterMetricFamily(
-            "m42d_relayed_bytes", "Payload bytes of those frames.", labels=["lane"]
+        yield _labelled(
+            "m42d_relayed_bytes", "Payload bytes of those frames.", "lane", s.bytes_by_lane, LANES
         )
-        for lane, count in _by_label(s.bytes_by_lane, LANES).items():
-            payload.add_metric([lane], count)
-        yield payload
         yield CounterMetricFamily(
             "m42d_frames_dropped",
             "CONTROL/BULK frames dropped because the other seat was absent.",
@@ -170,20 +176,20 @@ class RelayCollector(Collector):
         )
         yield CounterMetricFamily("m42d_rooms_created", "Rooms created.", value=s.rooms_created)
         yield CounterMetricFamily("m42d_joins", "Seats joined.", value=s.joins)
-        refused = CounterMetricFamily(
+        yield _labelled(
             "m42d_refused",
             "Connections or requests refused, by ERROR code name.",
-            labels=["reason"],
+            "reason",
+            s.refused,
+            (code.name for code in ErrorCode),
         )
-        for reason, count in _by_label(s.refused, (code.name for code in ErrorCode)).items():
-            refused.add_metric([reason], count)
-        yield refused
-        timeouts = CounterMetricFamily(
-            "m42d_timeouts", "Connections closed by a deadline, by kind.", labels=["kind"]
+        yield _labelled(
+            "m42d_timeouts",
+            "Connections closed by a deadline, by kind.",
+            "kind",
+            s.timeouts,
+            TIMEOUT_KINDS,
         )
-        for kind, count in _by_label(s.timeouts, TIMEOUT_KINDS).items():
-            timeouts.add_metric([kind], count)
-        yield timeouts
         yield GaugeMetricFamily(
             "m42d_queued_bulk_bytes",
             "BULK payload bytes waiting in the relay's bulk lanes now.",

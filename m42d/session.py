@@ -70,14 +70,12 @@ from m42d.errors import (
     DecryptError,
     HandshakeError,
     LocalProtocolError,
-    M42Error,
     RemoteProtocolError,
     StreamError,
 )
 from m42d.ticket import Seat
 from m42d.wire import Lane
 
-SESSION_VERSION = 1
 PROLOGUE_PREFIX = b"m42d/1"
 PSK_INFO = b"m42 psk v1"
 
@@ -151,10 +149,6 @@ class FileCode(enum.IntEnum):
 
 class SessionError(RemoteProtocolError):
     """The peer (or the relay between us) broke the end-to-end protocol."""
-
-
-class PeerKeyChangedError(M42Error):
-    """Raised by calls that need an established session while a key change is unresolved."""
 
 
 # ---------------------------------------------------------------------------
@@ -916,7 +910,7 @@ class Session:
         if current is None:
             return
         hs, message = current
-        if hs.complete or not hs_expects_read(hs):
+        if hs.complete or hs.is_my_turn():
             return  # a duplicate of the HS2 we already answered
         answer = hs.read_message(message)
         if answer not in (bytes([HS_FRESH]), bytes([HS_RENEW])):
@@ -1347,11 +1341,6 @@ class Session:
 
 
 _REGENERATED = frozenset({RecordType.TEXT, RecordType.FILE_OFFER})
-
-
-def hs_expects_read(hs: HandshakeState) -> bool:
-    """Whether the handshake's next step is reading a message."""
-    return not hs.is_my_turn()
 
 
 def _unpack(st: struct.Struct, body: bytes, name: str) -> tuple[int, ...]:
