@@ -11,7 +11,9 @@ from __future__ import annotations
 import statistics
 import struct
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any, Final
 
 import trio
@@ -72,6 +74,27 @@ async def _close(*endpoints: Endpoint) -> None:
             await endpoint.aclose()
 
 
+@asynccontextmanager
+async def paired(
+    kind: str, relays: Mapping[str, Relay]
+) -> AsyncIterator[tuple[Endpoint, Endpoint, trio.Nursery]]:
+    """A pair and a nursery for its tasks; the sockets close only after every task ended.
+
+    Closing a socket while a task that was already woken (but not yet run)
+    still holds it makes that task fail with ClosedResourceError instead of
+    seeing its cancellation, so the close waits for the nursery to exit.
+    """
+    endpoints: list[Endpoint] = []
+    try:
+        async with trio.open_nursery() as nursery:
+            a, b = await open_pair(nursery, kind, relays)
+            endpoints += (a, b)
+            yield a, b, nursery
+            nursery.cancel_scope.cancel()
+    finally:
+        await _close(*endpoints)
+
+
 # -- a: bulk throughput ----------------------------------------------------------------
 
 
@@ -80,18 +103,13 @@ async def bulk(kind: str, relays: Mapping[str, Relay], nbytes: int) -> dict[str,
     relay = relays[KINDS[kind][0]]
     frames = max(1, nbytes // BULK_PAYLOAD)
     total = frames * BULK_PAYLOAD
-    async with trio.open_nursery() as nursery:
-        a, b = await open_pair(nursery, kind, relays)
-        try:
-            b.bulk_target = total
-            cpu0, t0 = relay.cpu_seconds(), time.perf_counter()
-            nursery.start_soon(a.send_bulk, frames)
-            with trio.fail_after(RUN_TIMEOUT):
-                await b.bulk_done.wait()
-            t1, cpu1 = time.perf_counter(), relay.cpu_seconds()
-        finally:
-            nursery.cancel_scope.cancel()
-            await _close(a, b)
+    async with paired(kind, relays) as (a, b, nursery):
+        b.bulk_target = total
+        cpu0, t0 = relay.cpu_seconds(), time.perf_counter()
+        nursery.start_soon(a.send_bulk, frames)
+        with trio.fail_after(RUN_TIMEOUT):
+            await b.bulk_done.wait()
+        t1, cpu1 = time.perf_counter(), relay.cpu_seconds()
     seconds = t1 - t0
     return {
         "kind": kind,
@@ -150,32 +168,20 @@ async def latency(
     client sends one 64 KiB frame per write, so a message waits at most one
     frame in the client.
     """
-    async with trio.open_nursery() as nursery:
-        a, b = await open_pair(nursery, kind, relays)
-        try:
+    async with paired(kind, relays) as (a, b, nursery):
 
-            async def echo(body: bytes) -> None:
-                await b.send_encoded([b.frame(0x10, body)])
+        async def echo(body: bytes) -> None:
+            await b.send_encoded([b.frame(0x10, body)])
 
-            b.on_control = echo
-            idle = await _pings(a, count, interval)
-            bulk_scope = trio.CancelScope()
-
-            async def stream() -> None:
-                with bulk_scope:
-                    await a.send_bulk(None, batch=1)
-
-            nursery.start_soon(stream)
-            await trio.sleep(0.2)  # let the pipes fill
-            before = b.bulk_received
-            t0 = time.perf_counter()
-            busy = await _pings(a, count, interval)
-            moved = b.bulk_received - before
-            elapsed = time.perf_counter() - t0
-            bulk_scope.cancel()
-        finally:
-            nursery.cancel_scope.cancel()
-            await _close(a, b)
+        b.on_control = echo
+        idle = await _pings(a, count, interval)
+        nursery.start_soon(partial(a.send_bulk, None, batch=1))
+        await trio.sleep(0.2)  # let the pipes fill
+        before = b.bulk_received
+        t0 = time.perf_counter()
+        busy = await _pings(a, count, interval)
+        moved = b.bulk_received - before
+        elapsed = time.perf_counter() - t0
     result: dict[str, Any] = {"kind": kind}
     result["idle"] = _percentiles(idle)
     result["busy"] = _percentiles(busy)
@@ -275,24 +281,19 @@ async def messages(
 ) -> dict[str, Any]:
     """A sends ``count`` CONTROL frames of ``size`` bytes, ``batch`` per write; B counts."""
     relay = relays[KINDS[kind][0]]
-    async with trio.open_nursery() as nursery:
-        a, b = await open_pair(nursery, kind, relays)
-        try:
-            frames = [a.frame(0x10, bytes(size))] * batch
-            b.controls_target = count
-            b.controls_done = trio.Event()
-            cpu0, t0 = relay.cpu_seconds(), time.perf_counter()
-            with trio.fail_after(RUN_TIMEOUT):
-                sent = 0
-                while sent < count:
-                    k = min(batch, count - sent)
-                    await a.send_encoded(frames[:k])
-                    sent += k
-                await b.controls_done.wait()
-            t1, cpu1 = time.perf_counter(), relay.cpu_seconds()
-        finally:
-            nursery.cancel_scope.cancel()
-            await _close(a, b)
+    async with paired(kind, relays) as (a, b, _):
+        frames = [a.frame(0x10, bytes(size))] * batch
+        b.controls_target = count
+        b.controls_done = trio.Event()
+        cpu0, t0 = relay.cpu_seconds(), time.perf_counter()
+        with trio.fail_after(RUN_TIMEOUT):
+            sent = 0
+            while sent < count:
+                k = min(batch, count - sent)
+                await a.send_encoded(frames[:k])
+                sent += k
+            await b.controls_done.wait()
+        t1, cpu1 = time.perf_counter(), relay.cpu_seconds()
     return {
         "kind": kind,
         "messages": count,
