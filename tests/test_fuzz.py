@@ -269,10 +269,13 @@ async def _feed_relay(garbage: bytes, joined: bool, cuts: list[int]) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(serve)
             last = 0
-            for cut in [*sorted(cuts), len(data)]:
-                await client_stream.send_all(data[last:cut])
-                last = cut
-            await client_stream.send_eof()
+            try:
+                for cut in [*sorted(cuts), len(data)]:
+                    await client_stream.send_all(data[last:cut])
+                    last = cut
+                await client_stream.send_eof()
+            except trio.BrokenResourceError:
+                pass  # the relay hung up on a bad frame before the rest was sent
             # Drain whatever the relay answers until it closes.
             while await client_stream.receive_some(65536):
                 pass
