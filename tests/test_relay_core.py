@@ -59,10 +59,15 @@ async def test_join_both_seats_and_relay_both_lanes_both_ways(harness: Harness) 
     assert (await expect(a, Control)).payload == b"hello from B"
     await a.send(Bulk(b"x" * 1000))
     assert (await expect(b, Bulk)).payload == b"x" * 1000
-    # Once written to B, A's credit comes back.
+    # A still holds most of its window, so the 1000 bytes of credit wait and
+    # ride along with the next frame the relay writes to A.
+    await a.send(Ping(b"p"))
+    assert await expect(a, Pong, skip_credit=False) == Pong(b"p")
     assert (await expect(a, Credit, skip_credit=False)).amount == 1000
     await b.send(Bulk(b"y" * 70))
     assert (await expect(a, Bulk)).payload == b"y" * 70
+    await b.send(Ping(b"q"))
+    assert await expect(b, Pong, skip_credit=False) == Pong(b"q")
     assert (await expect(b, Credit, skip_credit=False)).amount == 70
     stats = harness.relay.statistics()
     assert stats.rooms == 1
@@ -73,6 +78,54 @@ async def test_join_both_seats_and_relay_both_lanes_both_ways(harness: Harness) 
     assert stats.queued_bulk_bytes == 0
 
 
+@pytest.mark.parametrize("paced", [False, True], ids=["fast", "paced"])
+@pytest.mark.parametrize("window", [MAX_PAYLOAD, 3 * MAX_PAYLOAD, 1 << 20])
+async def test_credit_gathers_but_a_sender_is_never_stranded(
+    nursery: trio.Nursery, window: int, paced: bool
+) -> None:
+    """A sender that obeys its credit streams many windows; CREDIT comes in batches.
+
+    *fast*: the sender sends whenever its credit allows, so it is always low;
+    it must simply never stall.  *paced*: the sender waits for each frame to
+    reach B first, as a client whose disk or CPU is the bottleneck does.  It
+    then still holds most of a 1 MiB window, so the relay gathers its credit
+    (one CREDIT per 256 KiB instead of one per frame).  With a window of one
+    frame every frame's credit must go back at once.
+    """
+    harness = make_harness(nursery, RelayLimits(bulk_window=window))
+    room = harness.mint()
+    a = await harness.join(room, Seat.A)
+    await expect(a, Joined, skip_credit=False)
+    credit = (await expect(a, Credit, skip_credit=False)).amount
+    b = await harness.join(room, Seat.B)
+    await expect(b, Joined)
+    await expect(a, PeerUp)
+    frames = 40
+    payload = bytes(MAX_PAYLOAD)
+    credit_frames = 0
+    for _ in range(frames):
+        while credit < MAX_PAYLOAD:
+            frame = await receive(a)
+            assert isinstance(frame, Credit), frame
+            credit += frame.amount
+            credit_frames += 1
+        await a.send(Bulk(payload))
+        credit -= MAX_PAYLOAD
+        if paced:
+            assert len((await expect(b, Bulk)).payload) == MAX_PAYLOAD
+    if not paced:
+        for _ in range(frames):
+            assert len((await expect(b, Bulk)).payload) == MAX_PAYLOAD
+    await trio.testing.wait_all_tasks_blocked()
+    assert harness.relay.statistics().queued_bulk_bytes == 0
+    if window == MAX_PAYLOAD:
+        assert credit_frames == frames - 1  # always low: each frame's credit at once
+    elif window == 1 << 20 and paced:
+        # 40 frames of 64 KiB are 2.5 MiB: about one CREDIT per 256 KiB, and
+        # none needed at all before half the window is spent.
+        assert credit_frames <= frames * MAX_PAYLOAD // (256 * 1024)
+
+
 async def test_frames_for_an_absent_peer_are_dropped_and_credit_returned(harness: Harness) -> None:
     room = harness.mint()
     a = await harness.join(room, Seat.A)
@@ -80,6 +133,8 @@ async def test_frames_for_an_absent_peer_are_dropped_and_credit_returned(harness
     await expect(a, Credit, skip_credit=False)
     await a.send(Control(b"nobody home"))
     await a.send(Bulk(b"z" * 500))
+    await a.send(Ping(b"0"))  # A still holds most of its window: the credit rides along
+    assert await expect(a, Pong, skip_credit=False) == Pong(b"0")
     assert (await expect(a, Credit, skip_credit=False)).amount == 500
     await trio.testing.wait_all_tasks_blocked()
     assert harness.relay.statistics().frames_dropped == 2
