@@ -9,6 +9,7 @@ import hashlib
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
+from functools import partial
 
 import pytest
 import trio
@@ -242,6 +243,47 @@ async def test_connect_failures_are_transport_errors(transports: dict[str, Trans
             with pytest.raises(TransportError, match="cannot connect"):
                 async with transports[scheme].connect(f"{scheme}://127.0.0.1:{port}"):
                     pytest.fail("connected to a closed port")  # pragma: no cover
+
+
+async def test_ws_refused_upgrade_is_an_error_and_the_socket_is_closed(
+    transports: dict[str, Transport],
+) -> None:
+    """A server answering the upgrade with 404 (a proxy on the wrong path): clear error, no leak.
+
+    The server then waits for the client to hang up while the test still
+    holds the error (and so its traceback): the client must have closed
+    the socket itself, not left it to the garbage collector.
+    """
+    hung_up = trio.Event()
+    error: list[BaseException] = []
+
+    async def refuse(stream: trio.SocketStream) -> None:
+        request = b""
+        while b"\r\n\r\n" not in request:
+            data = await stream.receive_some(4096)
+            if not data:
+                return
+            request += data
+        await stream.send_all(
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot here\n"
+        )
+        while await stream.receive_some(4096):
+            pass
+        hung_up.set()
+
+    async with trio.open_nursery() as nursery:
+        (listener,) = await nursery.start(partial(trio.serve_tcp, refuse, 0, host="127.0.0.1"))
+        port = listener.socket.getsockname()[1]
+        with trio.fail_after(TIMEOUT):
+            try:
+                async with transports["ws"].connect(f"ws://127.0.0.1:{port}"):
+                    pytest.fail("connected through a refused upgrade")  # pragma: no cover
+            except Exception as exc:  # kept alive on purpose: checked below
+                error.append(exc)
+            await hung_up.wait()
+        nursery.cancel_scope.cancel()
+    assert isinstance(error[0], TransportError), repr(error[0])
+    assert "404" in str(error[0])
 
 
 async def test_listener_refuses_missing_certificate_and_bad_urls(

@@ -309,9 +309,16 @@ class WebSocketTransport:
                             max_message_size=MAX_FRAME,
                             receive_buffer_size=READ_SIZE,
                         )
-                except trio.TooSlowError as exc:
+                except BaseException as exc:
+                    # Refused upgrade, bad answer, timeout or cancel: the
+                    # socket is ours to close (trio-websocket leaves it
+                    # open, and the error's traceback would keep it alive).
                     await trio.aclose_forcefully(stream)
-                    raise TransportError(f"websocket handshake with {target} timed out") from exc
+                    if isinstance(exc, trio.TooSlowError):
+                        raise TransportError(
+                            f"websocket handshake with {target} timed out"
+                        ) from exc
+                    raise
                 connection = WebSocketFrameConnection(ws, transport=scheme, peer=where.host)
                 try:
                     yield connection
