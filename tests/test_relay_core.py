@@ -126,6 +126,39 @@ async def test_credit_gathers_but_a_sender_is_never_stranded(
         assert credit_frames <= frames * MAX_PAYLOAD // (256 * 1024)
 
 
+async def test_joined_seats_are_closed_with_410_when_the_room_expires(
+    harness: Harness, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A room ends at its ticket's expiry even for seats that stay connected and active."""
+    room = harness.mint(ttl=100)
+    a = await harness.join(room, Seat.A)
+    b = await harness.join(room, Seat.B)
+    await expect(a, Joined)
+    await expect(b, Joined)
+    await expect(a, PeerUp)
+    start = trio.current_time()
+    # Both keep talking (so no idle timeout), past the expiry.
+    while trio.current_time() - start < 90:
+        await a.send(Control(b"still here"))
+        assert (await expect(b, Control)).payload == b"still here"
+        await b.send(Ping(b"x"))
+        await expect(b, Pong)
+        await trio.sleep(10)
+    assert harness.relay.statistics().peers == 2  # not before the expiry
+    for connection in (a, b):
+        while True:
+            frame = await receive(connection, 30)
+            if isinstance(frame, Error):
+                break
+            assert isinstance(frame, (Control, Ping, PeerDown, Credit)), frame
+        assert frame.code == ErrorCode.EXPIRED
+        await expect_closed(connection)
+    stats = harness.relay.statistics()
+    assert stats.peers == 0
+    assert stats.rooms == 0
+    assert stats.timeouts.get("expiry", 0) >= 1
+
+
 async def test_frames_for_an_absent_peer_are_dropped_and_credit_returned(harness: Harness) -> None:
     room = harness.mint()
     a = await harness.join(room, Seat.A)

@@ -134,9 +134,11 @@ class RoomHost(Protocol):
 class Room:
     """Two seats; only ever touched from the relay's trio thread."""
 
-    def __init__(self, room_id: bytes, expires: int) -> None:
+    def __init__(self, room_id: bytes, expires: int, ends_at: float = math.inf) -> None:
         self.room_id = room_id
         self.expires = expires
+        self.ends_at = ends_at
+        """trio time at which the ticket expires: both seats are then closed with 410."""
         self.seats: dict[Seat, Peer] = {}
 
     def __repr__(self) -> str:
@@ -148,6 +150,10 @@ class Room:
 
 class _IdleTimeout(Exception):
     """Nothing arrived from the client within ``idle_timeout``."""
+
+
+class _RoomExpired(Exception):
+    """The room's ticket expired while this seat was joined."""
 
 
 @final
@@ -414,6 +420,10 @@ class Peer:
                 Error.from_code(ErrorCode.JOIN_TIMEOUT, "no frame received within the idle timeout")
             )
             await self._write_final(self.final)
+        except _RoomExpired:
+            self.host.counters.timeouts["expiry"] += 1
+            self.terminate(Error.from_code(ErrorCode.EXPIRED))
+            await self._write_final(self.final)
         except TransportError:
             pass
         finally:
@@ -426,6 +436,9 @@ class Peer:
             idle_at = self.last_rx + limits.idle_timeout
             if now >= idle_at and self.final is None:
                 raise _IdleTimeout
+            ends_at = self.room.ends_at
+            if now >= ends_at and self.final is None:
+                raise _RoomExpired
             ping_at = max(self.last_rx, self._last_ping) + limits.ping_interval
             if now >= ping_at and not self.closing:
                 self._last_ping = now
@@ -434,7 +447,7 @@ class Peer:
                 return
             self._wake = trio.Event()
             self._write_scope.deadline = math.inf
-            with trio.move_on_at(min(idle_at, ping_at)):
+            with trio.move_on_at(min(idle_at, ping_at, ends_at)):
                 await self._wake.wait()
 
     async def _write_next(self) -> None:

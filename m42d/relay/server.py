@@ -309,7 +309,10 @@ class Relay:
     def _seat(self, connection: FrameConnection, ticket: Ticket, frame: Join) -> Peer:
         room = self._rooms.get(ticket.room_id)
         if room is None:
-            room = Room(ticket.room_id, ticket.expires)
+            # The ticket is valid through the second `expires`; the room ends
+            # a second later, measured on trio's clock from the wall clock now.
+            ends_at = trio.current_time() + (ticket.expires + 1 - self.wall_clock())
+            room = Room(ticket.room_id, ticket.expires, ends_at)
             self._rooms[ticket.room_id] = room
             self.counters.rooms += 1
         seat = frame.seat

@@ -73,7 +73,8 @@ class RelayStatistics:
         frames_dropped: CONTROL/BULK frames dropped because the other seat was absent.
         credit_stalls: times a sender's credit fell below one full bulk frame.
         refused: connections or requests refused, by ERROR code name.
-        timeouts: connections closed by a deadline: ``join``, ``idle``, ``write``.
+        timeouts: connections closed by a deadline: ``join``, ``idle``, ``write``,
+            ``expiry`` (the room's ticket expired while joined).
         queued_bulk_bytes: BULK payload bytes waiting in (or being written from)
             the relay's bulk lanes right now; bounded by the windows.
         queued_bulk_high_water: the largest ``queued_bulk_bytes`` seen.
