@@ -99,7 +99,54 @@ class _Exit(Exception):
         self.code = code
 
 
+LOG_PROGRESS_EVERY: Final = 10.0
+"""Seconds between progress lines per file when stderr is not a terminal (a log)."""
+
+
+class _ProgressView:
+    """File progress on stderr: a line redrawn in place on a terminal, one now and then in a log.
+
+    On a terminal the engine's progress (5 events a second) would otherwise
+    scroll hundreds of lines per minute; in a log or a pipe the user still
+    wants to see that a long transfer moves.  Any other message printed with
+    :func:`_eprint` first clears the line being redrawn, so text never lands
+    in the middle of it.
+    """
+
+    def __init__(self) -> None:
+        self.line_open = False
+        self._last: dict[tuple[int, bool], float] = {}
+
+    def show(self, progress: ev.Progress) -> None:
+        line = _progress_line(progress)
+        finished = progress.done >= progress.size
+        stream = sys.stderr
+        if stream.isatty():
+            width = shutil.get_terminal_size().columns - 1
+            stream.write("\r\x1b[K" + line[: max(width, 20)])
+            self.line_open = not finished
+            if finished:
+                stream.write("\n")
+            stream.flush()
+            return
+        key = (progress.file_id, progress.outgoing)
+        now = time.monotonic()
+        if finished or now - self._last.get(key, -math.inf) >= LOG_PROGRESS_EVERY:
+            self._last[key] = now
+            print(line, file=stream, flush=True)
+
+    def end_line(self) -> None:
+        if self.line_open:
+            self.line_open = False
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
+
+_PROGRESS: Final = _ProgressView()
+
+
 def _eprint(*parts: object) -> None:
+    _PROGRESS.end_line()
     print(*parts, file=sys.stderr, flush=True)
 
 
@@ -332,7 +379,6 @@ async def cmd_send(args: argparse.Namespace, stdin: TextIO) -> int:
         if not path.is_file():
             raise UsageError(f"not a file: {path}")
     client = Client(link, _key_store(args), download_dir=None, max_size=None)
-    show_progress = sys.stderr.isatty()
 
     async def body(client: Client) -> int:
         pending_texts = {client.send_text(text) for text in texts}
@@ -356,8 +402,8 @@ async def cmd_send(args: argparse.Namespace, stdin: TextIO) -> int:
                 _eprint(
                     f"m42: {escape_text(event.name)} not delivered: {escape_text(event.reason)}"
                 )
-            elif isinstance(event, ev.Progress) and show_progress:
-                _eprint(_progress_line(event))
+            elif isinstance(event, ev.Progress):
+                _PROGRESS.show(event)
             elif isinstance(event, ev.KeyChanged):
                 _eprint(_key_changed_message(event))
                 return EXIT_KEY_CHANGED
@@ -403,7 +449,6 @@ async def cmd_recv(args: argparse.Namespace, stdin: TextIO) -> int:
     client = Client(
         link, _key_store(args), download_dir=out_dir, accept="all", max_size=args.max_size
     )
-    show_progress = sys.stderr.isatty() and not args.jsonl
     deadline = math.inf if args.timeout is None else trio.current_time() + args.timeout
 
     async def body(client: Client) -> int:
@@ -423,8 +468,8 @@ async def cmd_recv(args: argparse.Namespace, stdin: TextIO) -> int:
                 _eprint(f"m42: saved {escape_text(str(event.path))}")
             elif isinstance(event, ev.FileFailed) and not event.outgoing:
                 _eprint(f"m42: {escape_text(event.name)} failed: {escape_text(event.reason)}")
-            elif isinstance(event, ev.Progress) and show_progress:
-                _eprint(_progress_line(event))
+            elif isinstance(event, ev.Progress):
+                _PROGRESS.show(event)
 
         async def finish() -> None:
             # Texts that came in with the last counted one were acknowledged
@@ -945,7 +990,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     debug = bool(getattr(args, "debug", False))
     try:
-        return trio.run(_dispatch, args, sys.stdin)
+        try:
+            return trio.run(_dispatch, args, sys.stdin)
+        finally:
+            _PROGRESS.end_line()  # never leave the prompt after a half-drawn line
     except BaseException as raised:
         inner = _sole_exception(raised)
         if isinstance(inner, KeyboardInterrupt):

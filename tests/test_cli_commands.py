@@ -10,13 +10,16 @@ import hashlib
 import io
 import json
 import os
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import trio
 
+from m42d import cli
 from m42d.cli import EXIT_KEY_CHANGED, EXIT_REFUSED, EXIT_TIMEOUT, EXIT_USAGE, main
+from m42d.client import events as ev
 from m42d.link import Link
 from m42d.ticket import Seat
 from tests.client_harness import RelayUnderTest, file_digest, running_relay
@@ -290,3 +293,46 @@ async def test_key_change_then_trust(
     out = capsys.readouterr().out
     assert "Trusted" in out
     assert out.count("after") == 1
+
+
+class _FakeStderr(io.StringIO):
+    def __init__(self, tty: bool) -> None:
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+def _progress(done: int, size: int = 100) -> ev.Progress:
+    return ev.Progress(1, True, "a.bin", done, size, 10.0, 1.0)
+
+
+def test_progress_on_a_terminal_is_one_line_redrawn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many progress events make one redrawn line; a message clears it first; 100% ends it."""
+    err = _FakeStderr(tty=True)
+    monkeypatch.setattr(sys, "stderr", err)
+    view = cli._ProgressView()
+    monkeypatch.setattr(cli, "_PROGRESS", view)
+    for done in range(0, 100, 10):
+        view.show(_progress(done))
+    assert err.getvalue().count("\n") == 0
+    assert err.getvalue().count("\r\x1b[K") == 10
+    cli._eprint("m42: secure session")
+    assert err.getvalue().endswith("\r\x1b[Km42: secure session\n")
+    view.show(_progress(100))
+    assert err.getvalue().endswith("(100%) at 10 B/s\n")
+    assert not view.line_open
+
+
+def test_progress_in_a_log_is_a_line_now_and_then(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not a terminal: no control characters, the first and the last line, none in between."""
+    err = _FakeStderr(tty=False)
+    monkeypatch.setattr(sys, "stderr", err)
+    view = cli._ProgressView()
+    for done in range(0, 101, 10):
+        view.show(_progress(done))
+    lines = err.getvalue().splitlines()
+    assert [line.split("(")[1].split(")")[0] for line in lines] == ["0%", "100%"]
+    assert "\x1b" not in err.getvalue()
+    assert "\r" not in err.getvalue()
