@@ -35,6 +35,7 @@ from m42d.wire import (
     Ping,
     Pong,
     RoomCreated,
+    encode,
 )
 
 TIMEOUT = 10
@@ -207,6 +208,118 @@ async def test_ws_paths(
         assert (await http_get(url, "/m42/v1/room/" + "ab" * 16)).startswith(b"HTTP/1.1 101")
     assert room_path("/prefix/", bytes(16)) == "/prefix/m42/v1/room/" + "00" * 16
     assert room_path() == "/m42/v1"
+
+
+def _masked_frame(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
+    """One client-to-server WebSocket frame (masked, as RFC 6455 requires of clients)."""
+    key = b"\x01\x02\x03\x04"
+    head = bytes([(0x80 if fin else 0) | opcode])
+    n = len(payload)
+    if n < 126:
+        head += bytes([0x80 | n])
+    elif n < 1 << 16:
+        head += bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    else:
+        head += bytes([0x80 | 127]) + n.to_bytes(8, "big")
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+_UPGRADE = (
+    b"GET /m42/v1 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+async def _raw_ws(url: str) -> trio.SocketStream:
+    host, port = url.removeprefix("ws://").rsplit(":", 1)
+    return await trio.open_tcp_stream(host, int(port))
+
+
+async def test_ws_server_takes_frames_sent_with_the_upgrade_then_ends_in_order(
+    transports: dict[str, Transport], server_context: ssl.SSLContext, nursery: trio.Nursery
+) -> None:
+    """Pipelined behind the request: two frames (one fragmented), a ping, then a close.
+
+    The relay sees both frames, in order, before the close; the ping gets its
+    pong and the close its answer.
+    """
+    got: list[Frame | str] = []
+    done = trio.Event()
+
+    async def record(connection: FrameConnection) -> None:
+        try:
+            while True:
+                got.append(await connection.receive())
+        except ConnectionClosed as exc:
+            got.append(str(exc))
+        done.set()
+
+    first = encode(Control(b"one"))
+    with trio.fail_after(TIMEOUT):
+        url = await listen(transports, "ws", server_context, nursery, record)
+        stream = await _raw_ws(url)
+        async with stream:
+            await stream.send_all(
+                _UPGRADE
+                + _masked_frame(0x2, first)
+                + _masked_frame(0x2, encode(Control(b"tw")), fin=False)
+                + _masked_frame(0x0, b"o")
+                + _masked_frame(0x9, b"are you there")
+                + _masked_frame(0x8, (1000).to_bytes(2, "big"))
+            )
+            await done.wait()
+            answer = b""
+            while b"\x88\x02\x03\xe8" not in answer:  # the close answer, code 1000
+                data = await stream.receive_some(4096)
+                assert data, answer
+                answer += data
+    assert answer.startswith(b"HTTP/1.1 101")
+    assert b"\x8a\x0dare you there" in answer  # the pong
+    assert got == [Control(b"one"), Control(b"two"), "websocket closed (1000)"]
+
+
+async def test_ws_server_refuses_text_and_non_websocket_requests(
+    transports: dict[str, Transport], server_context: ssl.SSLContext, nursery: trio.Nursery
+) -> None:
+    errors: list[BaseException] = []
+    failed = trio.Event()
+
+    async def record(connection: FrameConnection) -> None:
+        try:
+            await connection.receive()
+        except (WireError, ConnectionClosed) as exc:
+            errors.append(exc)
+            failed.set()
+
+    with trio.fail_after(TIMEOUT):
+        url = await listen(transports, "ws", server_context, nursery, record)
+        stream = await _raw_ws(url)
+        async with stream:
+            await stream.send_all(_UPGRADE + _masked_frame(0x1, b"hello"))
+            await failed.wait()
+        assert isinstance(errors[0], WireError)
+        stream = await _raw_ws(url)
+        async with stream:
+            await stream.send_all(b"GET /m42/v1 HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert (await stream.receive_some(4096)).startswith(b"HTTP/1.1 400")
+
+
+async def test_ws_server_close_is_a_close_handshake(
+    transports: dict[str, Transport], server_context: ssl.SSLContext, nursery: trio.Nursery
+) -> None:
+    """The relay closing sends its last frame, then close 1000, and the client sees both."""
+
+    async def goodbye(connection: FrameConnection) -> None:
+        await connection.send(Pong(b"bye"))
+
+    with trio.fail_after(TIMEOUT):
+        url = await listen(transports, "ws", server_context, nursery, goodbye)
+        async with client(transports, url) as conn:
+            assert await conn.receive() == Pong(b"bye")
+            with pytest.raises(ConnectionClosed):
+                await conn.receive()
+            assert isinstance(conn, WebSocketFrameConnection)
+            assert conn.close_code == 1000
 
 
 async def test_tls_oversize_length_prefix_is_a_wire_error(

@@ -1,4 +1,8 @@
-"""WebSocket transport for m42d (trio-websocket): one relay frame per binary message.
+"""WebSocket transport for m42d: one relay frame per binary message.
+
+The relay's side is :mod:`m42d_ws.server` (wsproto driven by the connection's
+own task: a third less memory per connection than trio-websocket); clients
+connect with trio-websocket.
 
 URLs: ``ws://`` and ``wss://`` (``http://`` and ``https://`` are aliases).
 Listening without a port uses 8042; connecting uses the scheme's usual port
@@ -11,7 +15,7 @@ relay itself trusts only the ticket in JOIN.  Other paths get HTTP 404.
 
 A message holds ``kind:u8 | body`` (``m42d.wire.encode``); a message longer
 than one frame is closed with 1009, a text message is a protocol error.
-Reads are 128 KiB: trio-websocket's 4 KiB default halves throughput.
+Reads are 128 KiB on both sides: trio-websocket's 4 KiB default halves throughput.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from m42d.transport import (
     socket_listener_urls,
 )
 from m42d.wire import MAX_FRAME, Frame, Relayed, decode, encode, relayed_message
+from m42d_ws.server import ServerWebSocket, accept_websocket
 
 __all__ = [
     "DEFAULT_LISTEN_PORT",
@@ -207,24 +212,16 @@ class WebSocketListener:
             await trio.aclose_forcefully(raw)  # nothing can be said before the handshake
             return
         try:
-            async with trio.open_nursery() as nursery:
-                try:
-                    connection = await self._upgrade(nursery, raw, peer)
-                finally:
-                    if admission is not None:
-                        admission.release(peer)
-                if connection is not None:
-                    await run_handler(handler, connection)
-                nursery.cancel_scope.cancel()
-        except Exception:
-            # trio-websocket's reader task failing on hostile input: this
-            # connection only.
-            logger.debug("websocket connection failed", exc_info=True)
+            connection = await self._upgrade(raw, peer)
+        finally:
+            if admission is not None:
+                admission.release(peer)
+        if connection is not None:
+            await run_handler(handler, connection)
 
-    async def _upgrade(
-        self, nursery: trio.Nursery, raw: trio.SocketStream, peer: str
-    ) -> WebSocketFrameConnection | None:
+    async def _upgrade(self, raw: trio.SocketStream, peer: str) -> ServerWebSocket | None:
         stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] = raw
+        connection: ServerWebSocket | None = None
         with trio.move_on_after(self._handshake_timeout):
             try:
                 if self._ssl_context is not None:
@@ -232,27 +229,15 @@ class WebSocketListener:
                         raw, self._ssl_context, server_side=True, https_compatible=True
                     )
                     await stream.do_handshake()
-                request = await trio_websocket.wrap_server_stream(
-                    nursery,
-                    stream,
-                    message_queue_size=MESSAGE_QUEUE,
-                    max_message_size=MAX_FRAME,
-                    receive_buffer_size=READ_SIZE,
+                connection = await accept_websocket(
+                    stream, transport=self._scheme, peer=peer, path_re=_PATH_RE
                 )
-                path = request.path.split("?", 1)[0]
-                if not _PATH_RE.fullmatch(path):
-                    await request.reject(404)
-                    return None
-                ws = await request.accept()
-            except (
-                trio.BrokenResourceError,
-                trio.ClosedResourceError,
-                trio_websocket.ConnectionClosed,
-            ):
-                return None
-            return WebSocketFrameConnection(ws, transport=self._scheme, peer=peer)
-        logger.debug("websocket handshake timed out")
-        return None
+            except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionClosed):
+                connection = None
+        if connection is None:
+            logger.debug("websocket handshake refused, failed or timed out")
+            await trio.aclose_forcefully(stream)
+        return connection
 
     async def aclose(self) -> None:
         for listener in self._listeners:

@@ -1,0 +1,324 @@
+"""The relay's side of a WebSocket: wsproto on the connection's own task, nothing else.
+
+trio-websocket gives every connection a reader task, a nursery, a message
+channel and several events and locks; for a relay holding thousands of mostly
+idle connections that was most of a connection's memory (section d of
+docs/benchmarks.md) and a good part of each join's CPU.  Here the relay's
+reader task drives wsproto directly: it reads the socket only when it wants
+a message, so the TCP window is the only buffer, and a batch of frames the
+relay writes is one ``send_all``.  Clients keep trio-websocket (one
+connection each, where the convenience is worth it).
+
+Behaviour matches what the relay relied on before: binary messages only (a
+text message is a :class:`~m42d.errors.WireError`), a message longer than
+``max_message`` is closed with 1009, pings are answered, a close is answered
+and reported as :class:`~m42d.errors.ConnectionClosed` after the messages
+that came before it, and closing sends a close frame and waits (briefly) for
+the answer so the last frames are not lost to a TCP reset.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import re
+from collections.abc import Sequence
+from typing import Final, final
+
+import trio
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import Connection, ConnectionState
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Message,
+    Ping,
+    RejectConnection,
+    RejectData,
+    Request,
+    TextMessage,
+)
+from wsproto.utilities import LocalProtocolError, RemoteProtocolError
+
+from m42d.errors import ConnectionClosed, WireError
+from m42d.transport import READ_SIZE
+from m42d.wire import MAX_FRAME, Frame, Relayed, decode, encode, relayed_message
+
+__all__ = ["ServerWebSocket", "accept_websocket"]
+
+CLOSE_TIMEOUT: Final = 2.0
+MESSAGE_TOO_BIG: Final = 1009
+_NORMAL: Final = 1000
+
+AnyStream = trio.SocketStream | trio.SSLStream[trio.SocketStream]
+
+
+@final
+class ServerWebSocket:
+    """A :class:`~m42d.transport.FrameConnection` (and relaying connection) over wsproto."""
+
+    def __init__(
+        self,
+        stream: AnyStream,
+        ws: Connection,
+        *,
+        transport: str,
+        peer: str,
+        max_message: int = MAX_FRAME,
+    ) -> None:
+        self._stream = stream
+        self._ws = ws
+        self._transport = transport
+        self._peer = peer
+        self._max_message = max_message
+        self._messages: collections.deque[bytes] = collections.deque()
+        self._parts: list[bytes | bytearray] = []
+        self._size = 0
+        self._ending: BaseException | None = None
+        """What to raise once the messages before it are taken (close, 1009, text)."""
+        self._close_code: int | None = None
+        self._send_lock = trio.StrictFIFOLock()
+
+    def __repr__(self) -> str:
+        return f"<ServerWebSocket {self._transport}>"
+
+    @property
+    def transport(self) -> str:
+        return self._transport
+
+    @property
+    def peer(self) -> str:
+        return self._peer
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code sent or received (1006: the connection ended without one)."""
+        return self._close_code
+
+    # -- sending -------------------------------------------------------------------------
+
+    async def send(self, frame: Frame) -> None:
+        await self._send_messages([encode(frame)])
+
+    async def send_many(self, frames: Sequence[Frame]) -> None:
+        await self._send_messages([encode(frame) for frame in frames])
+
+    async def send_batch(self, items: Sequence[Frame | Relayed]) -> None:
+        await self._send_messages(
+            [item.message_bytes() if isinstance(item, Relayed) else encode(item) for item in items]
+        )
+
+    async def _send_messages(self, messages: list[bytes]) -> None:
+        if not messages:
+            return
+        ws = self._ws
+        try:
+            if len(messages) == 1:
+                data = ws.send(Message(data=messages[0]))
+            else:  # one write for the batch: the relay's lanes already ordered it
+                data = b"".join([ws.send(Message(data=m)) for m in messages])
+        except LocalProtocolError as exc:
+            raise ConnectionClosed(f"websocket closed ({self._close_code})") from exc
+        await self._send_raw(data)
+
+    async def _send_raw(self, data: bytes) -> None:
+        lock = self._send_lock
+        try:
+            lock.acquire_nowait()
+        except trio.WouldBlock:
+            await lock.acquire()
+        try:
+            await self._stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            if self._close_code is None:
+                self._close_code = 1006
+            raise ConnectionClosed("websocket connection broken") from exc
+        finally:
+            lock.release()
+
+    # -- receiving -----------------------------------------------------------------------
+
+    async def receive(self) -> Frame:
+        await self._fill()
+        return decode(self._messages.popleft())
+
+    async def receive_relayed(self) -> list[Frame | Relayed]:
+        await self._fill()
+        # Every message already received, in one call (as the stream transport does).
+        items: list[Frame | Relayed] = []
+        messages = self._messages
+        while messages:
+            try:
+                items.append(relayed_message(messages[0]))
+            except WireError:
+                if items:
+                    break  # raised on the next call, after these
+                messages.popleft()
+                raise
+            messages.popleft()
+        return items
+
+    async def _fill(self) -> None:
+        """Read until at least one whole message is queued, or raise how the connection ended."""
+        while not self._messages:
+            if self._ending is not None:
+                raise self._ending
+            try:
+                data = await self._stream.receive_some(READ_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                self._end(ConnectionClosed("websocket connection broken"), 1006)
+                raise ConnectionClosed("websocket connection broken") from exc
+            if not data:
+                self._end(ConnectionClosed("websocket closed (no close frame)"), 1006)
+                continue
+            try:
+                self._ws.receive_data(_as_bytes(data))
+            except RemoteProtocolError as exc:  # pragma: no cover - wsproto closes with 1002
+                self._end(ConnectionClosed(f"websocket protocol error: {exc}"), 1002)
+                continue
+            await self._handle_events()
+
+    async def _handle_events(self) -> None:
+        for event in self._ws.events():
+            if self._ending is not None:
+                continue  # nothing after the end counts
+            if isinstance(event, BytesMessage):
+                self._size += len(event.data)
+                if self._size > self._max_message:
+                    await self._close(MESSAGE_TOO_BIG, "message too big")
+                    self._end(ConnectionClosed(f"websocket closed ({MESSAGE_TOO_BIG})"))
+                    continue
+                self._parts.append(event.data)
+                if event.message_finished:
+                    parts = self._parts
+                    self._messages.append(
+                        b"".join(parts)
+                    )  # bytes (wsproto unmasks into bytearrays)
+                    self._parts = []
+                    self._size = 0
+            elif isinstance(event, TextMessage):
+                self._end(WireError("text message: relay frames travel in binary messages"))
+            elif isinstance(event, Ping):
+                with contextlib.suppress(ConnectionClosed, LocalProtocolError):
+                    await self._send_raw(self._ws.send(event.response()))
+            elif isinstance(event, CloseConnection):
+                self._close_code = event.code
+                with contextlib.suppress(ConnectionClosed, LocalProtocolError):
+                    await self._send_raw(self._ws.send(event.response()))
+                self._end(ConnectionClosed(f"websocket closed ({event.code})"))
+            # Pong: nothing to do.
+
+    def _end(self, error: BaseException, code: int | None = None) -> None:
+        if self._ending is None:
+            self._ending = error
+        if code is not None and self._close_code is None:
+            self._close_code = code
+
+    async def _close(self, code: int, reason: str) -> None:
+        if self._ws.state is not ConnectionState.OPEN:
+            return
+        self._close_code = code
+        with contextlib.suppress(ConnectionClosed, LocalProtocolError):
+            await self._send_raw(self._ws.send(CloseConnection(code=code, reason=reason)))
+
+    async def aclose(self) -> None:
+        """Send a close frame, wait briefly for the answer, then close the socket.
+
+        Waiting matters: closing a socket with unread input makes the kernel
+        send a reset, which can destroy the last frames (an ERROR) before
+        the client reads them.
+        """
+        with trio.move_on_after(CLOSE_TIMEOUT) as scope:
+            scope.shield = True
+            if self._ws.state is ConnectionState.OPEN:
+                await self._close(_NORMAL, "")
+            while self._ws.state is not ConnectionState.CLOSED and self._close_code != 1006:
+                try:
+                    data = await self._stream.receive_some(READ_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    break
+                if not data:
+                    break
+                try:
+                    self._ws.receive_data(_as_bytes(data))
+                except RemoteProtocolError:  # pragma: no cover - defensive
+                    break
+                for _ in self._ws.events():
+                    pass  # the answer to our close ends the loop; nothing else counts
+        await trio.aclose_forcefully(self._stream)
+
+
+async def accept_websocket(
+    stream: AnyStream, *, transport: str, peer: str, path_re: re.Pattern[str]
+) -> ServerWebSocket | None:
+    """Read the upgrade request; accept it on an m42 path, else answer 404 (or 400) and close.
+
+    Returns None when the request was refused or the client went away; the
+    caller bounds the time this may take.
+    """
+    ws = WSConnection(ConnectionType.SERVER)
+    while True:
+        try:
+            data = await stream.receive_some(READ_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            return None
+        if not data:
+            return None
+        try:
+            ws.receive_data(_as_bytes(data))
+            events = list(ws.events())
+        except RemoteProtocolError as exc:
+            # Not a WebSocket upgrade, or not HTTP at all: wsproto's suggested
+            # answer (a 400), as trio-websocket sent.
+            if isinstance(exc.event_hint, RejectConnection):
+                with contextlib.suppress(
+                    trio.BrokenResourceError, trio.ClosedResourceError, OSError, LocalProtocolError
+                ):
+                    await stream.send_all(ws.send(exc.event_hint))
+            return None
+        for event in events:
+            if isinstance(event, Request):
+                if not path_re.fullmatch(event.target.split("?", 1)[0]):
+                    await _refuse(stream, ws, 404)
+                    return None
+                try:
+                    await stream.send_all(ws.send(AcceptConnection()))
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    return None
+                # From here on only the frame protocol is needed: keeping just
+                # it drops the handshake's h11 state (~5 KiB per connection).
+                assert ws.connection is not None
+                # RFC 6455 has the client wait for the 101, but bytes sent
+                # right behind the request must not vanish: wsproto's server
+                # side leaves them in h11 (public ``trailing_data``, reached
+                # through wsproto's private handshake object, so looked up).
+                h11_connection = getattr(ws.handshake, "_h11_connection", None)
+                trailing = getattr(h11_connection, "trailing_data", (b"", False))[0]
+                if trailing:
+                    ws.connection.receive_data(bytes(trailing))
+                connection = ServerWebSocket(stream, ws.connection, transport=transport, peer=peer)
+                # Frames the client sent right behind its request (JOIN, often).
+                await connection._handle_events()
+                return connection
+
+
+def _as_bytes(data: bytes | bytearray) -> bytes:
+    """trio's streams return bytes; the type allows bytearray, wsproto's does not."""
+    return data if isinstance(data, bytes) else bytes(data)
+
+
+async def _refuse(stream: AnyStream, ws: WSConnection, status: int) -> None:
+    body = b"not found\n"
+    with contextlib.suppress(
+        trio.BrokenResourceError, trio.ClosedResourceError, OSError, LocalProtocolError
+    ):
+        data = ws.send(
+            RejectConnection(
+                status_code=status,
+                headers=[(b"content-length", str(len(body)).encode())],
+                has_body=True,
+            )
+        )
+        data += ws.send(RejectData(data=body))
+        await stream.send_all(data)
