@@ -35,6 +35,7 @@ from m42d.wire import (
     Ping,
     Pong,
     RoomCreated,
+    decode,
     encode,
 )
 
@@ -276,6 +277,36 @@ async def test_ws_server_takes_frames_sent_with_the_upgrade_then_ends_in_order(
     assert answer.startswith(b"HTTP/1.1 101")
     assert b"\x8a\x0dare you there" in answer  # the pong
     assert got == [Control(b"one"), Control(b"two"), "websocket closed (1000)"]
+
+
+async def test_ws_server_joins_fragments_and_bounds_them(
+    transports: dict[str, Transport], server_context: ssl.SSLContext, nursery: trio.Nursery
+) -> None:
+    """A frame in 600 fragments arrives whole; fragments adding up past MAX_FRAME close 1009."""
+    got: list[Frame | str] = []
+    done = trio.Event()
+
+    async def record(connection: FrameConnection) -> None:
+        try:
+            while True:
+                got.append(await connection.receive())
+        except ConnectionClosed as exc:
+            got.append(str(exc))
+        done.set()
+
+    body = encode(Control(bytes(range(256)) * 24))  # 6,145 bytes
+    pieces = [body[i : i + 10] for i in range(0, len(body), 10)]
+    wire = _masked_frame(0x2, pieces[0], fin=False)
+    wire += b"".join(_masked_frame(0x0, p, fin=False) for p in pieces[1:-1])
+    wire += _masked_frame(0x0, pieces[-1])
+    too_big = _masked_frame(0x2, bytes(40_000), fin=False) + _masked_frame(0x0, bytes(40_000))
+    with trio.fail_after(TIMEOUT):
+        url = await listen(transports, "ws", server_context, nursery, record)
+        stream = await _raw_ws(url)
+        async with stream:
+            await stream.send_all(_UPGRADE + wire + too_big)
+            await done.wait()
+    assert got == [decode(body), "websocket closed (1009)"]
 
 
 async def test_ws_server_refuses_text_and_non_websocket_requests(

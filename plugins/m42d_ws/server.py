@@ -73,8 +73,9 @@ class ServerWebSocket:
         self._peer = peer
         self._max_message = max_message
         self._messages: collections.deque[bytes] = collections.deque()
-        self._parts: list[bytes | bytearray] = []
-        self._size = 0
+        self._partial = bytearray()
+        """A message arriving in several frames (or pieces): one buffer, so a client
+        sending MAX_FRAME one-byte fragments costs MAX_FRAME bytes, not an object each."""
         self._ending: BaseException | None = None
         """What to raise once the messages before it are taken (close, 1009, text)."""
         self._close_code: int | None = None
@@ -184,19 +185,20 @@ class ServerWebSocket:
             if self._ending is not None:
                 continue  # nothing after the end counts
             if isinstance(event, BytesMessage):
-                self._size += len(event.data)
-                if self._size > self._max_message:
+                partial = self._partial
+                if len(partial) + len(event.data) > self._max_message:
+                    partial.clear()
                     await self._close(MESSAGE_TOO_BIG, "message too big")
                     self._end(ConnectionClosed(f"websocket closed ({MESSAGE_TOO_BIG})"))
                     continue
-                self._parts.append(event.data)
-                if event.message_finished:
-                    parts = self._parts
-                    self._messages.append(
-                        b"".join(parts)
-                    )  # bytes (wsproto unmasks into bytearrays)
-                    self._parts = []
-                    self._size = 0
+                if event.message_finished and not partial:
+                    self._messages.append(bytes(event.data))  # wsproto unmasks into bytearrays
+                elif event.message_finished:
+                    partial += event.data
+                    self._messages.append(bytes(partial))
+                    partial.clear()
+                else:
+                    partial += event.data
             elif isinstance(event, TextMessage):
                 self._end(WireError("text message: relay frames travel in binary messages"))
             elif isinstance(event, Ping):
