@@ -16,6 +16,8 @@ import trio
 import trio.testing
 import trustme
 from m42d_ws import WebSocketFrameConnection, room_path
+from m42d_ws import server as m42d_ws_server
+from wsproto.connection import Connection, ConnectionType
 
 from m42d.errors import ConnectionClosed, TransportError, WireError
 from m42d.relay import Relay, RelayLimits, serve_relay
@@ -333,6 +335,79 @@ async def test_ws_server_refuses_text_and_non_websocket_requests(
         async with stream:
             await stream.send_all(b"GET /m42/v1 HTTP/1.1\r\nHost: x\r\n\r\n")
             assert (await stream.receive_some(4096)).startswith(b"HTTP/1.1 400")
+
+
+async def test_ws_undecodable_headers_get_400_and_the_listener_lives_on(
+    transports: dict[str, Transport], server_context: ssl.SSLContext, nursery: trio.Nursery
+) -> None:
+    """Header bytes h11 accepts but wsproto cannot decode: 400 for that client only."""
+    with trio.fail_after(TIMEOUT):
+        url = await listen(transports, "ws", server_context, nursery, echo)
+        stream = await _raw_ws(url)
+        async with stream:
+            await stream.send_all(
+                _UPGRADE.replace(b"Connection: Upgrade", b"Connection: Upgrade\xff")
+            )
+            assert (await stream.receive_some(4096)).startswith(b"HTTP/1.1 400")
+        async with client(transports, url) as conn:
+            await conn.send(Ping(b"still here"))
+            assert await conn.receive() == Ping(b"still here")
+
+
+async def test_ws_protocol_error_closes_at_once(
+    transports: dict[str, Transport],
+    server_context: ssl.SSLContext,
+    nursery: trio.Nursery,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An unmasked frame (1002): the relay closes without waiting for a close answer.
+
+    wsproto stops parsing after the bad frame, so waiting would only pile up
+    what the client keeps sending.  With the close wait made very long, the
+    socket must still close while the client is streaming junk at it.
+    """
+    monkeypatch.setattr(m42d_ws_server, "CLOSE_TIMEOUT", 3600.0)
+    seen: list[str] = []
+
+    async def record(connection: FrameConnection) -> None:
+        try:
+            await connection.receive()
+        except ConnectionClosed as exc:
+            seen.append(str(exc))
+
+    with trio.fail_after(TIMEOUT):
+        url = await listen(transports, "ws", server_context, nursery, record)
+        stream = await _raw_ws(url)
+        async with stream:
+            await stream.send_all(_UPGRADE + b"\x82\x03abc")  # unmasked: not allowed from a client
+            with pytest.raises(trio.BrokenResourceError):
+                await _send_until_closed(stream)
+    assert seen == ["websocket protocol error (1002)"]
+
+
+async def _send_until_closed(stream: trio.SocketStream) -> None:
+    junk = bytes(1 << 16)
+    while True:
+        await stream.send_all(junk)
+
+
+async def test_ws_server_aclose_when_cancelled_closes_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Closing under a cancelled scope (a relay being stopped) does not wait for an answer."""
+    client_end, server_end = trio.testing.memory_stream_pair()
+    conn = m42d_ws_server.ServerWebSocket(
+        server_end,  # type: ignore[arg-type]
+        Connection(ConnectionType.SERVER),
+        transport="ws",
+        peer="192.0.2.1",
+    )
+    start = trio.current_time()
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await conn.aclose()
+    assert trio.current_time() - start < 0.5  # virtual time: no 2 s wait for an answer
+    assert await client_end.receive_some(10) == b""  # closed
 
 
 async def test_ws_server_close_is_a_close_handshake(

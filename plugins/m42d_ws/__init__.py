@@ -213,6 +213,12 @@ class WebSocketListener:
             return
         try:
             connection = await self._upgrade(raw, peer)
+        except Exception:
+            # Hostile input wsproto or h11 choke on in an unforeseen way ends
+            # this connection only, never the listener and its siblings.
+            logger.debug("websocket handshake failed", exc_info=True)
+            await trio.aclose_forcefully(raw)
+            return
         finally:
             if admission is not None:
                 admission.release(peer)

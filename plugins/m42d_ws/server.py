@@ -48,6 +48,8 @@ from m42d.wire import MAX_FRAME, Frame, Relayed, decode, encode, relayed_message
 __all__ = ["ServerWebSocket", "accept_websocket"]
 
 CLOSE_TIMEOUT: Final = 2.0
+CLOSE_DRAIN_LIMIT: Final = 1 << 20
+"""Bytes read while waiting for the answer to our close, at most (then the socket closes)."""
 MESSAGE_TOO_BIG: Final = 1009
 _NORMAL: Final = 1000
 
@@ -79,6 +81,9 @@ class ServerWebSocket:
         self._ending: BaseException | None = None
         """What to raise once the messages before it are taken (close, 1009, text)."""
         self._close_code: int | None = None
+        self._unusable = False
+        """No close handshake is possible: the socket failed, reached EOF, a write was cut
+        short (half a frame may be on the wire), or wsproto's parser gave up."""
         self._send_lock = trio.StrictFIFOLock()
 
     def __repr__(self) -> str:
@@ -132,9 +137,13 @@ class ServerWebSocket:
         try:
             await self._stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self._unusable = True
             if self._close_code is None:
                 self._close_code = 1006
             raise ConnectionClosed("websocket connection broken") from exc
+        except BaseException:  # cancelled mid-write: the framing may be cut
+            self._unusable = True
+            raise
         finally:
             lock.release()
 
@@ -168,14 +177,17 @@ class ServerWebSocket:
             try:
                 data = await self._stream.receive_some(READ_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                self._unusable = True
                 self._end(ConnectionClosed("websocket connection broken"), 1006)
                 raise ConnectionClosed("websocket connection broken") from exc
             if not data:
+                self._unusable = True
                 self._end(ConnectionClosed("websocket closed (no close frame)"), 1006)
                 continue
             try:
                 self._ws.receive_data(_as_bytes(data))
             except RemoteProtocolError as exc:  # pragma: no cover - wsproto closes with 1002
+                self._unusable = True
                 self._end(ConnectionClosed(f"websocket protocol error: {exc}"), 1002)
                 continue
             await self._handle_events()
@@ -205,10 +217,17 @@ class ServerWebSocket:
                 with contextlib.suppress(ConnectionClosed, LocalProtocolError):
                     await self._send_raw(self._ws.send(event.response()))
             elif isinstance(event, CloseConnection):
+                # wsproto reports a frame it cannot parse as a close (1002,
+                # 1007...) while its state stays OPEN, and parses nothing
+                # after it: answer, but do not wait for more in aclose.
+                parse_failed = self._ws.state is ConnectionState.OPEN
+                if parse_failed:
+                    self._unusable = True
                 self._close_code = event.code
                 with contextlib.suppress(ConnectionClosed, LocalProtocolError):
                     await self._send_raw(self._ws.send(event.response()))
-                self._end(ConnectionClosed(f"websocket closed ({event.code})"))
+                what = "protocol error" if parse_failed else "closed"
+                self._end(ConnectionClosed(f"websocket {what} ({event.code})"))
             # Pong: nothing to do.
 
     def _end(self, error: BaseException, code: int | None = None) -> None:
@@ -220,7 +239,8 @@ class ServerWebSocket:
     async def _close(self, code: int, reason: str) -> None:
         if self._ws.state is not ConnectionState.OPEN:
             return
-        self._close_code = code
+        if self._close_code is None:
+            self._close_code = code
         with contextlib.suppress(ConnectionClosed, LocalProtocolError):
             await self._send_raw(self._ws.send(CloseConnection(code=code, reason=reason)))
 
@@ -229,26 +249,40 @@ class ServerWebSocket:
 
         Waiting matters: closing a socket with unread input makes the kernel
         send a reset, which can destroy the last frames (an ERROR) before
-        the client reads them.
+        the client reads them.  The wait is bounded in time and in bytes,
+        skipped when no handshake is possible, and not shielded: a relay
+        being cancelled closes at once.
         """
-        with trio.move_on_after(CLOSE_TIMEOUT) as scope:
-            scope.shield = True
-            if self._ws.state is ConnectionState.OPEN:
-                await self._close(_NORMAL, "")
-            while self._ws.state is not ConnectionState.CLOSED and self._close_code != 1006:
-                try:
-                    data = await self._stream.receive_some(READ_SIZE)
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                    break
-                if not data:
-                    break
-                try:
-                    self._ws.receive_data(_as_bytes(data))
-                except RemoteProtocolError:  # pragma: no cover - defensive
-                    break
-                for _ in self._ws.events():
-                    pass  # the answer to our close ends the loop; nothing else counts
-        await trio.aclose_forcefully(self._stream)
+        try:
+            if not self._unusable:
+                with trio.move_on_after(CLOSE_TIMEOUT):
+                    await self._close_handshake()
+        finally:
+            await trio.aclose_forcefully(self._stream)
+
+    async def _close_handshake(self) -> None:
+        if self._ws.state is ConnectionState.OPEN:
+            await self._close(_NORMAL, "")
+        drained = 0
+        while (
+            self._ws.state is not ConnectionState.CLOSED
+            and not self._unusable
+            and drained < CLOSE_DRAIN_LIMIT
+        ):
+            try:
+                data = await self._stream.receive_some(READ_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                return
+            if not data:
+                return
+            drained += len(data)
+            try:
+                self._ws.receive_data(_as_bytes(data))
+            except RemoteProtocolError:  # pragma: no cover - defensive
+                return
+            for event in self._ws.events():
+                if isinstance(event, CloseConnection) and self._ws.state is ConnectionState.OPEN:
+                    return  # a parse failure: nothing more will be understood
 
 
 async def accept_websocket(
@@ -274,10 +308,12 @@ async def accept_websocket(
             # Not a WebSocket upgrade, or not HTTP at all: wsproto's suggested
             # answer (a 400), as trio-websocket sent.
             if isinstance(exc.event_hint, RejectConnection):
-                with contextlib.suppress(
-                    trio.BrokenResourceError, trio.ClosedResourceError, OSError, LocalProtocolError
-                ):
-                    await stream.send_all(ws.send(exc.event_hint))
+                await _send_quietly(stream, ws, exc.event_hint)
+            return None
+        except (UnicodeError, ValueError):
+            # Header bytes h11 accepts but wsproto cannot decode (a non-ASCII
+            # Connection or Sec-WebSocket-* value, a Host that is not IDNA).
+            await _send_quietly(stream, ws, RejectConnection(status_code=400))
             return None
         for event in events:
             if isinstance(event, Request):
@@ -303,6 +339,13 @@ async def accept_websocket(
                 # Frames the client sent right behind its request (JOIN, often).
                 await connection._handle_events()
                 return connection
+
+
+async def _send_quietly(stream: AnyStream, ws: WSConnection, event: RejectConnection) -> None:
+    with contextlib.suppress(
+        trio.BrokenResourceError, trio.ClosedResourceError, OSError, LocalProtocolError
+    ):
+        await stream.send_all(ws.send(event))
 
 
 def _as_bytes(data: bytes | bytearray) -> bytes:
