@@ -505,6 +505,31 @@ async def test_ws_refused_upgrade_is_an_error_and_the_socket_is_closed(
     assert "404" in str(error[0])
 
 
+async def test_ws_server_closing_during_the_handshake_fails_fast(
+    transports: dict[str, Transport],
+) -> None:
+    """A relay that closes instead of answering the upgrade (over its connection limit).
+
+    The client must say so at once, not sit out its connect timeout (here
+    far longer than the test's own) and then report a timeout.
+    """
+
+    async def hang_up(stream: trio.SocketStream) -> None:
+        await stream.receive_some(4096)
+        await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, hang_up, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        with trio.fail_after(TIMEOUT):
+            with pytest.raises(TransportError, match="closed the connection during the websocket"):
+                async with transports["ws"].connect(
+                    f"ws://127.0.0.1:{port}", connect_timeout=10 * TIMEOUT
+                ):
+                    pytest.fail("connected to a server that hung up")  # pragma: no cover
+        nursery.cancel_scope.cancel()
+
+
 async def test_listener_refuses_missing_certificate_and_bad_urls(
     transports: dict[str, Transport],
 ) -> None:

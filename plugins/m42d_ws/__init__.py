@@ -289,16 +289,14 @@ class WebSocketTransport:
                 stream = await _open_stream(
                     where.host, where.port, scheme, ssl_context, pin, connect_timeout, target
                 )
+                watched = _WatchedStream(stream)
                 try:
                     with trio.fail_after(connect_timeout):
-                        ws = await trio_websocket.wrap_client_stream(
-                            nursery,
-                            stream,
-                            host_header,
-                            resource,
-                            message_queue_size=MESSAGE_QUEUE,
-                            max_message_size=MAX_FRAME,
-                            receive_buffer_size=READ_SIZE,
+                        ws = await _client_handshake(nursery, watched, host_header, resource)
+                    if ws is None:
+                        raise TransportError(
+                            f"{target} closed the connection during the websocket handshake "
+                            "(over its connection limit, or not an m42 relay?)"
                         )
                 except BaseException as exc:
                     # Refused upgrade, bad answer, timeout or cancel: the
@@ -326,6 +324,72 @@ class WebSocketTransport:
                     nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             raise _unwrap(group, user_error, target) from None
+
+
+@final
+class _WatchedStream(trio.abc.Stream):
+    """Forwards to a stream and notes when the other end has closed it.
+
+    trio-websocket's client waits for the handshake answer until its caller's
+    timeout even when the server has already closed the connection (its
+    reader sees the EOF but does not end the wait), so a refused client sat
+    out the whole connect timeout and then reported a timeout.
+    """
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        self.inner = inner
+        self.ended = trio.Event()
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        try:
+            data = await self.inner.receive_some(max_bytes)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            self.ended.set()
+            raise
+        if not data:
+            self.ended.set()
+        return data
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def _client_handshake(
+    nursery: trio.Nursery, stream: _WatchedStream, host_header: str, resource: str
+) -> trio_websocket.WebSocketConnection | None:
+    """The client handshake, or None as soon as the server closes the connection instead."""
+    result: list[trio_websocket.WebSocketConnection] = []
+    async with trio.open_nursery() as race:
+
+        async def shake() -> None:
+            result.append(
+                await trio_websocket.wrap_client_stream(
+                    nursery,  # the reader task lives as long as the connection
+                    # Typed for socket streams, but only the Stream methods are
+                    # used (the endpoint shown in its repr falls back to text).
+                    stream,  # type: ignore[arg-type]
+                    host_header,
+                    resource,
+                    message_queue_size=MESSAGE_QUEUE,
+                    max_message_size=MAX_FRAME,
+                    receive_buffer_size=READ_SIZE,
+                )
+            )
+            race.cancel_scope.cancel()
+
+        async def watch() -> None:
+            await stream.ended.wait()
+            race.cancel_scope.cancel()
+
+        race.start_soon(shake)
+        race.start_soon(watch)
+    return result[0] if result else None
 
 
 def _unwrap(
