@@ -66,7 +66,8 @@ class RelayUnderTest:
         kwargs.setdefault("backoff_base", 0.01)
         kwargs.setdefault("backoff_cap", 0.2)
         kwargs.setdefault("tick_interval", 0.05)
-        return Client(link, keys, transports=self.transports, **kwargs)
+        kwargs.setdefault("transports", self.transports)
+        return Client(link, keys, **kwargs)
 
 
 def _server_context(ca: trustme.CA) -> tuple[ssl.SSLContext, bytes]:

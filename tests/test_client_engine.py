@@ -17,7 +17,14 @@ from m42d.errors import TransportError
 from m42d.link import Link
 from m42d.session import FileCode
 from m42d.ticket import Seat
-from tests.client_harness import Recorder, RelayUnderTest, file_digest, file_mode, running_relay
+from tests.client_harness import (
+    Recorder,
+    RelayUnderTest,
+    TrackingTransport,
+    file_digest,
+    file_mode,
+    running_relay,
+)
 
 pytestmark = pytest.mark.filterwarnings("error")
 
@@ -170,9 +177,14 @@ async def test_reconnect_after_cut_loses_nothing(relay: RelayUnderTest, tmp_path
     down.mkdir()
     digest = _write_random(tmp_path / "f.bin", 2 * 1024 * 1024)
     link_a, link_b = relay.links()
+    # A's own tracker: the cut below must hit A's live connection, even if
+    # A had to reconnect once before it (a slow handshake on a loaded machine).
+    a_tracker = TrackingTransport(relay.tracker.inner)
     async with trio.open_nursery() as nursery:
-        a = await start(nursery, relay.client(link_a, tmp_path))
-        await a.wait_for(lambda r: r.of(ev.Connected))  # A's is connections[0]
+        a = await start(
+            nursery, relay.client(link_a, tmp_path, transports={relay.scheme: a_tracker})
+        )
+        await a.wait_for(lambda r: r.of(ev.Connected))
         b = await start(nursery, relay.client(link_b, tmp_path, download_dir=down, accept="all"))
         await a.wait_for(established)
         for i in range(3):
@@ -180,11 +192,12 @@ async def test_reconnect_after_cut_loses_nothing(relay: RelayUnderTest, tmp_path
         await a.client.send_file(tmp_path / "f.bin")
         await b.wait_for(lambda r: r.of(ev.TextIn))
         # Cut A's connection under it, in the middle of things.
-        await relay.tracker.connections[0].aclose()
+        connected_before = len(a.of(ev.Connected))
+        await a_tracker.connections[-1].aclose()
         for i in range(3):
             a.client.send_text(f"after {i}")
         await a.wait_for(lambda r: r.of(ev.Reconnecting))
-        await a.wait_for(lambda r: len(r.of(ev.Connected)) >= 2)
+        await a.wait_for(lambda r: len(r.of(ev.Connected)) > connected_before)
         await b.wait_for(lambda r: len(r.of(ev.TextIn)) == 6)
         await b.wait_for(lambda r: r.of(ev.FileDone))
         await a.wait_for(lambda r: len(r.of(ev.Delivered)) == 6 and r.of(ev.FileDone))
