@@ -162,7 +162,10 @@ def check_host_port(key: str, value: Any) -> str | None:
         return None
     if not isinstance(value, str):
         raise ConfigError(f"{key} must be a string host:port, such as 127.0.0.1:9442")
-    parts = urlsplit(f"//{value}")
+    try:
+        parts = urlsplit(f"//{value}")
+    except ValueError as exc:  # an unbalanced "[" or "]"
+        raise ConfigError(f"{key} must be a string host:port, such as 127.0.0.1:9442") from exc
     try:
         port = parts.port
     except ValueError as exc:

@@ -151,6 +151,7 @@ def test_secret_never_in_repr(tmp_path: Path) -> None:
         ("metrics_listen = 'localhost'", "metrics_listen must be a string host:port"),
         ("metrics_listen = '127.0.0.1:x'", "metrics_listen has an invalid port"),
         ("metrics_listen = 'a:1/metrics'", "metrics_listen must be a string host:port"),
+        ("metrics_listen = '[::1:9442'", "metrics_listen must be a string host:port"),
         ("[limits]\njoin_timeout = -1", "limits.join_timeout must be a positive number"),
         ("[limits]\njoin_timeout = 0", "limits.join_timeout must be a positive number"),
         ("[limits]\njoin_timeout = 'soon'", "limits.join_timeout must be a positive number"),
