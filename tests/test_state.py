@@ -521,3 +521,35 @@ def test_reopen_agrees_with_memory(
 def test_module_has_no_network_or_trio_import() -> None:
     # State is plain file handling; the relay decides how to run it.
     assert "trio" not in vars(state_mod)
+
+
+async def test_relay_tls_issues_no_session_tickets(tmp_path: Path) -> None:
+    """m42 clients never resume a TLS session, so the relay does not pay to issue tickets."""
+    state = RelayState.open(tmp_path / "s", environ={})
+    server_context = state.server_ssl_context()
+    client_context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client_context.check_hostname = False
+    client_context.verify_mode = ssl.CERT_NONE  # this test is about tickets, not trust
+    client_context.minimum_version = ssl.TLSVersion.TLSv1_3
+
+    async def echo(stream: trio.SocketStream) -> None:
+        tls = trio.SSLStream(stream, server_context, server_side=True)
+        await tls.send_all(await tls.receive_some(10))
+        await tls.aclose()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(trio.serve_tcp, echo, 0)
+        port = listeners[0].socket.getsockname()[1]
+        with trio.fail_after(10):
+            tcp = await trio.open_tcp_stream("127.0.0.1", port)
+            tls = trio.SSLStream(tcp, client_context, server_hostname="127.0.0.1")
+            await tls.send_all(b"ping")
+            # A TLS 1.3 server sends its tickets right after the handshake,
+            # so they would be read before (or with) the echo.
+            assert await tls.receive_some(10) == b"ping"
+            assert await tls.receive_some(10) == b""
+            session = tls._ssl_object.session  # type: ignore[union-attr]
+            assert session is not None
+            assert not session.has_ticket
+            await trio.aclose_forcefully(tls)
+        nursery.cancel_scope.cancel()
