@@ -22,7 +22,13 @@ from wsproto.connection import Connection, ConnectionType
 from m42d.errors import ConnectionClosed, TransportError, WireError
 from m42d.relay import Relay, RelayLimits, serve_relay
 from m42d.ticket import Seat, TicketKeyRing
-from m42d.transport import FrameConnection, FrameListener, Transport, load_transports
+from m42d.transport import (
+    FrameConnection,
+    FrameHandler,
+    FrameListener,
+    Transport,
+    load_transports,
+)
 from m42d.wire import (
     MAX_FRAME,
     MAX_PAYLOAD,
@@ -238,14 +244,8 @@ async def _raw_ws(url: str) -> trio.SocketStream:
     return await trio.open_tcp_stream(host, int(port))
 
 
-async def test_ws_server_takes_frames_sent_with_the_upgrade_then_ends_in_order(
-    transports: dict[str, Transport], server_context: ssl.SSLContext, nursery: trio.Nursery
-) -> None:
-    """Pipelined behind the request: two frames (one fragmented), a ping, then a close.
-
-    The relay sees both frames, in order, before the close; the ping gets its
-    pong and the close its answer.
-    """
+def _recording() -> tuple[list[Frame | str], trio.Event, FrameHandler]:
+    """A handler that records every frame, then how the connection ended, then sets done."""
     got: list[Frame | str] = []
     done = trio.Event()
 
@@ -257,6 +257,18 @@ async def test_ws_server_takes_frames_sent_with_the_upgrade_then_ends_in_order(
             got.append(str(exc))
         done.set()
 
+    return got, done, record
+
+
+async def test_ws_server_takes_frames_sent_with_the_upgrade_then_ends_in_order(
+    transports: dict[str, Transport], server_context: ssl.SSLContext, nursery: trio.Nursery
+) -> None:
+    """Pipelined behind the request: two frames (one fragmented), a ping, then a close.
+
+    The relay sees both frames, in order, before the close; the ping gets its
+    pong and the close its answer.
+    """
+    got, done, record = _recording()
     first = encode(Control(b"one"))
     with trio.fail_after(TIMEOUT):
         url = await listen(transports, "ws", server_context, nursery, record)
@@ -285,17 +297,7 @@ async def test_ws_server_joins_fragments_and_bounds_them(
     transports: dict[str, Transport], server_context: ssl.SSLContext, nursery: trio.Nursery
 ) -> None:
     """A frame in 600 fragments arrives whole; fragments adding up past MAX_FRAME close 1009."""
-    got: list[Frame | str] = []
-    done = trio.Event()
-
-    async def record(connection: FrameConnection) -> None:
-        try:
-            while True:
-                got.append(await connection.receive())
-        except ConnectionClosed as exc:
-            got.append(str(exc))
-        done.set()
-
+    got, done, record = _recording()
     body = encode(Control(bytes(range(256)) * 24))  # 6,145 bytes
     pieces = [body[i : i + 10] for i in range(0, len(body), 10)]
     wire = _masked_frame(0x2, pieces[0], fin=False)
