@@ -42,7 +42,7 @@ from wsproto.events import (
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from m42d.errors import ConnectionClosed, WireError
-from m42d.transport import READ_SIZE
+from m42d.transport import READ_SIZE, acquire_send_lock
 from m42d.wire import MAX_FRAME, Frame, Relayed, decode, encode, relayed_message
 
 __all__ = ["ServerWebSocket", "accept_websocket"]
@@ -130,10 +130,7 @@ class ServerWebSocket:
 
     async def _send_raw(self, data: bytes) -> None:
         lock = self._send_lock
-        try:
-            lock.acquire_nowait()
-        except trio.WouldBlock:
-            await lock.acquire()
+        await acquire_send_lock(lock)
         try:
             await self._stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
@@ -341,11 +338,14 @@ async def accept_websocket(
                 return connection
 
 
-async def _send_quietly(stream: AnyStream, ws: WSConnection, event: RejectConnection) -> None:
+async def _send_quietly(
+    stream: AnyStream, ws: WSConnection, *events: RejectConnection | RejectData
+) -> None:
+    """A refusal is best effort: the client may already be gone."""
     with contextlib.suppress(
         trio.BrokenResourceError, trio.ClosedResourceError, OSError, LocalProtocolError
     ):
-        await stream.send_all(ws.send(event))
+        await stream.send_all(b"".join([ws.send(event) for event in events]))
 
 
 def _as_bytes(data: bytes | bytearray) -> bytes:
@@ -355,15 +355,13 @@ def _as_bytes(data: bytes | bytearray) -> bytes:
 
 async def _refuse(stream: AnyStream, ws: WSConnection, status: int) -> None:
     body = b"not found\n"
-    with contextlib.suppress(
-        trio.BrokenResourceError, trio.ClosedResourceError, OSError, LocalProtocolError
-    ):
-        data = ws.send(
-            RejectConnection(
-                status_code=status,
-                headers=[(b"content-length", str(len(body)).encode())],
-                has_body=True,
-            )
-        )
-        data += ws.send(RejectData(data=body))
-        await stream.send_all(data)
+    await _send_quietly(
+        stream,
+        ws,
+        RejectConnection(
+            status_code=status,
+            headers=[(b"content-length", str(len(body)).encode())],
+            has_body=True,
+        ),
+        RejectData(data=body),
+    )
