@@ -482,6 +482,24 @@ def test_the_log_follows_new_entries_unless_scrolled_up(visit: Visit) -> None:
     assert log.evaluate(gap) < 2
 
 
+def test_an_engine_that_refuses_a_text_or_a_file(visit: Visit, tmp_path: Path) -> None:
+    open_room(visit, peerOnline=True)
+    page = visit.page
+    visit.fake(
+        "(f.current.sendText = () => { throw new Error('<b>engine</b> stopped'); }, "
+        "f.current.sendFile = () => { throw new Error('no more files'); }, 0)"
+    )
+    page.fill("#composer-text", "keep me")
+    page.press("#composer-text", "Enter")
+    expect(page.locator(".notice[data-key=send] p")).to_have_text("Not sent: <b>engine</b> stopped")
+    assert page.input_value("#composer-text") == "keep me"
+    expect(page.locator(".log .message.out")).to_have_count(0)
+    (tmp_path / "a.txt").write_text("a")
+    page.locator(".composer input[type=file]").set_input_files([tmp_path / "a.txt"])
+    expect(page.locator(".log .system").last).to_have_text("a.txt was not sent: no more files")
+    expect(page.locator(".file-card")).to_have_count(0)
+
+
 def test_private_mode_says_the_key_lives_in_this_tab(visit: Visit) -> None:
     open_room(visit, persistent=False)
     expect(visit.page.locator(".notice[data-key=keystore]")).to_contain_text(

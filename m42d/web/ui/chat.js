@@ -162,11 +162,21 @@ export class ChatScreen {
     });
   }
 
-  /** @param {string} text */
+  /**
+   * @param {string} text
+   * @returns {boolean} whether the engine took it
+   */
   #sendText(text) {
-    const seq = this.#engine.sendText(text);
+    let seq;
+    try {
+      seq = this.#engine.sendText(text);
+    } catch (exc) {
+      this.#options.notices.show("error", `Not sent: ${exc instanceof Error ? exc.message : String(exc)}`, { key: "send" });
+      return false;
+    }
     const { setTick } = this.#log.addOutgoing(text);
     this.#ticks.set(seq, setTick);
+    return true;
   }
 
   #listen() {

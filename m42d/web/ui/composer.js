@@ -10,7 +10,7 @@ import { formatSize, utf8Length } from "./format.js";
 
 /**
  * @typedef {object} ComposerActions
- * @property {(text: string) => void} send
+ * @property {(text: string) => boolean} send false: not taken (the text stays in the box)
  * @property {(files: File[]) => void} sendFiles
  */
 
@@ -75,7 +75,7 @@ export class Composer {
     const text = this.#field.value;
     if (!text.trim()) return;
     if (!this.#checkLength()) return;
-    this.#actions.send(text);
+    if (!this.#actions.send(text)) return;
     this.#field.value = "";
     this.#hint.textContent = "";
   }

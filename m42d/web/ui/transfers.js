@@ -152,7 +152,14 @@ export class Transfers {
    */
   send(files) {
     for (const file of files) {
-      const fileId = this.#engine.sendFile(file);
+      /** @type {bigint} */
+      let fileId;
+      try {
+        fileId = this.#engine.sendFile(file);
+      } catch (exc) {
+        this.#log.addSystem(`${file.name} was not sent: ${exc instanceof Error ? exc.message : String(exc)}`, { level: "warning" });
+        continue;
+      }
       const card = new FileCard(true, file.name, file.size);
       card.state = "waiting";
       card.note("Waiting for them to accept.");
