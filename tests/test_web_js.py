@@ -52,7 +52,7 @@ def test_js_cores_pass_their_node_tests() -> None:
 
 @pytest.mark.slow
 def test_wheel_ships_the_web_client(tmp_path: Path) -> None:
-    """The ES modules are package data: a built wheel carries every one of them."""
+    """The client is package data: a built wheel carries every file of m42d/web/."""
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q", "-w", str(tmp_path)],
         check=True,
@@ -60,6 +60,11 @@ def test_wheel_ships_the_web_client(tmp_path: Path) -> None:
     )
     (wheel,) = tmp_path.glob("m42d-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    shipped = {str(path.relative_to(ROOT)) for path in WEB.rglob("*.js")}
-    assert len(shipped) >= 8
+    shipped = {
+        str(path.relative_to(ROOT))
+        for path in WEB.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+    assert len(shipped) >= 30
+    assert "m42d/web/vendor/uqr/LICENSE" in shipped
     assert shipped <= names, sorted(shipped - names)
