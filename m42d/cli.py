@@ -859,7 +859,7 @@ async def cmd_chat(args: argparse.Namespace, stdin: TextIO) -> int:
                         transfers[(offer.file_id, False)] = offer.name
                         say(f"[{_stamp()}] * receiving {escape_text(offer.name)}")
                     except (OSError, M42Error) as exc:
-                        say(f"[{_stamp()}] ! cannot accept: {exc}")
+                        say(f"[{_stamp()}] ! cannot accept: {escape_text(str(exc))}")
                 else:
                     with _suppress_m42():
                         client.reject_file(offer.file_id)
@@ -890,7 +890,7 @@ async def cmd_chat(args: argparse.Namespace, stdin: TextIO) -> int:
                     client.trust()
                     say("* trusting the new key; reconnecting the session")
                 except M42Error as exc:
-                    say(f"! {exc}")
+                    say(f"! {escape_text(str(exc))}")
             elif word == "/burn":
                 client.burn()
                 say("* burning the room")
@@ -905,7 +905,7 @@ async def cmd_chat(args: argparse.Namespace, stdin: TextIO) -> int:
                     size = client.outgoing_size(file_id)
                     say(f"[{_stamp()}] * offering {escape_text(path.name)} ({_human_size(size)})")
                 except (OSError, M42Error) as exc:
-                    say(f"! cannot send: {exc}")
+                    say(f"! cannot send: {escape_text(str(exc))}")
             elif word.startswith("/") and not word.startswith("//"):
                 say(f"! unknown command {escape_text(word)}; /help lists them")
             else:
@@ -913,7 +913,7 @@ async def cmd_chat(args: argparse.Namespace, stdin: TextIO) -> int:
                 try:
                     seq = client.send_text(message)
                 except M42Error as exc:
-                    say(f"! {exc}")
+                    say(f"! {escape_text(str(exc))}")
                     return False
                 sent[seq] = message
                 say(f"[{_stamp()}] you: {escape_text(message)}  (sent #{seq})")
