@@ -85,7 +85,8 @@ MAX_RECORD = (MAX_NOISE_PLAINTEXT // PAD_BUCKET) * PAD_BUCKET  # 65280
 RECORD_HEADER = struct.Struct(">BH")  # type, body length
 MAX_RECORD_BODY = MAX_RECORD - RECORD_HEADER.size  # 65277
 
-DEFAULT_MAX_TEXT = 1024 * 1024
+MAX_TEXT = 1024 * 1024  # the protocol's cap on one text, in UTF-8 bytes
+DEFAULT_MAX_TEXT = MAX_TEXT
 TEXT_HEADER = struct.Struct(">QB")  # seq, flags
 TEXT_FINAL = 0x01
 TEXT_PART = MAX_RECORD_BODY - TEXT_HEADER.size
@@ -225,6 +226,19 @@ class TextReceived:
 
 
 @attrs.frozen
+class TextRefused:
+    """The peer sent a text this side must not show (over the cap, not UTF-8).
+
+    It was acknowledged all the same, so that the peer stops re-sending it;
+    only a sender that broke the protocol's rules can cause this.
+    """
+
+    seq: int
+    size: int
+    reason: str
+
+
+@attrs.frozen
 class TextDelivered:
     """The peer acknowledged our text end to end."""
 
@@ -304,6 +318,7 @@ Event = (
     HandshakeComplete
     | PeerKeyChanged
     | TextReceived
+    | TextRefused
     | TextDelivered
     | FileOffered
     | SendChunks
@@ -418,7 +433,8 @@ class Session:
         room_id: the 16-byte room id from the ticket.
         secret: the room secret R from the link.
         keys: where static keys and the pinned peer key live.
-        max_text: largest text accepted from the peer (and sent), in bytes.
+        max_text: largest text accepted from the peer (and sent), in bytes;
+            at most the protocol's :data:`MAX_TEXT`.
         handshake_timeout: seconds a handshake may take before it is retried.
         rehandshake_records: records sent under one set of keys before A
             renews them (B asks A to).
@@ -483,6 +499,7 @@ class Session:
     _peer_last_seq: int = attrs.field(init=False, default=0)
     _partial_seq: int | None = attrs.field(init=False, default=None)
     _partial_text: bytearray = attrs.field(init=False, factory=bytearray, repr=False)
+    _partial_size: int = attrs.field(init=False, default=0)  # bytes of the text so far
 
     # Files.
     _out_files: dict[int, _Outgoing] = attrs.field(init=False, factory=dict, repr=False)
@@ -497,6 +514,9 @@ class Session:
             raise LocalProtocolError("room secret must be 32 bytes")
         if len(self.room_id) != 16:
             raise LocalProtocolError("room id must be 16 bytes")
+        if not 0 < self.max_text <= MAX_TEXT:
+            # Above the protocol's cap a peer would refuse what this side sends.
+            raise LocalProtocolError(f"max_text must be 1 to {MAX_TEXT} bytes")
         private = self.keys.load_static(self.room_id, self.seat)
         if private is None:
             self._static = KeyPair.from_private(self.random(32))
@@ -530,6 +550,11 @@ class Session:
     @property
     def unacked_texts(self) -> int:
         return len(self._unacked)
+
+    @property
+    def queued_payloads(self) -> int:
+        """Payloads made but not yet taken by :meth:`data_to_send`."""
+        return len(self._outgoing)
 
     def data_to_send(self) -> list[tuple[Lane, bytes]]:
         """Payloads for CONTROL / BULK frames, in the order they must be sent."""
@@ -621,9 +646,17 @@ class Session:
 
     def send_text(self, text: str) -> int:
         """Queue a text; returns its seq, which :class:`TextDelivered` reports later."""
-        data = text.encode("utf-8")
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise LocalProtocolError("the text is not valid UTF-8") from None
         if len(data) > self.max_text:
-            raise LocalProtocolError(f"text of {len(data)} bytes exceeds the {self.max_text} cap")
+            # Refused before anything is queued: a text over the cap would
+            # be refused by the peer, and a file has no such cap.
+            raise LocalProtocolError(
+                f"text of {len(data)} bytes exceeds the {self.max_text}-byte cap; "
+                "send it as a file instead"
+            )
         seq = self._next_seq
         self._next_seq += 1
         self._unacked[seq] = text
@@ -787,14 +820,26 @@ class Session:
             inc.decryptor = StreamDecryptor(inc.key, start=dec.next_index)
             self._request_from(inc)
             return
+        done = dec.done
+        end = index * CHUNK_SIZE + len(data)
+        if end > inc.size or (not done and dec.next_index >= inc.chunks):
+            # The offer's size is the receiver's only bound (--max-size and
+            # the free-space check were made against it): the first byte past
+            # it, or a chunk that says more follow when none may, ends the
+            # transfer before anything of it is stored.
+            self._abort_incoming(
+                inc,
+                FileCode.HASH_MISMATCH,
+                f"file size does not match the offer: more than the {inc.size} bytes offered",
+            )
+            return
+        if done and end != inc.size:
+            self._abort_incoming(inc, FileCode.HASH_MISMATCH, "file size does not match the offer")
+            return
         assert inc.hasher is not None
         inc.hasher.update(data)
         inc.last_progress = self._now
         self._events.append(FileChunk(file_id, index, index * CHUNK_SIZE, data))
-        done = dec.done
-        if done and (dec.next_index != inc.chunks or index * CHUNK_SIZE + len(data) != inc.size):
-            self._abort_incoming(inc, FileCode.HASH_MISMATCH, "file size does not match the offer")
-            return
         received = min(dec.next_index * CHUNK_SIZE, inc.size)
         if done or dec.next_index % FILE_ACK_EVERY == 0:
             self._events.append(FileProgress(file_id, False, received, inc.size))
@@ -859,7 +904,21 @@ class Session:
         self._send_hs(Envelope.HS1, hs.write_message(bytes([HS_RENEW if renew else HS_FRESH])))
 
     def _send_hs(self, envelope: Envelope, message: bytes) -> None:
+        self._replace_unsent(_SUPERSEDES[envelope])
         self._outgoing.append((Lane.CONTROL, bytes([envelope]) + HS_ID.pack(self._hs_id) + message))
+
+    def _replace_unsent(self, envelopes: frozenset[int]) -> None:
+        """Drop unsent handshake messages or RESETs that a new one makes pointless.
+
+        Each side holds one handshake at a time, so an older message still
+        waiting to be written can only fail on arrival.  Dropping it keeps
+        the output bounded when the relay stops reading us and replays HS1
+        (which needs no secret) or provokes RESETs as fast as it can.
+        """
+        if self._outgoing:
+            self._outgoing = [
+                item for item in self._outgoing if not (item[1] and item[1][0] in envelopes)
+            ]
 
     def _current_hs(self, body: bytes) -> tuple[HandshakeState, bytes] | None:
         """The live handshake and the Noise message, or None for a stale message.
@@ -967,6 +1026,7 @@ class Session:
     def _send_reset(self) -> None:
         backoff = min(RETRY_MAX, 2.0 ** max(0, self._failures - 1))
         self._reset_at = self._now + backoff
+        self._replace_unsent(_SUPERSEDES[Envelope.RESET])
         self._outgoing.append((Lane.CONTROL, bytes([Envelope.RESET]) + HS_ID.pack(self._reset_id)))
 
     def _check_peer(self, hs: HandshakeState) -> bool:
@@ -1097,8 +1157,7 @@ class Session:
             self._peer_last_seq = first_unacked - 1
         else:
             self._peer_last_seq = max(self._peer_last_seq, first_unacked - 1)
-        self._partial_seq = None
-        self._partial_text.clear()
+        self._reset_partial()
 
     def _handle_record(self, rtype: int, body: bytes) -> None:
         if rtype == RecordType.TEXT:
@@ -1143,26 +1202,36 @@ class Session:
         if self._partial_seq is not None and self._partial_seq != seq:
             raise SessionError("TEXT parts of two messages interleaved")
         self._partial_seq = seq
-        if len(self._partial_text) + len(part) > self.max_text:
-            raise SessionError("text exceeds the size cap")
-        self._partial_text += part
+        self._partial_size += len(part)
+        if self._partial_size <= self.max_text:
+            self._partial_text += part
+        else:
+            self._partial_text.clear()  # counted from here on, never held
         if not flags & TEXT_FINAL:
             return
+        size = self._partial_size
         data = bytes(self._partial_text)
-        self._partial_seq = None
-        self._partial_text.clear()
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise SessionError("text is not valid UTF-8") from None
+        self._reset_partial()
         if seq > self._peer_last_seq + 1:
             # Only seq == last + 1 is shown, and only shown texts are acked:
             # so "delivered" can never be reported for a text that was lost.
             raise SessionError("texts were lost in transit (sequence gap)")
         if seq == self._peer_last_seq + 1:
             self._peer_last_seq = seq
-            self._events.append(TextReceived(seq, text))
+            refusal = _refuse_text(data, size, self.max_text)
+            if refusal is None:
+                self._events.append(TextReceived(seq, data.decode("utf-8")))
+            else:
+                # A sender that broke the rules: the item fails, not the
+                # session (which would only bring the same text back after
+                # every handshake, forever).  The ACK stops those resends.
+                self._events.append(TextRefused(seq, size, refusal))
         self._emit_record(RecordType.ACK, _U64.pack(seq))
+
+    def _reset_partial(self) -> None:
+        self._partial_seq = None
+        self._partial_text.clear()
+        self._partial_size = 0
 
     def _on_offer(self, body: bytes) -> None:
         if len(body) < _OFFER.size:
@@ -1308,8 +1377,7 @@ class Session:
         self._pending = None
         self._send = self._recv = None
         self._queue.clear()
-        self._partial_seq = None
-        self._partial_text.clear()
+        self._reset_partial()
         self._probe_sent = None
         self._resend = True
 
@@ -1342,6 +1410,15 @@ class Session:
 
 _REGENERATED = frozenset({RecordType.TEXT, RecordType.FILE_OFFER})
 
+_SUPERSEDES: dict[Envelope, frozenset[int]] = {
+    # A new HS1 starts over: the old handshake's HS1 and HS3 are moot.
+    Envelope.HS1: frozenset({Envelope.HS1, Envelope.HS3}),
+    # B answers only its latest HS1; A accepts only its current hs_id.
+    Envelope.HS2: frozenset({Envelope.HS2}),
+    Envelope.HS3: frozenset({Envelope.HS3}),
+    Envelope.RESET: frozenset({Envelope.RESET}),
+}
+
 
 def _unpack(st: struct.Struct, body: bytes, name: str) -> tuple[int, ...]:
     if len(body) != st.size:
@@ -1372,6 +1449,17 @@ def _parse_hello(plaintext: bytes) -> tuple[int, int, int]:
     if rtype != RecordType.HELLO:
         raise SessionError("handshake message 3 carries no HELLO")
     return _parse_hello_body(body)
+
+
+def _refuse_text(data: bytes, size: int, cap: int) -> str | None:
+    """Why a complete text cannot be shown, or None when it can."""
+    if size > cap:
+        return f"a text of {size} bytes, over the {cap}-byte cap"
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return "a text that is not valid UTF-8"
+    return None
 
 
 def _code_text(code: int) -> str:

@@ -165,7 +165,8 @@ async def test_offer_asked_and_refusals(relay: RelayUnderTest, tmp_path: Path) -
         await a.client.send_file(tmp_path / "three.bin")
         await b.wait_for(lambda r: len(r.of(ev.FileOffer)) == 2)
         partial = b.client.accept_file(b.of(ev.FileOffer)[1].file_id)
-        assert partial.name == ".three.bin.m42part"
+        assert partial.name.startswith(".three.bin.")
+        assert partial.name.endswith(".m42part")
         await b.wait_for(lambda r: r.of(ev.FileDone))
         assert (down / "three.bin").stat().st_size == 10
         assert not partial.exists()

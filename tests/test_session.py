@@ -12,6 +12,7 @@ from m42d.crypto.stream import CHUNK_SIZE
 from m42d.errors import LocalProtocolError
 from m42d.session import (
     MAX_RECORD,
+    MAX_TEXT,
     PAD_BUCKET,
     Envelope,
     FileCode,
@@ -24,10 +25,12 @@ from m42d.session import (
     MemoryKeyStore,
     PeerKeyChanged,
     RecordType,
+    Session,
     SessionError,
     SessionFailed,
     TextDelivered,
     TextReceived,
+    TextRefused,
     decode_record,
     derive_psk,
     encode_record,
@@ -650,13 +653,9 @@ def test_text_protocol_violations() -> None:
     pair.pump()
     assert "interleaved" in pair.b.of(SessionFailed)[0].reason
     pair.b.events.clear()
-    s._emit_record(RecordType.TEXT, struct.pack(">QB", 9, 0) + b"x" * 101)
+    s._emit_record(RecordType.TEXT, struct.pack(">QB", 9, 1) + b"after a gap")
     pair.pump()
-    assert "size cap" in pair.b.of(SessionFailed)[0].reason
-    pair.b.events.clear()
-    s._emit_record(RecordType.TEXT, struct.pack(">QB", 10, 1) + b"\xff")
-    pair.pump()
-    assert "UTF-8" in pair.b.of(SessionFailed)[0].reason
+    assert "sequence gap" in pair.b.of(SessionFailed)[0].reason
 
 
 def test_accept_past_end_and_unknown_file_ignored() -> None:
@@ -805,3 +804,146 @@ def test_failed_save_is_reported_to_the_sender() -> None:
     pair.pump()
     assert pair.a.of(FileDelivered) == []
     assert pair.a.of(FileFailed) == [FileFailed(fid, True, FileCode.NO_SPACE, "disk full")]
+
+
+# -- a hostile peer (second review) -------------------------------------------------
+
+
+def _lying_sender(offered: int, chunks: int, *, final_at: int | None) -> tuple[Pair, int]:
+    """A peer that offers ``offered`` bytes, then streams ``chunks`` valid full chunks.
+
+    The chunks are sealed with the file's real key (only the peer has it), so
+    they authenticate; ``final_at`` marks one of them as the last (None: none is).
+    """
+    from m42d.crypto.stream import StreamEncryptor
+    from m42d.session import BULK_HEADER
+
+    pair = Pair.make()
+    pair.connect()
+    digest = hashlib.sha256(bytes(offered)).digest()
+    fid = pair.a.session.offer_file("tiny.txt", offered, digest)
+    key = pair.a.session._out_files[fid].key
+    sealer = StreamEncryptor(key)
+
+    def forge(seat: Seat, packet: Packet) -> list[Packet]:
+        if seat is Seat.A and packet[0] is Lane.BULK:
+            return [
+                (
+                    Lane.BULK,
+                    BULK_HEADER.pack(fid, i)
+                    + sealer.encrypt_chunk(i, bytes(CHUNK_SIZE), last=i == final_at),
+                )
+                for i in range(chunks)
+            ]
+        return [packet]
+
+    pair.a.files[fid] = bytes(offered)
+    pair.middle = forge
+    pair.pump()
+    return pair, fid
+
+
+@pytest.mark.parametrize(
+    ("offered", "chunks", "final_at"),
+    [
+        (1, 40, None),  # offers 1 byte, streams without end
+        (0, 3, None),  # an empty file that keeps going
+        (CHUNK_SIZE, 3, None),  # the one chunk it offered says more follow
+        (CHUNK_SIZE + 1, 3, 2),  # a third chunk where two were offered
+    ],
+)
+def test_data_past_the_offered_size_is_refused_at_the_first_byte(
+    offered: int, chunks: int, final_at: int | None
+) -> None:
+    """The receiver's limits (--max-size, free space) were checked against the
+    offer: not one byte past it is passed on to be written."""
+    pair, fid = _lying_sender(offered, chunks, final_at=final_at)
+    pair.b.session.accept_file(fid)
+    pair.pump()
+    assert len(pair.b.received.get(fid, b"")) <= offered
+    assert pair.b.of(FileCompleted) == []
+    assert all(p.done <= offered for p in pair.b.of(FileProgress))
+    [failed] = pair.b.of(FileFailed)
+    assert failed.code == FileCode.HASH_MISMATCH
+    assert f"more than the {offered} bytes offered" in failed.reason
+    # The sender hears it (FILE_REJECT) and the session itself stands.
+    assert [e.code for e in pair.a.of(FileFailed)] == [FileCode.HASH_MISMATCH]
+    assert not pair.a.of(SessionFailed)
+    assert not pair.b.of(SessionFailed)
+    assert pair.a.session.established
+    assert pair.b.session.established
+
+
+def _send_ignoring_the_cap(session: Session, data: bytes) -> int:
+    """What a sender that breaks the 1 MiB rule does: queue and send it anyway."""
+    seq = session._next_seq
+    session._next_seq += 1
+    session._unacked[seq] = data.decode("utf-8", errors="surrogateescape")
+    session._emit_text(seq, data)
+    return seq
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"x" * (MAX_TEXT + 1), f"a text of {MAX_TEXT + 1} bytes, over the {MAX_TEXT}-byte cap"),
+        (b"x" * (3 * MAX_TEXT), f"a text of {3 * MAX_TEXT} bytes, over the {MAX_TEXT}-byte cap"),
+        (b"bad \xff utf-8", "a text that is not valid UTF-8"),
+    ],
+)
+def test_a_text_the_receiver_cannot_show_fails_alone_and_is_not_resent(
+    data: bytes, reason: str
+) -> None:
+    pair = Pair.make()
+    pair.connect()
+    seq = _send_ignoring_the_cap(pair.a.session, data)
+    after = pair.a.session.send_text("the next one")
+    pair.pump()
+    # The receiver refuses that item; the session carries on.
+    assert pair.b.of(TextRefused) == [TextRefused(seq, len(data), reason)]
+    assert texts(pair.b.events) == ["the next one"]
+    assert not pair.a.of(SessionFailed)
+    assert not pair.b.of(SessionFailed)
+    assert pair.a.session.unacked_texts == 0
+    assert {e.seq for e in pair.a.of(TextDelivered)} == {seq, after}
+    # A fresh session (a reconnect) does not bring it back.
+    sent_before = len(pair.wire_log)
+    pair.disconnect()
+    pair.connect()
+    assert len(pair.b.of(TextRefused)) == 1
+    assert texts(pair.b.events) == ["the next one"]
+    assert len(pair.wire_log) - sent_before < 10  # a handshake and HELLO, no text parts
+
+
+def test_the_receiver_never_holds_more_than_the_cap_of_a_long_text() -> None:
+    pair = Pair.make()
+    pair.connect()
+    _send_ignoring_the_cap(pair.a.session, b"y" * (4 * MAX_TEXT))
+    held = 0
+
+    def watch(_seat: Seat, packet: Packet) -> list[Packet]:
+        nonlocal held
+        held = max(held, len(pair.b.session._partial_text))
+        return [packet]
+
+    pair.middle = watch
+    pair.pump()
+    assert held <= MAX_TEXT
+    assert len(pair.b.of(TextRefused)) == 1
+
+
+def test_the_sender_refuses_a_text_over_the_cap_before_sending_anything() -> None:
+    pair = Pair.make()
+    pair.connect()
+    with pytest.raises(LocalProtocolError, match="send it as a file instead"):
+        pair.a.session.send_text("z" * (MAX_TEXT + 1))
+    with pytest.raises(LocalProtocolError, match="not valid UTF-8"):
+        pair.a.session.send_text("lone surrogate \udcff")
+    assert pair.a.session.unacked_texts == 0
+    assert pair.a.session.data_to_send() == []
+    # Exactly the cap is a text like any other.
+    pair.a.session.send_text("z" * MAX_TEXT)
+    pair.pump()
+    assert [len(t) for t in texts(pair.b.events)] == [MAX_TEXT]
+    with pytest.raises(LocalProtocolError, match="max_text"):
+        Pair.make(max_text=MAX_TEXT + 1)
