@@ -9,7 +9,7 @@ docs/client.md and in ``m42 --help``):
 1     error (a file could not be read, a transfer failed, ...)
 2     usage error (bad option, missing or malformed link)
 3     timeout (``--wait`` / ``--timeout`` passed first)
-4     the peer's key changed: check the SAS, then ``m42 trust``
+4     the peer's key changed: compare the safety words, then ``m42 trust``
 5     refused by the relay (bad token, expired, burned, seat taken)
 129   SIGHUP (the terminal closed)
 130   interrupted (Ctrl-C) in ``send`` / ``recv`` / ``trust``
@@ -75,7 +75,7 @@ EXIT_CODES: Final = {
     EXIT_ERROR: "error",
     EXIT_USAGE: "usage error (bad option, missing or malformed link)",
     EXIT_TIMEOUT: "timed out",
-    EXIT_KEY_CHANGED: "the peer's key changed (check the SAS, then run 'm42 trust')",
+    EXIT_KEY_CHANGED: "the peer's key changed (compare the safety words, then run 'm42 trust')",
     EXIT_REFUSED: "refused by the relay",
     EXIT_HANGUP: "the terminal closed (SIGHUP)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
@@ -184,7 +184,8 @@ def _progress_line(p: ev.Progress) -> str:
 
 
 def _sas_line(words: Sequence[str]) -> str:
-    return "  ".join(words)
+    """Safety words as docs/protocol.md shows them: single spaces."""
+    return " ".join(words)
 
 
 CONTINUATION: Final = "  | "
@@ -496,9 +497,9 @@ async def cmd_send(args: argparse.Namespace, stdin: TextIO) -> int:
         deadline = math.inf if args.wait is None else trio.current_time() + args.wait
         failed = False
         while (event := await _next_event(client, deadline)) is not None:
-            if isinstance(event, ev.Sas):
+            if isinstance(event, ev.SafetyWords):
                 deadline = math.inf
-                _eprint(f"m42: secure session; SAS: {_sas_line(event.words)}")
+                _eprint(f"m42: secure session; safety words: {_sas_line(event.words)}")
             elif isinstance(event, ev.Delivered):
                 pending_texts.discard(event.seq)
             elif isinstance(event, ev.FileDone) and event.outgoing:
@@ -578,8 +579,8 @@ async def cmd_recv(args: argparse.Namespace, stdin: TextIO) -> int:
                 print(json.dumps(record), flush=True)
         elif isinstance(event, ev.TextIn):
             print(_text_block(event.text), flush=True)
-        elif isinstance(event, ev.Sas):
-            _eprint(f"m42: secure session; SAS: {_sas_line(event.words)}")
+        elif isinstance(event, ev.SafetyWords):
+            _eprint(f"m42: secure session; safety words: {_sas_line(event.words)}")
         elif isinstance(event, ev.Problem) and not event.fatal:
             _eprint(f"m42: {escape_text(event.message)}")
         elif isinstance(event, ev.FileDone) and not event.outgoing:
@@ -652,12 +653,12 @@ async def cmd_trust(args: argparse.Namespace, stdin: TextIO) -> int:
     async def body(client: Client) -> int:
         trusted = False
         while (event := await _next_event(client, deadline)) is not None:
-            if isinstance(event, ev.Sas):
+            if isinstance(event, ev.SafetyWords):
                 if trusted:
-                    print(f"Trusted.  SAS: {_sas_line(event.words)}")
+                    print(f"Trusted.  Safety words: {_sas_line(event.words)}")
                 else:
                     print(
-                        f"The peer's key is the pinned one; nothing to trust.  SAS: "
+                        f"The peer's key is the pinned one; nothing to trust.  safety words: "
                         f"{_sas_line(event.words)}"
                     )
                 # Texts the peer had queued arrive right behind the handshake
@@ -690,7 +691,7 @@ TRUST_CONTINUATION: Final = "    " + CONTINUATION  # under "peer: "
 
 CHAT_HELP: Final = """\
 commands:
-  /send PATH   send a file            /verify   show the SAS words again
+  /send PATH   send a file            /verify   show the safety words again
   /accept      take the offered file  /reject   refuse it (also: y / n)
   /cancel      stop every transfer    /trust    accept a changed key
   /burn        destroy the room       /quit     leave (Ctrl-C too)
@@ -778,13 +779,14 @@ async def cmd_chat(args: argparse.Namespace, stdin: TextIO) -> int:
                         f"retrying in {event.delay:.1f} s"
                     )
                     lost = True
-                elif isinstance(event, ev.Sas):
+                elif isinstance(event, ev.SafetyWords):
                     first = (
                         " (first contact: compare these words by voice)"
                         if event.first_contact
                         else ""
                     )
-                    say(f"[{_stamp()}] * secure session; SAS: {_sas_line(event.words)}{first}")
+                    words = _sas_line(event.words)
+                    say(f"[{_stamp()}] * secure session; safety words: {words}{first}")
                 elif isinstance(event, ev.KeyChanged):
                     say(_key_changed_message(event))
                 elif isinstance(event, ev.TextIn):
@@ -810,10 +812,7 @@ async def cmd_chat(args: argparse.Namespace, stdin: TextIO) -> int:
                     if event.outgoing:
                         say(f"[{_stamp()}] \u2713 {escape_text(event.name)} delivered")
                     else:
-                        say(
-                            f"[{_stamp()}] * saved {escape_text(str(event.path))} "
-                            f"(sha256 {event.sha256[:16]}...)"
-                        )
+                        say(f"[{_stamp()}] * saved {escape_text(str(event.path))}")
                 elif isinstance(event, ev.FileFailed):
                     transfers.pop((event.file_id, event.outgoing), None)
                     side = "sending" if event.outgoing else "receiving"
@@ -883,8 +882,8 @@ async def cmd_chat(args: argparse.Namespace, stdin: TextIO) -> int:
                             )
                     say(f"[{_stamp()}] * cancelled {escape_text(name)}")
             elif word == "/verify":
-                sas = client.sas
-                say(f"SAS: {_sas_line(sas)}" if sas else "no secure session yet")
+                words = client.safety_words
+                say(f"safety words: {_sas_line(words)}" if words else "no secure session yet")
             elif word == "/trust":
                 try:
                     client.trust()
@@ -1081,7 +1080,7 @@ def build_parser() -> argparse.ArgumentParser:
     recv.add_argument(
         "--jsonl",
         action="store_true",
-        help="one JSON object per event (peer_up, peer_down, sas, text, file_progress, "
+        help="one JSON object per event (peer_up, peer_down, safety_words, text, file_progress, "
         "file_done, file_failed, key_changed, delivered, error), each with a 'ts'",
     )
     recv.add_argument(
@@ -1092,11 +1091,13 @@ def build_parser() -> argparse.ArgumentParser:
         "trust",
         parents=[common, linked],
         formatter_class=fmt,
-        help="accept the peer's changed key after checking the SAS",
-        description="Connect, show the SAS of the peer's new key and pin it once you confirm "
-        "that the other person sees the same words.",
+        help="accept the peer's changed key after comparing the safety words",
+        description="Connect, show the safety words with the peer's new key and pin it once "
+        "you confirm that the other person sees the same words.",
     )
-    trust.add_argument("--yes", action="store_true", help="do not ask (you compared the SAS)")
+    trust.add_argument(
+        "--yes", action="store_true", help="do not ask (you compared the safety words)"
+    )
     trust.add_argument(
         "--wait", type=_positive_float, metavar="SECONDS", help="give up after SECONDS (exit 3)"
     )

@@ -106,7 +106,7 @@ async def pair_on(
 
 
 def established(r: Recorder) -> bool:
-    return r.client.established and bool(r.of(ev.Sas))
+    return r.client.established and bool(r.of(ev.SafetyWords))
 
 
 async def both_established(p: Pair) -> None:
@@ -149,9 +149,9 @@ async def test_a_peer_streaming_past_its_offer_fills_no_disk(tmp_path: Path) -> 
             await p.a.wait_for(lambda r: r.of(ev.FileFailed), STEP)
             assert forged
             [failed] = p.b.of(ev.FileFailed)
-            assert failed.code == FileCode.HASH_MISMATCH
+            assert failed.code == FileCode.MISMATCH
             assert "more than the 1 bytes offered" in failed.reason
-            assert p.a.of(ev.FileFailed)[0].code == FileCode.HASH_MISMATCH
+            assert p.a.of(ev.FileFailed)[0].code == FileCode.MISMATCH
             assert not p.b.of(ev.FileDone)
             assert list(p.down.iterdir()) == []  # the partial file went too
             assert all(pr.done <= 1 for pr in p.b.of(ev.Progress))
@@ -188,7 +188,7 @@ async def test_a_forged_burned_error_destroys_no_key(tmp_path: Path) -> None:
             await both_established(again)
             for r in (again.a, again.b):
                 assert not r.of(ev.KeyChanged)
-                assert not r.of(ev.Sas)[-1].first_contact
+                assert not r.of(ev.SafetyWords)[-1].first_contact
         nursery.cancel_scope.cancel()
 
 
@@ -351,7 +351,11 @@ async def test_a_text_over_the_cap_fails_alone_and_is_not_sent_again(tmp_path: P
             session._unacked[seq] = "x" * (MAX_TEXT + 1)
             session._emit_text(seq, b"x" * (MAX_TEXT + 1))
             after = p.a.client.send_text("and then this")
-            await p.a.wait_for(lambda r: {d.seq for d in r.of(ev.Delivered)} == {seq, after}, STEP)
+            await p.a.wait_for(lambda r: {d.seq for d in r.of(ev.Delivered)} == {after}, STEP)
+            await p.a.wait_for(lambda r: r.of(ev.TextFailed), STEP)
+            # Protocol 2: refused, and the sender is told so, never "delivered".
+            assert [f.seq for f in p.a.of(ev.TextFailed)] == [seq]
+            assert p.a.client.session.unacked_texts == 0
             await p.b.wait_for(lambda r: r.of(ev.TextIn), STEP)
             assert [t.text for t in p.b.of(ev.TextIn)] == ["and then this"]
             problems = [e.message for e in p.b.of(ev.Problem)]
@@ -360,5 +364,5 @@ async def test_a_text_over_the_cap_fails_alone_and_is_not_sent_again(tmp_path: P
                 "from the peer (not shown)"
             ]
             assert not p.a.of(ev.Problem)  # no session failure, no re-handshake
-            assert len(p.a.of(ev.Sas)) == 1
+            assert len(p.a.of(ev.SafetyWords)) == 1
         nursery.cancel_scope.cancel()

@@ -56,12 +56,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import math
 import os
 import random
 import shutil
 import ssl
+import stat
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -93,6 +93,7 @@ from m42d.session import (
     TextDelivered,
     TextReceived,
     TextRefused,
+    TextRejected,
 )
 from m42d.ticket import Seat
 from m42d.transport import Transport, load_transports
@@ -195,7 +196,6 @@ class _OutFile(_Transfer):
     queued: int = 0
     scope: trio.CancelScope | None = None
     space: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot)
-    sha256: bytes = b""
     accepted: bool = False
 
 
@@ -239,19 +239,6 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
 def _write_pieces(fd: int, pieces: list[tuple[int, bytes]]) -> None:
     for offset, data in pieces:
         _pwrite_all(fd, data, offset)
-
-
-def _hash_file(fd: int) -> tuple[int, bytes]:
-    digest = hashlib.sha256()
-    size = 0
-    offset = 0
-    while True:
-        block = os.pread(fd, 1024 * 1024, offset)
-        if not block:
-            return size, digest.digest()
-        digest.update(block)
-        size += len(block)
-        offset += len(block)
 
 
 _NO_SPACE_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -394,8 +381,9 @@ class Client:
         return self.session.established
 
     @property
-    def sas(self) -> tuple[str, ...]:
-        return self.session.sas
+    def safety_words(self) -> tuple[str, ...]:
+        """The room's safety words with the pinned peer key (empty before first contact)."""
+        return self.session.safety_words
 
     @property
     def busy(self) -> bool:
@@ -424,7 +412,10 @@ class Client:
         return seq
 
     async def send_file(self, path: Path, name: str | None = None) -> int:
-        """Hash ``path`` (in a thread) and offer it; returns the file id.
+        """Open ``path`` and offer it; returns the file id.
+
+        Nothing is read before the peer accepts: protocol 2 offers carry no
+        hash (the final chunk's authentication covers the file).
 
         Raises:
             OSError: the file cannot be opened or read.
@@ -432,15 +423,16 @@ class Client:
         """
         fd = await trio.to_thread.run_sync(os.open, path, os.O_RDONLY)
         try:
-            size, digest = await trio.to_thread.run_sync(_hash_file, fd)
+            info = await trio.to_thread.run_sync(os.fstat, fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise IsADirectoryError(errno.EISDIR, "not a regular file", str(path))
+            size = info.st_size
             shown = name if name is not None else path.name
-            file_id = self.session.offer_file(shown, size, digest)
+            file_id = self.session.offer_file(shown, size)
         except BaseException:
             os.close(fd)
             raise
-        self._out[file_id] = _OutFile(
-            file_id, shown, size, trio.current_time(), path=path, fd=fd, sha256=digest
-        )
+        self._out[file_id] = _OutFile(file_id, shown, size, trio.current_time(), path=path, fd=fd)
         self._changed()
         return file_id
 
@@ -489,7 +481,7 @@ class Client:
         self._changed()
 
     def trust(self) -> None:
-        """Accept the peer's changed key (after comparing the SAS) and pin it.
+        """Accept the peer's changed key (after comparing the safety words) and pin it.
 
         Seat B cannot start a handshake, and A may be waiting out a timeout
         on the handshake B ignored while blocked; so B reconnects, which the
@@ -906,12 +898,14 @@ class Client:
             self._emit(ev.TextIn(event.seq, event.text))
         elif isinstance(event, TextRefused):
             self._emit(ev.Problem(f"refused {event.reason} from the peer (not shown)"))
+        elif isinstance(event, TextRejected):
+            self._emit(ev.TextFailed(event.seq, event.reason))
         elif isinstance(event, TextDelivered):
             self._emit(ev.Delivered(event.seq))
         elif isinstance(event, HandshakeComplete):
-            self._emit(ev.Sas(event.sas, event.first_contact))
+            self._emit(ev.SafetyWords(event.words, event.first_contact))
         elif isinstance(event, PeerKeyChanged):
-            self._emit(ev.KeyChanged(event.sas))
+            self._emit(ev.KeyChanged(event.words))
         elif isinstance(event, SessionFailed):
             self._emit(ev.Problem(f"secure session broke: {event.reason}"))
         elif isinstance(event, FileChunk):
@@ -935,9 +929,7 @@ class Client:
             if out is not None:
                 self._stop_stream(out)
                 self._close_out(out)
-                self._emit(
-                    ev.FileDone(out.file_id, True, out.name, out.size, out.sha256.hex(), None)
-                )
+                self._emit(ev.FileDone(out.file_id, True, out.name, out.size, None))
         elif isinstance(event, FileFailed):
             self._on_failed(event)
 
@@ -1129,9 +1121,7 @@ class Client:
         inc.partial = None
         with contextlib.suppress(LocalProtocolError):
             self.session.confirm_saved(inc.file_id)  # only now: FILE_DONE
-        self._emit(
-            ev.FileDone(inc.file_id, False, inc.name, inc.size, done.sha256.hex(), str(path))
-        )
+        self._emit(ev.FileDone(inc.file_id, False, inc.name, inc.size, str(path)))
         self._changed()
 
     def _on_failed(self, failed: FileFailed) -> None:

@@ -16,7 +16,7 @@ import { test } from "node:test";
 
 import { ascii, concat, fromHex, isAllZero, readU16, readU32, readU64, toHex, u64 } from "../../m42d/web/lib/bytes.js";
 import { HandshakeState, PROTOCOL_NAME, keyPairFromPrivate } from "../../m42d/web/lib/noise.js";
-import { Wordlist, sasWords } from "../../m42d/web/lib/sas.js";
+import { Wordlist, safetyWords } from "../../m42d/web/lib/sas.js";
 import { WORDLIST_PATH, publishedVectors } from "./support.js";
 
 const transcript = publishedVectors("session-transcript.json");
@@ -67,7 +67,7 @@ test("the session transcript's handshake, SAS and sealed records", async () => {
     await subtle.deriveBits({ name: "HKDF", hash: "SHA-256", salt: roomId, info: ascii("m42 psk v1") }, ikm, 256),
   );
   assert.equal(toHex(psk), transcript.psk);
-  const prologue = concat(ascii("m42d/1"), roomId);
+  const prologue = concat(ascii("m42d/2"), roomId);
   assert.equal(toHex(prologue), transcript.prologue);
 
   // Draw order: static key, instance, then per handshake the ephemeral and (A) hs_id.
@@ -93,11 +93,12 @@ test("the session transcript's handshake, SAS and sealed records", async () => {
   const envelope = (/** @type {number} */ kind, /** @type {Uint8Array} */ message) =>
     concat(Uint8Array.of(kind), hsId, message);
 
-  // HS1 and HS2 carry one byte each: 0x00, a fresh handshake.
-  assert.equal(toHex(envelope(1, await a.writeMessage(Uint8Array.of(0)))), toHex(hs1));
-  assert.deepEqual(await b.readMessage(hs1.subarray(5)), Uint8Array.of(0));
-  assert.equal(toHex(envelope(2, await b.writeMessage(Uint8Array.of(0)))), toHex(hs2));
-  assert.deepEqual(await a.readMessage(hs2.subarray(5)), Uint8Array.of(0));
+  // HS1 and HS2 carry two bytes each: 0x00 (a fresh handshake), session version 2.
+  const fresh = Uint8Array.of(0, 2);
+  assert.equal(toHex(envelope(1, await a.writeMessage(fresh))), toHex(hs1));
+  assert.deepEqual(await b.readMessage(hs1.subarray(5)), fresh);
+  assert.equal(toHex(envelope(2, await b.writeMessage(fresh))), toHex(hs2));
+  assert.deepEqual(await a.readMessage(hs2.subarray(5)), fresh);
   // HS3 carries A's HELLO: instance, old_count 0, first unacked seq 1.
   const helloA = record(1, concat(instanceA, u64(0n), u64(1n)));
   assert.equal(toHex(envelope(3, await a.writeMessage(helloA))), toHex(hs3));
@@ -106,7 +107,10 @@ test("the session transcript's handshake, SAS and sealed records", async () => {
 
   const wordlist = Wordlist.parse(readFileSync(WORDLIST_PATH, "utf8"));
   assert.deepEqual(a.handshakeHash, b.handshakeHash);
-  assert.deepEqual(await sasWords(a.handshakeHash, wordlist), transcript.sas);
+  assert.deepEqual(
+    await safetyWords(roomId, staticA.publicKey, staticB.publicKey, wordlist),
+    transcript.safety_words,
+  );
 
   // Every DATA record opens in order on the receiver's keys, rekeyed after each.
   /** @type {Record<string, number[]>} */

@@ -1,4 +1,5 @@
-// Short authentication string: five words both people read to each other.
+// Words both people read to each other: the safety words (protocol 2), and
+// the mapping of 32 bytes to words they share with the older per-handshake SAS.
 // Python twin: m42d/crypto/sas.py. Normative text: docs/protocol.md,
 // "Short authentication string (SAS)".
 //
@@ -110,6 +111,60 @@ export async function sasWords(handshakeHash, wordlist) {
   const result = [];
   for (let i = 0; i < okm.length; i += BYTES_PER_WORD) {
     result.push(words[Number(readU64(okm, i) % BigInt(WORDLIST_SIZE))]);
+  }
+  return result;
+}
+
+/** PBKDF2 salt prefix of the safety words (protocol 2). */
+export const SAFETY_INFO = ascii("m42 safety words v1");
+/** PBKDF2-HMAC-SHA256 rounds per seat's half: every attacker's guess costs the same. */
+export const SAFETY_ITERATIONS = 65536;
+export const SAFETY_WORDS_PER_SEAT = 4;
+
+/**
+ * The eight safety words of a room: seat A's four, then seat B's four.
+ *
+ * They depend only on the room and the two static public keys, so they stay
+ * the same while neither key changes. Each half is
+ * PBKDF2-HMAC-SHA256(P = key, S = "m42 safety words v1" || room_id || seat, 65536, 32 bytes),
+ * its first four 8-byte groups mapped to words as in sasWords().
+ * @param {Uint8Array} roomId 16 bytes
+ * @param {Uint8Array} staticA seat A's static public key, 32 bytes
+ * @param {Uint8Array} staticB seat B's static public key, 32 bytes
+ * @param {Wordlist} wordlist
+ * @returns {Promise<string[]>}
+ * @throws {LocalProtocolError} a wrong length, or wordlist is not a Wordlist
+ */
+export async function safetyWords(roomId, staticA, staticB, wordlist) {
+  if (roomId.length !== 16) {
+    throw new LocalProtocolError(`room id must be 16 bytes, got ${roomId.length}`);
+  }
+  if (!(wordlist instanceof Wordlist)) {
+    throw new LocalProtocolError("safetyWords() needs a Wordlist (Wordlist.parse)");
+  }
+  const subtle = globalThis.crypto.subtle;
+  const words = wordlist.words;
+  /** @type {string[]} */
+  const result = [];
+  for (const [seat, key] of /** @type {const} */ ([[0x41, staticA], [0x42, staticB]])) {
+    if (key.length !== 32) {
+      throw new LocalProtocolError(`static key must be 32 bytes, got ${key.length}`);
+    }
+    const salt = new Uint8Array(SAFETY_INFO.length + 17);
+    salt.set(SAFETY_INFO, 0);
+    salt.set(roomId, SAFETY_INFO.length);
+    salt[SAFETY_INFO.length + 16] = seat;
+    const password = await subtle.importKey("raw", toBytes(key), "PBKDF2", false, ["deriveBits"]);
+    const half = new Uint8Array(
+      await subtle.deriveBits(
+        { name: "PBKDF2", hash: "SHA-256", salt, iterations: SAFETY_ITERATIONS },
+        password,
+        256,
+      ),
+    );
+    for (let i = 0; i < SAFETY_WORDS_PER_SEAT * BYTES_PER_WORD; i += BYTES_PER_WORD) {
+      result.push(words[Number(readU64(half, i) % BigInt(WORDLIST_SIZE))]);
+    }
   }
   return result;
 }
