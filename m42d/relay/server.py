@@ -7,6 +7,9 @@ Rules and invariants
   it, it must JOIN; before that it may send CREATE_ROOM (answered with
   ROOM_CREATED, any number of times within the rate limit) and PING.  Any
   other frame, a refused request or the deadline ends it with one ERROR.
+  Its replies are written by the same deadline and within ``write_timeout``;
+  a reply that cannot be written closes it without a frame (a write cut
+  short may leave half a frame on the wire), counted as that timeout.
 * Admission is decided from the ticket alone (HMAC, constant time) plus the
   burn list: no per-room state exists before the first JOIN.
 * Every refusal is an ERROR frame with a stable code, written within
@@ -242,7 +245,8 @@ class Relay:
                     reply = self._lobby_frame(connection, frame)
                     if isinstance(reply, Peer):
                         return reply
-                    await self._send_within(connection, reply)
+                    if not await self._lobby_reply(connection, reply, deadline):
+                        return None
             except _Refused as refused:
                 code = refused.error.error_code
                 self.counters.refused[code.name if code else str(refused.error.code)] += 1
@@ -349,9 +353,24 @@ class Relay:
             self._join_limiter = RateLimiter(self.limits.join_rate)
         return self._join_limiter
 
-    async def _send_within(self, connection: FrameConnection, frame: Frame) -> None:
-        with trio.fail_after(self.limits.close_timeout):
+    async def _lobby_reply(
+        self, connection: FrameConnection, frame: Frame, deadline: float
+    ) -> bool:
+        """Write a lobby reply by the lobby's deadline and within ``write_timeout``.
+
+        A client that sends and never reads (PINGs, say) blocks the write.
+        Cut short, a write may leave half a frame on the wire, so no ERROR
+        can follow it: the connection closes without a frame, counted as a
+        ``join`` timeout (the lobby's deadline came first) or a ``write``
+        one.  Returns False when it closed so.
+        """
+        write_by = trio.current_time() + self.limits.write_timeout
+        with trio.move_on_at(min(deadline, write_by)) as timer:
             await connection.send(frame)
+        if not timer.cancelled_caught:
+            return True
+        self.counters.timeouts["write" if write_by < deadline else "join"] += 1
+        return False
 
     async def _refuse(self, connection: FrameConnection, frame: Frame) -> None:
         """Best effort: the last frame before closing, within ``close_timeout``."""
