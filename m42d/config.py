@@ -28,7 +28,7 @@ import attrs
 
 from m42d.errors import ConfigError, LinkError
 from m42d.link import parse_relay_url
-from m42d.wire import MAX_PAYLOAD
+from m42d.wire import MAX_PAYLOAD, MAX_SECRET
 
 __all__ = [
     "CREDENTIAL_CREATION_SECRET",
@@ -55,6 +55,9 @@ MAX_BULK_WINDOW: Final = 0xFFFF_FFFF
 
 MAX_ROOM_TTL: Final = 366 * 24 * 3600
 """Upper bound for ``room_ttl``: tickets are bearer credentials; a year is already generous."""
+
+MAX_SHUTDOWN_GRACE: Final = 0xFFFF_FFFF / 1000
+"""GOAWAY carries the grace period as a 32-bit count of milliseconds (~49.7 days)."""
 
 _PORT_ZERO: Final = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://(?:\[[^\]/]*\]|[^/:\[]*)):0(/|$)")
 _HOST_SCHEMES: Final = frozenset({"ws", "wss", "http", "https", "tls", "tcp"})
@@ -122,7 +125,24 @@ def _optional_secret(key: str, value: Any) -> str | None:
         return None
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"{key} must be a non-empty string")
+    _creation_secret_fits(key, value)
     return value
+
+
+def _creation_secret_fits(key: str, secret: str) -> None:
+    """CREATE_ROOM carries the secret in at most MAX_SECRET bytes of UTF-8.
+
+    A longer one would pass every other check and then make room creation
+    impossible: no client could send it.
+    """
+    try:
+        size = len(secret.encode("utf-8"))
+    except UnicodeError as exc:  # a lone surrogate cannot come from TOML, but from code
+        raise ConfigError(f"{key} must be valid text (UTF-8)") from exc
+    if size > MAX_SECRET:
+        raise ConfigError(
+            f"{key} is {size} bytes in UTF-8; CREATE_ROOM carries at most {MAX_SECRET}"
+        )
 
 
 def check_listen_url(key: str, value: Any) -> str:
@@ -229,6 +249,11 @@ class Limits:
             )
         if self.max_connections_per_address > self.max_connections:
             raise ConfigError("max_connections_per_address must not exceed max_connections")
+        if self.shutdown_grace > MAX_SHUTDOWN_GRACE:
+            raise ConfigError(
+                f"shutdown_grace must be at most {MAX_SHUTDOWN_GRACE:.0f} seconds "
+                "(GOAWAY carries it as 32-bit milliseconds)"
+            )
 
 
 @final
@@ -278,6 +303,7 @@ def _read_secret_file(key: str, path: Path) -> str:
     secret = text.strip()
     if not secret:
         raise ConfigError(f"{key}: {path} is empty")
+    _creation_secret_fits(key, secret)
     return secret
 
 

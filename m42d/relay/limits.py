@@ -53,6 +53,8 @@ class RelayLimits:
             raise ConfigError("bulk_window must be at least max_payload")
         if self.bulk_window > 0xFFFF_FFFF:
             raise ConfigError("bulk_window must fit in 32 bits")
+        if self.shutdown_grace * 1000 > 0xFFFF_FFFF:
+            raise ConfigError("shutdown_grace must fit GOAWAY's 32-bit milliseconds")
 
 
 @final
