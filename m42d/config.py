@@ -227,6 +227,7 @@ class Limits:
     create_rate: int = _field(30, _positive_int)
     join_rate: int = _field(120, _positive_int)
     shutdown_grace: float = _field(5.0, _positive_number)
+    ipv6_prefix: int = _field(64, _positive_int)
 
     def __attrs_post_init__(self) -> None:
         # Rules across fields: each one, if broken, makes the relay misbehave
@@ -249,6 +250,8 @@ class Limits:
             )
         if self.max_connections_per_address > self.max_connections:
             raise ConfigError("max_connections_per_address must not exceed max_connections")
+        if self.ipv6_prefix > 128:
+            raise ConfigError("ipv6_prefix must be between 1 and 128 (bits of an IPv6 address)")
         if self.shutdown_grace > MAX_SHUTDOWN_GRACE:
             raise ConfigError(
                 f"shutdown_grace must be at most {MAX_SHUTDOWN_GRACE:.0f} seconds "

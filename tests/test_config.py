@@ -48,6 +48,7 @@ control_queue = 64
 create_rate = 10
 join_rate = 60
 shutdown_grace = 2.5
+ipv6_prefix = 56
 """
 
 
@@ -76,6 +77,7 @@ def test_defaults_match_the_documented_values() -> None:
     assert limits.bulk_window == 1024 * 1024
     assert limits.control_queue == 256
     assert (limits.create_rate, limits.join_rate, limits.shutdown_grace) == (30, 120, 5.0)
+    assert limits.ipv6_prefix == 64
 
 
 def test_full_file_loads_every_key(tmp_path: Path) -> None:
@@ -106,6 +108,7 @@ def test_full_file_loads_every_key(tmp_path: Path) -> None:
         create_rate=10,
         join_rate=60,
         shutdown_grace=2.5,
+        ipv6_prefix=56,
     )
     assert isinstance(config.limits.join_timeout, float)
 
@@ -146,6 +149,9 @@ def test_secret_never_in_repr(tmp_path: Path) -> None:
         ("creation_secret = '" + "x" * 256 + "'", "creation_secret is 256 bytes in UTF-8"),
         ("creation_secret = '" + "\u00e9" * 128 + "'", "creation_secret is 256 bytes in UTF-8"),
         ("[limits]\nshutdown_grace = 5000000", "limits.shutdown_grace must be at most"),
+        ("[limits]\nipv6_prefix = 0", "limits.ipv6_prefix must be a positive integer"),
+        ("[limits]\nipv6_prefix = 64.0", "limits.ipv6_prefix must be a positive integer"),
+        ("[limits]\nipv6_prefix = 129", "limits.ipv6_prefix must be between 1 and 128"),
         ("log_addresses = 'yes'", "log_addresses must be true or false"),
         ("log_level = 'loud'", "log_level must be one of debug, info, warning, error"),
         ("log_level = 1", "log_level must be one of"),

@@ -8,6 +8,7 @@ configuration does not expose yet.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any, Final, final
 
 import attrs
@@ -15,7 +16,7 @@ import attrs
 from m42d.errors import ConfigError
 from m42d.wire import MAX_PAYLOAD
 
-__all__ = ["RateLimiter", "RelayLimits"]
+__all__ = ["RateLimiter", "RelayLimits", "address_key"]
 
 MIB: Final = 1024 * 1024
 
@@ -43,6 +44,8 @@ class RelayLimits:
     shutdown_grace: float = attrs.field(default=5.0, validator=_positive)
     write_timeout: float = attrs.field(default=30.0, validator=_positive)
     """A write to a client that does not progress for this long closes it (it is not reading)."""
+    ipv6_prefix: int = attrs.field(default=64, validator=_positive)
+    """IPv6 clients count as one address per prefix of this length (see :func:`address_key`)."""
     close_timeout: float = attrs.field(default=2.0, validator=_positive)
     """Deadline for the last ERROR or GOAWAY write before a connection is closed."""
 
@@ -53,8 +56,35 @@ class RelayLimits:
             raise ConfigError("bulk_window must be at least max_payload")
         if self.bulk_window > 0xFFFF_FFFF:
             raise ConfigError("bulk_window must fit in 32 bits")
+        if self.ipv6_prefix > 128:
+            raise ConfigError("ipv6_prefix must be at most 128")
         if self.shutdown_grace * 1000 > 0xFFFF_FFFF:
             raise ConfigError("shutdown_grace must fit GOAWAY's 32-bit milliseconds")
+
+
+def address_key(peer: str, ipv6_prefix: int) -> str:
+    """The key per-address limits count ``peer`` under.
+
+    Anyone with an IPv6 /64 (the usual end-user allocation) holds 2^64
+    addresses, so keying on the full address would multiply every
+    per-address limit by that; IPv6 addresses count per ``ipv6_prefix``
+    bits instead (``2001:db8:1:2::/64``).  An IPv4-mapped IPv6 address
+    (``::ffff:192.0.2.1``, what a dual-stack socket reports) is the IPv4
+    address it maps.  Anything that is not an IP address (a plugin's own
+    notion of a peer, or ``""``) is its own key.
+    """
+    if not peer:
+        return peer
+    try:
+        ip = ipaddress.ip_address(peer.partition("%")[0])  # no zone: fe80::1%eth0
+    except ValueError:
+        return peer
+    if isinstance(ip, ipaddress.IPv4Address):
+        return str(ip)
+    mapped = ip.ipv4_mapped
+    if mapped is not None:
+        return str(mapped)
+    return str(ipaddress.IPv6Network((ip, ipv6_prefix), strict=False))
 
 
 @final
