@@ -15,6 +15,14 @@ text message is a :class:`~m42d.errors.WireError`), a message longer than
 and reported as :class:`~m42d.errors.ConnectionClosed` after the messages
 that came before it, and closing sends a close frame and waits (briefly) for
 the answer so the last frames are not lost to a TCP reset.
+
+Work is bounded per turn (the relay is one event loop): wsproto parses
+lazily, one frame per event, so frames are pulled from it at most
+:data:`~m42d.transport.FRAMES_PER_TURN` (and
+:data:`~m42d.transport.BYTES_PER_TURN` payload bytes) between two
+checkpoints, and a message may come in at most :data:`MAX_FRAGMENTS`
+frames (1009 beyond).  A message in 65,601 one-byte fragments used to keep
+the loop busy for 1.3 s.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Final, final
 
 import trio
@@ -32,6 +40,7 @@ from wsproto.events import (
     AcceptConnection,
     BytesMessage,
     CloseConnection,
+    Event,
     Message,
     Ping,
     RejectConnection,
@@ -42,7 +51,7 @@ from wsproto.events import (
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from m42d.errors import ConnectionClosed, WireError
-from m42d.transport import READ_SIZE, acquire_send_lock
+from m42d.transport import BYTES_PER_TURN, FRAMES_PER_TURN, READ_SIZE, acquire_send_lock
 from m42d.wire import MAX_FRAME, Frame, Relayed, decode, encode, relayed_message
 
 __all__ = ["ServerWebSocket", "accept_websocket"]
@@ -51,6 +60,11 @@ CLOSE_TIMEOUT: Final = 2.0
 CLOSE_DRAIN_LIMIT: Final = 1 << 20
 """Bytes read while waiting for the answer to our close, at most (then the socket closes)."""
 MESSAGE_TOO_BIG: Final = 1009
+MAX_FRAGMENTS: Final = 128
+"""WebSocket frames one message may be split into.  Browsers and the common
+libraries send a message in one frame, or in 4 KiB pieces (17 for the
+largest relay frame); parsing a frame costs ~20 us, so this bounds a
+message's parsing cost to a few ms."""
 _NORMAL: Final = 1000
 
 AnyStream = trio.SocketStream | trio.SSLStream[trio.SocketStream]
@@ -77,7 +91,15 @@ class ServerWebSocket:
         self._messages: collections.deque[bytes] = collections.deque()
         self._partial = bytearray()
         """A message arriving in several frames (or pieces): one buffer, so a client
-        sending MAX_FRAME one-byte fragments costs MAX_FRAME bytes, not an object each."""
+        sending many small fragments costs their bytes, not an object each."""
+        self._fragments = 0
+        """Frames of the message in ``_partial`` so far."""
+        self._events: Iterator[Event] | None = ws.events()
+        """wsproto's events for the bytes it holds (parsed lazily, one frame per
+        event); None once they are used up and the socket must be read."""
+        self._turn_frames = 0
+        self._turn_bytes = 0
+        """Frames and payload bytes taken from wsproto since the last checkpoint."""
         self._ending: BaseException | None = None
         """What to raise once the messages before it are taken (close, 1009, text)."""
         self._close_code: int | None = None
@@ -167,47 +189,64 @@ class ServerWebSocket:
         return items
 
     async def _fill(self) -> None:
-        """Read until at least one whole message is queued, or raise how the connection ended."""
+        """Parse until at least one whole message is queued, or raise how the connection ended.
+
+        Cancel-safe: what was parsed stays queued (``_messages``,
+        ``_partial``) and the rest stays in wsproto's buffer.
+        """
         while not self._messages:
             if self._ending is not None:
                 raise self._ending
-            try:
-                data = await self._stream.receive_some(READ_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                self._unusable = True
-                self._end(ConnectionClosed("websocket connection broken"), 1006)
-                raise ConnectionClosed("websocket connection broken") from exc
-            if not data:
-                self._unusable = True
-                self._end(ConnectionClosed("websocket closed (no close frame)"), 1006)
-                continue
-            try:
-                self._ws.receive_data(_as_bytes(data))
-            except RemoteProtocolError as exc:  # pragma: no cover - wsproto closes with 1002
-                self._unusable = True
-                self._end(ConnectionClosed(f"websocket protocol error: {exc}"), 1002)
-                continue
-            await self._handle_events()
+            if self._events is None:
+                await self._read()
+            else:
+                await self._handle_events()
+
+    async def _read(self) -> None:
+        try:
+            data = await self._stream.receive_some(READ_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self._unusable = True
+            self._end(ConnectionClosed("websocket connection broken"), 1006)
+            raise ConnectionClosed("websocket connection broken") from exc
+        # receive_some is a checkpoint: a new turn begins.
+        self._turn_frames = self._turn_bytes = 0
+        if not data:
+            self._unusable = True
+            self._end(ConnectionClosed("websocket closed (no close frame)"), 1006)
+            return
+        try:
+            self._ws.receive_data(_as_bytes(data))
+        except RemoteProtocolError as exc:  # pragma: no cover - wsproto closes with 1002
+            self._unusable = True
+            self._end(ConnectionClosed(f"websocket protocol error: {exc}"), 1002)
+            return
+        self._events = self._ws.events()
 
     async def _handle_events(self) -> None:
-        for event in self._ws.events():
+        """Take events from wsproto until they run out or the turn is used up.
+
+        When the turn is used up with messages queued, they go to the caller
+        first (the next call begins with the checkpoint); without any, this
+        checkpoints and goes on.
+        """
+        events = self._events
+        while events is not None:
             if self._ending is not None:
-                continue  # nothing after the end counts
+                self._events = None  # nothing after the end counts: parse no more
+                return
+            if self._turn_frames >= FRAMES_PER_TURN or self._turn_bytes >= BYTES_PER_TURN:
+                if self._messages:
+                    return
+                await trio.lowlevel.checkpoint()
+                self._turn_frames = self._turn_bytes = 0
+            event = next(events, None)
+            if event is None:
+                self._events = None
+                return
+            self._turn_frames += 1
             if isinstance(event, BytesMessage):
-                partial = self._partial
-                if len(partial) + len(event.data) > self._max_message:
-                    partial.clear()
-                    await self._close(MESSAGE_TOO_BIG, "message too big")
-                    self._end(ConnectionClosed(f"websocket closed ({MESSAGE_TOO_BIG})"))
-                    continue
-                if event.message_finished and not partial:
-                    self._messages.append(bytes(event.data))  # wsproto unmasks into bytearrays
-                elif event.message_finished:
-                    partial += event.data
-                    self._messages.append(bytes(partial))
-                    partial.clear()
-                else:
-                    partial += event.data
+                await self._on_bytes(event)
             elif isinstance(event, TextMessage):
                 self._end(WireError("text message: relay frames travel in binary messages"))
             elif isinstance(event, Ping):
@@ -226,6 +265,29 @@ class ServerWebSocket:
                 what = "protocol error" if parse_failed else "closed"
                 self._end(ConnectionClosed(f"websocket {what} ({event.code})"))
             # Pong: nothing to do.
+
+    async def _on_bytes(self, event: BytesMessage) -> None:
+        data = event.data
+        self._turn_bytes += len(data)
+        partial = self._partial
+        if event.frame_finished:  # a frame that arrived in pieces is still one frame
+            self._fragments += 1
+        if len(partial) + len(data) > self._max_message or self._fragments > MAX_FRAGMENTS:
+            partial.clear()
+            self._fragments = 0
+            await self._close(MESSAGE_TOO_BIG, "message too big")
+            self._end(ConnectionClosed(f"websocket closed ({MESSAGE_TOO_BIG})"))
+            return
+        if event.message_finished:
+            self._fragments = 0
+            if not partial:
+                self._messages.append(bytes(data))  # wsproto unmasks into bytearrays
+            else:
+                partial += data
+                self._messages.append(bytes(partial))
+                partial.clear()
+        else:
+            partial += data
 
     def _end(self, error: BaseException, code: int | None = None) -> None:
         if self._ending is None:
@@ -277,9 +339,11 @@ class ServerWebSocket:
                 self._ws.receive_data(_as_bytes(data))
             except RemoteProtocolError:  # pragma: no cover - defensive
                 return
-            for event in self._ws.events():
+            for parsed, event in enumerate(self._ws.events(), 1):
                 if isinstance(event, CloseConnection) and self._ws.state is ConnectionState.OPEN:
                     return  # a parse failure: nothing more will be understood
+                if parsed % FRAMES_PER_TURN == 0:
+                    await trio.lowlevel.checkpoint()  # the same bound as _handle_events
 
 
 async def accept_websocket(
@@ -331,11 +395,10 @@ async def accept_websocket(
                 h11_connection = getattr(ws.handshake, "_h11_connection", None)
                 trailing = getattr(h11_connection, "trailing_data", (b"", False))[0]
                 if trailing:
+                    # Frames the client sent right behind its request (JOIN,
+                    # often): parsed by the first receive, like any others.
                     ws.connection.receive_data(bytes(trailing))
-                connection = ServerWebSocket(stream, ws.connection, transport=transport, peer=peer)
-                # Frames the client sent right behind its request (JOIN, often).
-                await connection._handle_events()
-                return connection
+                return ServerWebSocket(stream, ws.connection, transport=transport, peer=peer)
 
 
 async def _send_quietly(
