@@ -28,6 +28,7 @@ import attrs
 
 from m42d.errors import ConfigError, LinkError
 from m42d.link import parse_relay_url
+from m42d.relay.limits import FRAME_COST
 from m42d.wire import MAX_PAYLOAD, MAX_SECRET
 
 __all__ = [
@@ -224,6 +225,8 @@ class Limits:
     max_payload: int = _field(MAX_PAYLOAD, _positive_int)
     bulk_window: int = _field(1024 * 1024, _positive_int)
     control_queue: int = _field(256, _positive_int)
+    control_window: int = _field(512 * 1024, _positive_int)
+    max_queued_per_address: int = _field(8 * 1024 * 1024, _positive_int)
     create_rate: int = _field(30, _positive_int)
     join_rate: int = _field(120, _positive_int)
     shutdown_grace: float = _field(5.0, _positive_number)
@@ -250,6 +253,16 @@ class Limits:
             )
         if self.max_connections_per_address > self.max_connections:
             raise ConfigError("max_connections_per_address must not exceed max_connections")
+        if self.control_window < self.max_payload + FRAME_COST:
+            raise ConfigError(
+                f"control_window must be at least max_payload + {FRAME_COST} "
+                "(one full frame and what it costs to queue)"
+            )
+        if self.max_queued_per_address < self.control_window + self.bulk_window:
+            raise ConfigError(
+                "max_queued_per_address must be at least control_window + bulk_window "
+                "(one peer's two lanes)"
+            )
         if self.ipv6_prefix > 128:
             raise ConfigError("ipv6_prefix must be between 1 and 128 (bits of an IPv6 address)")
         if self.shutdown_grace > MAX_SHUTDOWN_GRACE:

@@ -208,6 +208,16 @@ class RelayCollector(Collector):
             value=s.queued_bulk_high_water,
         )
         yield GaugeMetricFamily(
+            "m42d_queued_bytes",
+            "Bytes the relay's lanes hold now (frames at payload + 128, writes in progress).",
+            value=s.queued_bytes,
+        )
+        yield GaugeMetricFamily(
+            "m42d_queued_bytes_high_water",
+            "The largest m42d_queued_bytes seen since start.",
+            value=s.queued_high_water,
+        )
+        yield GaugeMetricFamily(
             "m42d_queued_control_frames",
             "Frames waiting in the relay's control lanes now.",
             value=s.queued_control_frames,

@@ -49,6 +49,8 @@ create_rate = 10
 join_rate = 60
 shutdown_grace = 2.5
 ipv6_prefix = 56
+control_window = 131072
+max_queued_per_address = 4194304
 """
 
 
@@ -78,6 +80,8 @@ def test_defaults_match_the_documented_values() -> None:
     assert limits.control_queue == 256
     assert (limits.create_rate, limits.join_rate, limits.shutdown_grace) == (30, 120, 5.0)
     assert limits.ipv6_prefix == 64
+    assert limits.control_window == 512 * 1024
+    assert limits.max_queued_per_address == 8 * 1024 * 1024
 
 
 def test_full_file_loads_every_key(tmp_path: Path) -> None:
@@ -109,6 +113,8 @@ def test_full_file_loads_every_key(tmp_path: Path) -> None:
         join_rate=60,
         shutdown_grace=2.5,
         ipv6_prefix=56,
+        control_window=131072,
+        max_queued_per_address=4194304,
     )
     assert isinstance(config.limits.join_timeout, float)
 
@@ -150,6 +156,12 @@ def test_secret_never_in_repr(tmp_path: Path) -> None:
         ("creation_secret = '" + "\u00e9" * 128 + "'", "creation_secret is 256 bytes in UTF-8"),
         ("[limits]\nshutdown_grace = 5000000", "limits.shutdown_grace must be at most"),
         ("[limits]\nipv6_prefix = 0", "limits.ipv6_prefix must be a positive integer"),
+        ("[limits]\ncontrol_window = 0", "limits.control_window must be a positive integer"),
+        ("[limits]\ncontrol_window = 65000", "limits.control_window must be at least max_payload"),
+        (
+            "[limits]\nmax_queued_per_address = 1048576",
+            "limits.max_queued_per_address must be at least control_window + bulk_window",
+        ),
         ("[limits]\nipv6_prefix = 64.0", "limits.ipv6_prefix must be a positive integer"),
         ("[limits]\nipv6_prefix = 129", "limits.ipv6_prefix must be between 1 and 128"),
         ("log_addresses = 'yes'", "log_addresses must be true or false"),

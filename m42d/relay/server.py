@@ -38,7 +38,7 @@ import trio
 from m42d.errors import M42Error, TicketError, TransportError, WireError
 from m42d.relay.burns import BurnList, MemoryBurnList
 from m42d.relay.limits import RateLimiter, RelayLimits, address_key
-from m42d.relay.room import Peer, Room, room_tag
+from m42d.relay.room import AddressQueue, Peer, Room, room_tag
 from m42d.relay.stats import RelayCounters, RelayStatistics
 from m42d.ticket import (
     BadSeatToken,
@@ -122,6 +122,8 @@ class Relay:
     """Peer -> (its key when admitted, handshakes in flight): release() must give
     back what admit() took even if a reload changed ``ipv6_prefix`` meanwhile."""
     _lobby: set[trio.CancelScope] = attrs.field(factory=set, init=False, repr=False)
+    _queues: dict[str, AddressQueue] = attrs.field(factory=dict, init=False, repr=False)
+    """Bytes queued towards each address's joined peers (``max_queued_per_address``)."""
     _create_limiter: RateLimiter | None = attrs.field(default=None, init=False, repr=False)
     _join_limiter: RateLimiter | None = attrs.field(default=None, init=False, repr=False)
     _stop_requested: trio.Event | None = attrs.field(default=None, init=False, repr=False)
@@ -234,6 +236,9 @@ class Relay:
         if peer in self._peers:
             self._peers.discard(peer)
             self.counters.peers -= 1
+        queue = peer.queue
+        if not queue.peers and self._queues.get(peer.address) is queue:
+            del self._queues[peer.address]
         room = peer.room
         if not room.seats and self._rooms.get(room.room_id) is room:
             del self._rooms[room.room_id]
@@ -310,7 +315,7 @@ class Relay:
         ticket = self._verify(frame, now)
         if self.burned.is_burned(ticket.room_id, now):
             raise _Refused(Error.from_code(ErrorCode.BURNED))
-        return self._seat(connection, ticket, frame)
+        return self._seat(connection, address, ticket, frame)
 
     def _verify(self, frame: Join, now: int) -> Ticket:
         try:
@@ -321,7 +326,7 @@ class Relay:
                     raise _Refused(Error.from_code(code)) from exc
             raise _Refused(Error.from_code(ErrorCode.BAD_FRAME)) from exc
 
-    def _seat(self, connection: FrameConnection, ticket: Ticket, frame: Join) -> Peer:
+    def _seat(self, connection: FrameConnection, address: str, ticket: Ticket, frame: Join) -> Peer:
         room = self._rooms.get(ticket.room_id)
         if room is None:
             # The ticket is valid through the second `expires`; the room ends
@@ -334,7 +339,10 @@ class Relay:
         old = room.seats.get(seat)
         if old is not None:
             old.terminate(Error.from_code(ErrorCode.SEAT_TAKEN))
-        peer = Peer(self, room, seat, connection)
+        # An address-less transport (a Unix socket) gets no shared budget:
+        # "" is every such client, as for the other per-address limits.
+        queue = self._queues.setdefault(address, AddressQueue()) if address else None
+        peer = Peer(self, room, seat, connection, queue, address=address)
         room.seats[seat] = peer
         self._peers.add(peer)
         self.counters.peers += 1
