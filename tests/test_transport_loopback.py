@@ -362,7 +362,7 @@ async def test_ws_server_refuses_text_and_non_websocket_requests(
         stream = await _raw_ws(url)
         async with stream:
             await stream.send_all(b"GET /m42/v1 HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert (await stream.receive_some(4096)).startswith(b"HTTP/1.1 400")
+            assert (await stream.receive_some(4096)).startswith(b"HTTP/1.1 426")
 
 
 async def test_ws_undecodable_headers_get_400_and_the_listener_lives_on(

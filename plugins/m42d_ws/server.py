@@ -29,10 +29,10 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import re
 from collections.abc import Iterator, Sequence
 from typing import Final, final
 
+import h11
 import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import Connection, ConnectionState
@@ -44,7 +44,6 @@ from wsproto.events import (
     Message,
     Ping,
     RejectConnection,
-    RejectData,
     Request,
     TextMessage,
 )
@@ -53,6 +52,7 @@ from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 from m42d.errors import ConnectionClosed, WireError
 from m42d.transport import BYTES_PER_TURN, FRAMES_PER_TURN, READ_SIZE, acquire_send_lock
 from m42d.wire import MAX_FRAME, Frame, Relayed, decode, encode, relayed_message
+from m42d_ws import http
 
 __all__ = ["ServerWebSocket", "accept_websocket"]
 
@@ -347,84 +347,100 @@ class ServerWebSocket:
 
 
 async def accept_websocket(
-    stream: AnyStream, *, transport: str, peer: str, path_re: re.Pattern[str]
+    stream: AnyStream, *, transport: str, peer: str
 ) -> ServerWebSocket | None:
-    """Read the upgrade request; accept it on an m42 path, else answer 404 (or 400) and close.
+    """Read the request; upgrade it on an m42 path, else answer it (m42d_ws.http) and close.
 
-    Returns None when the request was refused or the client went away; the
-    caller bounds the time this may take.
+    Returns None when the request was answered or the client went away;
+    the caller bounds the time this may take.
     """
+    request = await _read_request(stream)
+    if request is None:
+        return None
+    if isinstance(request, int):  # not HTTP/1.1, or a head over HEAD_LIMIT
+        await _answer(stream, http.error_answer(request))
+        return None
+    event, trailing = request
+    if not (http.is_websocket_upgrade(event) and http.is_m42_path(event.target)):
+        await _answer(stream, http.answer_plain(event), head=event.method == b"HEAD")
+        return None
     ws = WSConnection(ConnectionType.SERVER)
+    try:
+        ws.initiate_upgrade_connection(list(event.headers), event.target)
+        events = list(ws.events())
+    except RemoteProtocolError as exc:
+        # Not a valid WebSocket upgrade (no key, wrong version, not GET):
+        # wsproto's suggested answer, as trio-websocket sent.
+        if isinstance(exc.event_hint, RejectConnection):
+            await _send_quietly(stream, ws, exc.event_hint)
+        return None
+    except (UnicodeError, ValueError):
+        # Header bytes h11 accepts but wsproto cannot decode (a non-ASCII
+        # Connection or Sec-WebSocket-* value, a Host that is not IDNA).
+        await _answer(stream, http.error_answer(400))
+        return None
+    if not any(isinstance(e, Request) for e in events):  # pragma: no cover - always there
+        return None
+    try:
+        # No extension is accepted (permessage-deflate included): the
+        # message cap then applies to the bytes on the wire.
+        await stream.send_all(ws.send(AcceptConnection()))
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        return None
+    # From here on only the frame protocol is needed: keeping just it
+    # drops the handshakes' h11 state (~5 KiB per connection).
+    assert ws.connection is not None
+    if trailing:
+        # RFC 6455 has the client wait for the 101, but frames sent right
+        # behind the request (JOIN, often) must not vanish: parsed by the
+        # first receive, like any others.
+        ws.connection.receive_data(trailing)
+    return ServerWebSocket(stream, ws.connection, transport=transport, peer=peer)
+
+
+async def _read_request(stream: AnyStream) -> tuple[h11.Request, bytes] | int | None:
+    """The request head and any bytes after it; an HTTP status to refuse with; None: gone."""
+    connection = h11.Connection(h11.SERVER, max_incomplete_event_size=http.HEAD_LIMIT)
+    request: h11.Request | None = None
     while True:
         try:
-            data = await stream.receive_some(READ_SIZE)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            event = connection.next_event()
+        except h11.RemoteProtocolError as exc:
+            return exc.error_status_hint if request is None else None
+        if event is h11.NEED_DATA:
+            try:
+                data = await stream.receive_some(READ_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                return None
+            if not data:
+                return None
+            connection.receive_data(_as_bytes(data))
+        elif isinstance(event, h11.Request):
+            request = event
+            if not http.is_websocket_upgrade(event):
+                return event, b""  # answered at once; the connection then closes
+        elif event is h11.PAUSED and request is not None:
+            # An upgrade request, complete: what follows is the new protocol.
+            return request, bytes(connection.trailing_data[0])
+        elif isinstance(event, h11.ConnectionClosed):
             return None
-        if not data:
-            return None
-        try:
-            ws.receive_data(_as_bytes(data))
-            events = list(ws.events())
-        except RemoteProtocolError as exc:
-            # Not a WebSocket upgrade, or not HTTP at all: wsproto's suggested
-            # answer (a 400), as trio-websocket sent.
-            if isinstance(exc.event_hint, RejectConnection):
-                await _send_quietly(stream, ws, exc.event_hint)
-            return None
-        except (UnicodeError, ValueError):
-            # Header bytes h11 accepts but wsproto cannot decode (a non-ASCII
-            # Connection or Sec-WebSocket-* value, a Host that is not IDNA).
-            await _send_quietly(stream, ws, RejectConnection(status_code=400))
-            return None
-        for event in events:
-            if isinstance(event, Request):
-                if not path_re.fullmatch(event.target.split("?", 1)[0]):
-                    await _refuse(stream, ws, 404)
-                    return None
-                try:
-                    await stream.send_all(ws.send(AcceptConnection()))
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                    return None
-                # From here on only the frame protocol is needed: keeping just
-                # it drops the handshake's h11 state (~5 KiB per connection).
-                assert ws.connection is not None
-                # RFC 6455 has the client wait for the 101, but bytes sent
-                # right behind the request must not vanish: wsproto's server
-                # side leaves them in h11 (public ``trailing_data``, reached
-                # through wsproto's private handshake object, so looked up).
-                h11_connection = getattr(ws.handshake, "_h11_connection", None)
-                trailing = getattr(h11_connection, "trailing_data", (b"", False))[0]
-                if trailing:
-                    # Frames the client sent right behind its request (JOIN,
-                    # often): parsed by the first receive, like any others.
-                    ws.connection.receive_data(bytes(trailing))
-                return ServerWebSocket(stream, ws.connection, transport=transport, peer=peer)
+        # EndOfMessage (and Data of a body nobody should send): read on.
 
 
-async def _send_quietly(
-    stream: AnyStream, ws: WSConnection, *events: RejectConnection | RejectData
-) -> None:
-    """A refusal is best effort: the client may already be gone."""
+async def _answer(stream: AnyStream, answer: http.PlainAnswer, *, head: bool = False) -> None:
+    """A refusal or plain answer is best effort: the client may already be gone."""
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        await stream.send_all(http.serialize(answer, head=head))
+
+
+async def _send_quietly(stream: AnyStream, ws: WSConnection, event: RejectConnection) -> None:
+    """wsproto's own refusal of a bad upgrade (status and headers it chose)."""
     with contextlib.suppress(
         trio.BrokenResourceError, trio.ClosedResourceError, OSError, LocalProtocolError
     ):
-        await stream.send_all(b"".join([ws.send(event) for event in events]))
+        await stream.send_all(ws.send(event))
 
 
 def _as_bytes(data: bytes | bytearray) -> bytes:
     """trio's streams return bytes; the type allows bytearray, wsproto's does not."""
     return data if isinstance(data, bytes) else bytes(data)
-
-
-async def _refuse(stream: AnyStream, ws: WSConnection, status: int) -> None:
-    body = b"not found\n"
-    await _send_quietly(
-        stream,
-        ws,
-        RejectConnection(
-            status_code=status,
-            headers=[(b"content-length", str(len(body)).encode())],
-            has_body=True,
-        ),
-        RejectData(data=body),
-    )
