@@ -59,6 +59,9 @@ __all__ = ["ServerWebSocket", "accept_websocket"]
 CLOSE_TIMEOUT: Final = 2.0
 CLOSE_DRAIN_LIMIT: Final = 1 << 20
 """Bytes read while waiting for the answer to our close, at most (then the socket closes)."""
+CLOSE_DRAIN_FRAMES: Final = 4 * FRAMES_PER_TURN
+"""Frames parsed while waiting for that answer, at most: a client still sending a
+flood of tiny fragments would otherwise cost ~20 us a frame for the whole wait."""
 MESSAGE_TOO_BIG: Final = 1009
 MAX_FRAGMENTS: Final = 128
 """WebSocket frames one message may be split into.  Browsers and the common
@@ -322,11 +325,12 @@ class ServerWebSocket:
     async def _close_handshake(self) -> None:
         if self._ws.state is ConnectionState.OPEN:
             await self._close(_NORMAL, "")
-        drained = 0
+        drained = parsed = 0
         while (
             self._ws.state is not ConnectionState.CLOSED
             and not self._unusable
             and drained < CLOSE_DRAIN_LIMIT
+            and parsed < CLOSE_DRAIN_FRAMES
         ):
             try:
                 data = await self._stream.receive_some(READ_SIZE)
@@ -339,9 +343,12 @@ class ServerWebSocket:
                 self._ws.receive_data(_as_bytes(data))
             except RemoteProtocolError:  # pragma: no cover - defensive
                 return
-            for parsed, event in enumerate(self._ws.events(), 1):
+            for event in self._ws.events():
                 if isinstance(event, CloseConnection) and self._ws.state is ConnectionState.OPEN:
                     return  # a parse failure: nothing more will be understood
+                parsed += 1
+                if parsed >= CLOSE_DRAIN_FRAMES:
+                    return
                 if parsed % FRAMES_PER_TURN == 0:
                     await trio.lowlevel.checkpoint()  # the same bound as _handle_events
 
