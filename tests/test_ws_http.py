@@ -226,3 +226,19 @@ async def test_a_compressed_frame_is_a_protocol_error(
             await stream.send_all(upgrade("/m42/v1") + bytes(frame))
             await done.wait()
     assert got == ["websocket protocol error (1002)"]
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        upgrade("/m42/v1").replace(b"GET ", b"POST "),
+        upgrade("/m42/v1").replace(b"Sec-WebSocket-Key: " + KEY.encode() + b"\r\n", b""),
+        upgrade("/m42/v1").replace(b"Sec-WebSocket-Version: 13\r\n", b""),
+        upgrade("/m42/v1").replace(b"Connection: Upgrade", b"Connection: keep-alive"),
+        upgrade("/m42/v1").replace(b"Host: relay.example\r\n", b""),
+    ],
+    ids=["not GET", "no key", "no version", "no Connection: upgrade", "no Host"],
+)
+async def test_an_upgrade_that_breaks_rfc_6455_gets_400(url: str, request_bytes: bytes) -> None:
+    status, _, body = await exchange(url, request_bytes)
+    assert (status, body) == (400, b"bad request\n")

@@ -4,8 +4,10 @@ Every connection to a ``ws://``/``wss://`` listener starts as HTTP/1.1.  The
 head is read with h11 (bounded: :data:`HEAD_LIMIT` bytes, and the caller's
 deadline) and routed:
 
-* a WebSocket upgrade on an m42 path (:func:`is_m42_path`) goes on to the
-  WebSocket handshake (:mod:`m42d_ws.server`);
+* a WebSocket upgrade on an m42 path (:func:`is_m42_path`) is checked
+  against RFC 6455 4.2.1 and accepted (:func:`accept_upgrade`), after which
+  only wsproto's frame protocol runs (:mod:`m42d_ws.server`): the request
+  is parsed once, by h11, not a second time by wsproto's handshake;
 * a plain request on an m42 path is answered ``426 Upgrade Required``;
 * anything else is answered by :func:`answer_plain`: ``404`` today, for any
   method.  A static page served on a plain ``GET`` (the browser client) is
@@ -32,10 +34,12 @@ from typing import Final, final
 
 import attrs
 import h11
+from wsproto.utilities import generate_accept_token
 
 __all__ = [
     "HEAD_LIMIT",
     "PlainAnswer",
+    "accept_upgrade",
     "answer_plain",
     "error_answer",
     "is_m42_path",
@@ -87,6 +91,48 @@ def is_websocket_upgrade(request: h11.Request) -> bool:
             if b"websocket" in tokens:
                 return True
     return False
+
+
+def _tokens(value: bytes) -> list[bytes]:
+    return [token.strip().lower() for token in value.split(b",")]
+
+
+def accept_upgrade(request: h11.Request) -> bytes | PlainAnswer:
+    """The ``101`` that accepts a WebSocket upgrade, or the answer that refuses it.
+
+    The checks of RFC 6455 4.2.1 (``Host`` is h11's): ``GET``, ``Connection``
+    naming ``upgrade``, ``Upgrade: websocket``, ``Sec-WebSocket-Version: 13``
+    (another version: ``426`` naming 13), a ``Sec-WebSocket-Key``.  No
+    subprotocol and no extension is accepted, ``permessage-deflate``
+    included: the answer names none.
+    """
+    connection: list[bytes] = []
+    upgrade: list[bytes] = []
+    version: bytes | None = None
+    key: bytes | None = None
+    for name, value in request.headers:
+        if name == b"connection":
+            connection += _tokens(value)
+        elif name == b"upgrade":
+            upgrade += _tokens(value)
+        elif name == b"sec-websocket-version":
+            version = value.strip()
+        elif name == b"sec-websocket-key":
+            key = value.strip()
+    if request.method != b"GET" or b"upgrade" not in connection or b"websocket" not in upgrade:
+        return error_answer(400)
+    if version != b"13":
+        if version is None:
+            return error_answer(400)
+        return PlainAnswer(
+            426, b"websocket version 13 only\n", ((b"Sec-WebSocket-Version", b"13"),)
+        )
+    if not key:
+        return error_answer(400)
+    return (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: " + generate_accept_token(key) + b"\r\n\r\n"
+    )
 
 
 def answer_plain(request: h11.Request) -> PlainAnswer:

@@ -34,17 +34,14 @@ from typing import Final, final
 
 import h11
 import trio
-from wsproto import ConnectionType, WSConnection
+from wsproto import ConnectionType
 from wsproto.connection import Connection, ConnectionState
 from wsproto.events import (
-    AcceptConnection,
     BytesMessage,
     CloseConnection,
     Event,
     Message,
     Ping,
-    RejectConnection,
-    Request,
     TextMessage,
 )
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
@@ -371,38 +368,22 @@ async def accept_websocket(
     if not (http.is_websocket_upgrade(event) and http.is_m42_path(event.target)):
         await _answer(stream, http.answer_plain(event), head=event.method == b"HEAD")
         return None
-    ws = WSConnection(ConnectionType.SERVER)
-    try:
-        ws.initiate_upgrade_connection(list(event.headers), event.target)
-        events = list(ws.events())
-    except RemoteProtocolError as exc:
-        # Not a valid WebSocket upgrade (no key, wrong version, not GET):
-        # wsproto's suggested answer, as trio-websocket sent.
-        if isinstance(exc.event_hint, RejectConnection):
-            await _send_quietly(stream, ws, exc.event_hint)
-        return None
-    except (UnicodeError, ValueError):
-        # Header bytes h11 accepts but wsproto cannot decode (a non-ASCII
-        # Connection or Sec-WebSocket-* value, a Host that is not IDNA).
-        await _answer(stream, http.error_answer(400))
-        return None
-    if not any(isinstance(e, Request) for e in events):  # pragma: no cover - always there
+    answer = http.accept_upgrade(event)
+    if isinstance(answer, http.PlainAnswer):
+        await _answer(stream, answer)
         return None
     try:
-        # No extension is accepted (permessage-deflate included): the
-        # message cap then applies to the bytes on the wire.
-        await stream.send_all(ws.send(AcceptConnection()))
+        await stream.send_all(answer)
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
         return None
-    # From here on only the frame protocol is needed: keeping just it
-    # drops the handshakes' h11 state (~5 KiB per connection).
-    assert ws.connection is not None
+    # From here on only the frame protocol runs: no handshake state is kept.
+    ws = Connection(ConnectionType.SERVER)
     if trailing:
         # RFC 6455 has the client wait for the 101, but frames sent right
         # behind the request (JOIN, often) must not vanish: parsed by the
         # first receive, like any others.
-        ws.connection.receive_data(trailing)
-    return ServerWebSocket(stream, ws.connection, transport=transport, peer=peer)
+        ws.receive_data(trailing)
+    return ServerWebSocket(stream, ws, transport=transport, peer=peer)
 
 
 async def _read_request(stream: AnyStream) -> tuple[h11.Request, bytes] | int | None:
@@ -438,14 +419,6 @@ async def _answer(stream: AnyStream, answer: http.PlainAnswer, *, head: bool = F
     """A refusal or plain answer is best effort: the client may already be gone."""
     with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
         await stream.send_all(http.serialize(answer, head=head))
-
-
-async def _send_quietly(stream: AnyStream, ws: WSConnection, event: RejectConnection) -> None:
-    """wsproto's own refusal of a bad upgrade (status and headers it chose)."""
-    with contextlib.suppress(
-        trio.BrokenResourceError, trio.ClosedResourceError, OSError, LocalProtocolError
-    ):
-        await stream.send_all(ws.send(event))
 
 
 def _as_bytes(data: bytes | bytearray) -> bytes:
