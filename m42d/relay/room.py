@@ -60,6 +60,9 @@ Rules and invariants
     to follow).  A sender that cannot send a full frame is below that mark,
     so it is never stranded; one that still holds half a window is not sent
     a CREDIT per frame.
+* When a write fails because the client closed or broke its side, the
+  reader is not cancelled at once: it may still take frames the client sent
+  just before (its last ACKs), until it sees the end or ``close_timeout``.
 * Any frame with no one in the other seat is dropped.  A terminated peer
   (replaced, burned, protocol error, idle) drops its lanes, releases their
   credit, sends one final ERROR within ``close_timeout`` and closes.
@@ -472,6 +475,11 @@ class Peer:
         if self._scope is not None:
             self._scope.cancel()
 
+    def _stop_after(self, seconds: float) -> None:
+        """End the connection ``seconds`` from now unless the reader ends it first."""
+        if self._scope is not None:
+            self._scope.deadline = min(self._scope.deadline, trio.current_time() + seconds)
+
     # -- reader ---------------------------------------------------------------------
 
     async def _reader(self) -> None:
@@ -577,6 +585,7 @@ class Peer:
 
     async def _writer(self) -> None:
         scope = self._write_scope
+        grace = False
         try:
             with scope:
                 while True:
@@ -601,9 +610,16 @@ class Peer:
             self.terminate(Error.from_code(ErrorCode.EXPIRED))
             await self._write_final(self.final)
         except TransportError:
-            pass
+            # The client closed or broke its side: frames it sent before that
+            # may still be on their way to our reader (its last ACKs, often).
+            # Let the reader take them until it sees the end, within
+            # close_timeout, instead of cancelling it with them unread.
+            grace = True
         finally:
-            self._stop()
+            if grace:
+                self._stop_after(self.limits.close_timeout)
+            else:
+                self._stop()
 
     async def _wait_for_work(self) -> None:
         limits = self.limits
