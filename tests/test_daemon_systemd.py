@@ -276,6 +276,9 @@ async def test_notify_ready_status_watchdog_reload_stopping(tmp_path: Path) -> N
         async with running_daemon(argv, env=env, wait_for="m42d: state directory") as daemon:
             await notify.until(lambda n: _ready_count(n) == 1, STEP)
             # Listeners accept the moment READY=1 is out: real frames on both.
+            # (The log lines were written before READY=1, but our reader of
+            # stderr may not have taken them yet: wait for them, not for time.)
+            await daemon.wait_log(lambda log: "TLS certificate pin" in log)
             urls = daemon.listening()
             assert set(urls) == {"ws", "tls"}
             await create_room(transports["ws"], urls["ws"])
