@@ -9,10 +9,14 @@ docs/client.md and in ``m42 --help``):
 1     error (a file could not be read, a transfer failed, ...)
 2     usage error (bad option, missing or malformed link)
 3     timeout (``--wait`` / ``--timeout`` passed first)
-4     the peer's key changed: check the SAS, then ``m42 trust``
+4     the peer's key changed: compare the safety words, then ``m42 trust``
 5     refused by the relay (bad token, expired, burned, seat taken)
-130   interrupted (Ctrl-C) in ``send`` / ``recv``
+129   SIGHUP (the terminal closed)
+130   interrupted (Ctrl-C) in ``send`` / ``recv`` / ``trust``
+143   SIGTERM
 ====  ===========================================================
+
+A signal leaves the way the command's own end does (see ``_Leaving``).
 
 Secrets are never printed, except the two links by ``m42 new``.
 """
@@ -22,6 +26,8 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import contextlib
+import getpass
 import hashlib
 import json
 import math
@@ -37,15 +43,17 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Final, TextIO
 
+import attrs
 import trio
 
 from m42d.client import events as ev
 from m42d.client.engine import Client, RelayRefused
 from m42d.client.keystore import FileKeyStore, default_key_dir
 from m42d.client.names import escape_text
+from m42d.client.nodump import keep_secrets_out_of_core_dumps
 from m42d.errors import LinkError, M42Error, TransportError
 from m42d.link import Link, parse_relay_url
-from m42d.session import FileCode
+from m42d.session import MAX_TEXT, FileCode
 from m42d.ticket import Seat, Ticket
 from m42d.transport import load_transports
 from m42d.wire import WIRE_VERSION, CreateRoom, Credit, Error, Ping, Pong, RoomCreated
@@ -58,16 +66,20 @@ EXIT_USAGE: Final = 2
 EXIT_TIMEOUT: Final = 3
 EXIT_KEY_CHANGED: Final = 4
 EXIT_REFUSED: Final = 5
-EXIT_INTERRUPTED: Final = 130
+EXIT_HANGUP: Final = 128 + signal.SIGHUP
+EXIT_INTERRUPTED: Final = 128 + signal.SIGINT
+EXIT_TERMINATED: Final = 128 + signal.SIGTERM
 
 EXIT_CODES: Final = {
     EXIT_OK: "success",
     EXIT_ERROR: "error",
     EXIT_USAGE: "usage error (bad option, missing or malformed link)",
     EXIT_TIMEOUT: "timed out",
-    EXIT_KEY_CHANGED: "the peer's key changed (check the SAS, then run 'm42 trust')",
+    EXIT_KEY_CHANGED: "the peer's key changed (compare the safety words, then run 'm42 trust')",
     EXIT_REFUSED: "refused by the relay",
-    EXIT_INTERRUPTED: "interrupted",
+    EXIT_HANGUP: "the terminal closed (SIGHUP)",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+    EXIT_TERMINATED: "terminated (SIGTERM)",
 }
 
 DEFAULT_RELAY: Final = "ws://127.0.0.1:8042"
@@ -76,14 +88,17 @@ FLUSH_TIMEOUT: Final = 5.0
 
 LINK_HELP: Final = (
     "the room link, or '-' to read it from stdin.  A link on the command line is "
-    "visible to other users of this machine (ps); prefer '-', --link-file or $M42_LINK"
+    "visible to other users of this machine (ps) and kept in the shell's history; "
+    "leave it out to be asked for it (not echoed), or use --link-file"
 )
 
 EPILOG: Final = """\
 links:
   A link holds the room secret.  Anyone who has it can read and write as you.
-  Command-line arguments are visible to every user of the machine (ps, /proc),
-  so give the link as '-' (stdin), with --link-file FILE, or in $M42_LINK.
+  Command-line arguments are visible to every user of the machine (ps, /proc)
+  and the shell keeps them in its history, so leave the link out and paste it
+  when asked (it is not echoed), or give it with --link-file FILE (mode 0600),
+  as '-' (stdin), or in $M42_LINK set from a file, never typed out.
 
 exit codes:
 """ + "\n".join(f"  {code:<4} {text}" for code, text in EXIT_CODES.items())
@@ -169,14 +184,29 @@ def _progress_line(p: ev.Progress) -> str:
 
 
 def _sas_line(words: Sequence[str]) -> str:
-    return "  ".join(words)
+    """Safety words as docs/protocol.md shows them: single spaces."""
+    return " ".join(words)
+
+
+CONTINUATION: Final = "  | "
+"""Starts each further line of a peer's text, so that no line of it poses as our own output."""
+
+
+def _text_block(text: str, continuation: str = CONTINUATION) -> str:
+    """A peer's text for a terminal: escaped, its further lines marked as continuations."""
+    first, *more = escape_text(text, keep_newlines=True).split("\n")
+    return "\n".join([first, *(continuation + line for line in more)])
 
 
 # -- links -------------------------------------------------------------------------
 
 
 def _read_link(args: argparse.Namespace, stdin: TextIO) -> Link:
-    """The link from the argument, '-' (stdin), --link-file or $M42_LINK, in that order."""
+    """The link from the argument, '-' (stdin), --link-file, $M42_LINK or a prompt, in that order.
+
+    The prompt (a terminal, nothing else given) does not echo: the link
+    lands neither on the screen nor in the shell's history.
+    """
     text: str | None = None
     if args.link == "-":
         text = stdin.readline()
@@ -185,18 +215,38 @@ def _read_link(args: argparse.Namespace, stdin: TextIO) -> Link:
     elif args.link is not None:
         text = args.link
     elif args.link_file is not None:
+        text = _read_link_file(Path(args.link_file))
+    elif "M42_LINK" in os.environ:
+        text = os.environ["M42_LINK"]
+    elif _isatty(stdin) and _isatty(sys.stderr):
         try:
-            text = Path(args.link_file).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise UsageError(f"cannot read --link-file: {exc.strerror}") from exc
-    else:
-        text = os.environ.get("M42_LINK")
+            text = getpass.getpass("m42: paste the link (it is not shown): ", stream=sys.stderr)
+        except EOFError:
+            text = ""
     if not text or not text.strip():
-        raise UsageError("no link given: pass LINK or '-', --link-file FILE, or set M42_LINK")
+        raise UsageError(
+            "no link given: use --link-file FILE or '-' (stdin), or run on a terminal to be asked"
+        )
     try:
         return Link.parse(text.strip().splitlines()[0])
     except LinkError as exc:
         raise UsageError(f"bad link: {exc}") from exc
+
+
+def _read_link_file(path: Path) -> str:
+    try:
+        text = path.read_text(encoding="utf-8")
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise UsageError(f"cannot read --link-file: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise UsageError("--link-file is not UTF-8 text") from exc
+    if mode & 0o077:
+        _eprint(
+            f"m42: warning: {escape_text(str(path))} can be read by other users; "
+            f"the link in it is a secret (chmod 600 {escape_text(str(path))})"
+        )
+    return text
 
 
 def _key_store(args: argparse.Namespace) -> FileKeyStore:
@@ -206,10 +256,52 @@ def _key_store(args: argparse.Namespace) -> FileKeyStore:
 # -- running a client ----------------------------------------------------------------
 
 
-async def _with_client(client: Client, body: Callable[[Client], Awaitable[int]]) -> int:
-    """Run the engine and ``body`` side by side; the engine stops when the body returns."""
+LEAVING_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""Ctrl-C, ``kill``, a closed terminal: each leaves the way the command's own end does."""
+
+
+@attrs.define(eq=False)
+class _Leaving:
+    """The first leaving signal stops the command's work; a second one cuts the leaving short."""
+
+    work: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    leaving: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    watching: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    """Cancel to stop :meth:`watch` (the default handlers come back)."""
+    signals: list[int] = attrs.field(factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal's number, as a shell reports a signalled command."""
+        return 128 + self.signals[0]
+
+    async def watch(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with self.watching:
+            if threading.current_thread() is not threading.main_thread():
+                task_status.started()  # signals reach only the main thread (tests run us in others)
+                await trio.sleep_forever()
+            with trio.open_signal_receiver(*LEAVING_SIGNALS) as received:
+                task_status.started()
+                async for signum in received:
+                    self.signals.append(signum)
+                    (self.work if len(self.signals) == 1 else self.leaving).cancel()
+
+
+async def _with_client(
+    client: Client,
+    body: Callable[[Client], Awaitable[int]],
+    late: Callable[[ev.ClientEvent], None] | None = None,
+) -> int:
+    """Run the engine and ``body`` side by side; the engine stops when the body returns.
+
+    With ``late`` (the command's way to show an event), a leaving signal
+    stops the body, the acknowledgements owed go out (:func:`_finish`),
+    ``late`` shows what had arrived, and the command exits with 128 + the
+    signal.  Without it (chat) the body watches the signals itself.
+    """
     result = EXIT_ERROR
     refused: list[RelayRefused] = []
+    leave = _Leaving()
 
     async def engine() -> None:
         try:
@@ -220,8 +312,19 @@ async def _with_client(client: Client, body: Callable[[Client], Awaitable[int]])
     async with trio.open_nursery() as nursery:
         nursery.start_soon(engine)
         try:
-            result = await body(client)
+            if late is not None:
+                await nursery.start(leave.watch)
+            with leave.work:
+                result = await body(client)
+            if leave.signals:
+                assert late is not None
+                result = leave.exit_code
+                with leave.leaving:
+                    await _finish(client)
+                    async for event in client.events:
+                        late(event)
         finally:
+            leave.watching.cancel()
             client.close()
     if refused and result == EXIT_ERROR:
         return EXIT_REFUSED
@@ -375,10 +478,16 @@ async def cmd_send(args: argparse.Namespace, stdin: TextIO) -> int:
         if args.link == "-":
             raise UsageError("the link came from stdin; give the message with --text or --file")
         texts.append(stdin.read())
+    for text in texts:
+        _check_text(text)
     for path in files:
         if not path.is_file():
             raise UsageError(f"not a file: {path}")
     client = Client(link, _key_store(args), download_dir=None, max_size=None)
+
+    def late(event: ev.ClientEvent) -> None:
+        if isinstance(event, ev.TextIn):
+            print(_text_block(event.text), flush=True)
 
     async def body(client: Client) -> int:
         pending_texts = {client.send_text(text) for text in texts}
@@ -388,9 +497,9 @@ async def cmd_send(args: argparse.Namespace, stdin: TextIO) -> int:
         deadline = math.inf if args.wait is None else trio.current_time() + args.wait
         failed = False
         while (event := await _next_event(client, deadline)) is not None:
-            if isinstance(event, ev.Sas):
+            if isinstance(event, ev.SafetyWords):
                 deadline = math.inf
-                _eprint(f"m42: secure session; SAS: {_sas_line(event.words)}")
+                _eprint(f"m42: secure session; safety words: {_sas_line(event.words)}")
             elif isinstance(event, ev.Delivered):
                 pending_texts.discard(event.seq)
             elif isinstance(event, ev.FileDone) and event.outgoing:
@@ -411,19 +520,30 @@ async def cmd_send(args: argparse.Namespace, stdin: TextIO) -> int:
                 return _fatal(event)
             elif isinstance(event, ev.TextIn):
                 # The session acknowledged it: the peer sees it as delivered.
-                print(escape_text(event.text, keep_newlines=True), flush=True)
+                late(event)
             if not pending_texts and not pending_files:
                 await _finish(client)
-                async for late in client.events:
-                    if isinstance(late, ev.TextIn):
-                        print(escape_text(late.text, keep_newlines=True), flush=True)
+                async for after in client.events:
+                    late(after)
                 return EXIT_ERROR if failed else EXIT_OK
         if trio.current_time() >= deadline:
             _eprint(f"m42: the peer did not come within {args.wait:g} s")
             return EXIT_TIMEOUT
         return EXIT_ERROR
 
-    return await _with_client(client, body)
+    return await _with_client(client, body, late)
+
+
+def _check_text(text: str) -> None:
+    """Refuse, before connecting, a text the peer would have to refuse."""
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise UsageError("the text is not valid UTF-8") from None
+    if size > MAX_TEXT:
+        raise UsageError(
+            f"a text of {size} bytes is over the {MAX_TEXT}-byte cap; send it with --file"
+        )
 
 
 async def _next_event(client: Client, deadline: float) -> ev.ClientEvent | None:
@@ -451,33 +571,38 @@ async def cmd_recv(args: argparse.Namespace, stdin: TextIO) -> int:
     )
     deadline = math.inf if args.timeout is None else trio.current_time() + args.timeout
 
+    def show(event: ev.ClientEvent) -> None:
+        if args.jsonl:
+            if not isinstance(event, ev.Connected | ev.Reconnecting):
+                record = event.to_json()
+                record["ts"] = time.time()
+                print(json.dumps(record), flush=True)
+        elif isinstance(event, ev.TextIn):
+            print(_text_block(event.text), flush=True)
+        elif isinstance(event, ev.SafetyWords):
+            _eprint(f"m42: secure session; safety words: {_sas_line(event.words)}")
+        elif isinstance(event, ev.Problem) and not event.fatal:
+            _eprint(f"m42: {escape_text(event.message)}")
+        elif isinstance(event, ev.FileDone) and not event.outgoing:
+            _eprint(f"m42: saved {escape_text(str(event.path))}")
+        elif isinstance(event, ev.FileFailed) and not event.outgoing:
+            _eprint(f"m42: {escape_text(event.name)} failed: {escape_text(event.reason)}")
+        elif isinstance(event, ev.Progress):
+            _PROGRESS.show(event)
+
+    def late(event: ev.ClientEvent) -> None:
+        if isinstance(event, ev.TextIn | ev.FileDone | ev.FileFailed):
+            show(event)
+
     async def body(client: Client) -> int:
         received = 0
-
-        def show(event: ev.ClientEvent) -> None:
-            if args.jsonl:
-                if not isinstance(event, ev.Connected | ev.Reconnecting):
-                    record = event.to_json()
-                    record["ts"] = time.time()
-                    print(json.dumps(record), flush=True)
-            elif isinstance(event, ev.TextIn):
-                print(escape_text(event.text, keep_newlines=True), flush=True)
-            elif isinstance(event, ev.Sas):
-                _eprint(f"m42: secure session; SAS: {_sas_line(event.words)}")
-            elif isinstance(event, ev.FileDone) and not event.outgoing:
-                _eprint(f"m42: saved {escape_text(str(event.path))}")
-            elif isinstance(event, ev.FileFailed) and not event.outgoing:
-                _eprint(f"m42: {escape_text(event.name)} failed: {escape_text(event.reason)}")
-            elif isinstance(event, ev.Progress):
-                _PROGRESS.show(event)
 
         async def finish() -> None:
             # Texts that came in with the last counted one were acknowledged
             # too: show them rather than lose them.
             await _finish(client)
-            async for late in client.events:
-                if isinstance(late, ev.TextIn | ev.FileDone | ev.FileFailed):
-                    show(late)
+            async for after in client.events:
+                late(after)
 
         while (event := await _next_event(client, deadline)) is not None:
             show(event)
@@ -502,7 +627,7 @@ async def cmd_recv(args: argparse.Namespace, stdin: TextIO) -> int:
             return EXIT_TIMEOUT if args.count is not None else EXIT_OK
         return EXIT_ERROR
 
-    return await _with_client(client, body)
+    return await _with_client(client, body, late)
 
 
 # -- m42 trust ----------------------------------------------------------------------------
@@ -521,23 +646,26 @@ async def cmd_trust(args: argparse.Namespace, stdin: TextIO) -> int:
     client = Client(link, _key_store(args))
     deadline = math.inf if args.wait is None else trio.current_time() + args.wait
 
+    def late(event: ev.ClientEvent) -> None:
+        if isinstance(event, ev.TextIn):
+            print(f"peer: {_text_block(event.text, TRUST_CONTINUATION)}", flush=True)
+
     async def body(client: Client) -> int:
         trusted = False
         while (event := await _next_event(client, deadline)) is not None:
-            if isinstance(event, ev.Sas):
+            if isinstance(event, ev.SafetyWords):
                 if trusted:
-                    print(f"Trusted.  SAS: {_sas_line(event.words)}")
+                    print(f"Trusted.  Safety words: {_sas_line(event.words)}")
                 else:
                     print(
-                        f"The peer's key is the pinned one; nothing to trust.  SAS: "
+                        f"The peer's key is the pinned one; nothing to trust.  safety words: "
                         f"{_sas_line(event.words)}"
                     )
                 # Texts the peer had queued arrive right behind the handshake
                 # and are acknowledged: show them rather than swallow them.
                 await _finish(client)
-                async for late in client.events:
-                    if isinstance(late, ev.TextIn):
-                        print(f"peer: {escape_text(late.text, keep_newlines=True)}")
+                async for after in client.events:
+                    late(after)
                 return EXIT_OK
             if isinstance(event, ev.KeyChanged):
                 print(_key_changed_message(event))
@@ -553,14 +681,17 @@ async def cmd_trust(args: argparse.Namespace, stdin: TextIO) -> int:
         _eprint("m42: the peer did not come in time")
         return EXIT_TIMEOUT
 
-    return await _with_client(client, body)
+    return await _with_client(client, body, late)
+
+
+TRUST_CONTINUATION: Final = "    " + CONTINUATION  # under "peer: "
 
 
 # -- m42 chat -------------------------------------------------------------------------------
 
 CHAT_HELP: Final = """\
 commands:
-  /send PATH   send a file            /verify   show the SAS words again
+  /send PATH   send a file            /verify   show the safety words again
   /accept      take the offered file  /reject   refuse it (also: y / n)
   /cancel      stop every transfer    /trust    accept a changed key
   /burn        destroy the room       /quit     leave (Ctrl-C too)
@@ -584,9 +715,7 @@ def _stamp() -> str:
     return time.strftime("%H:%M:%S")
 
 
-def _peer_text(text: str) -> str:
-    lines = escape_text(text, keep_newlines=True).split("\n")
-    return "\n".join([lines[0], *("           | " + line for line in lines[1:])])
+CHAT_CONTINUATION: Final = "           | "  # under "[HH:MM:SS] "
 
 
 async def cmd_chat(args: argparse.Namespace, stdin: TextIO) -> int:
@@ -610,7 +739,9 @@ async def cmd_chat(args: argparse.Namespace, stdin: TextIO) -> int:
     interactive = _isatty(stdin) and _isatty(out)
 
     def say(line: str) -> None:
-        print(line, file=out, flush=True)
+        # A closed terminal (SIGHUP) fails every write: leaving must go on.
+        with contextlib.suppress(OSError):
+            print(line, file=out, flush=True)
 
     def erase_typed(line: str) -> None:
         columns = max(1, shutil.get_terminal_size().columns)
@@ -648,17 +779,18 @@ async def cmd_chat(args: argparse.Namespace, stdin: TextIO) -> int:
                         f"retrying in {event.delay:.1f} s"
                     )
                     lost = True
-                elif isinstance(event, ev.Sas):
+                elif isinstance(event, ev.SafetyWords):
                     first = (
                         " (first contact: compare these words by voice)"
                         if event.first_contact
                         else ""
                     )
-                    say(f"[{_stamp()}] * secure session; SAS: {_sas_line(event.words)}{first}")
+                    words = _sas_line(event.words)
+                    say(f"[{_stamp()}] * secure session; safety words: {words}{first}")
                 elif isinstance(event, ev.KeyChanged):
                     say(_key_changed_message(event))
                 elif isinstance(event, ev.TextIn):
-                    say(f"[{_stamp()}] peer: {_peer_text(event.text)}")
+                    say(f"[{_stamp()}] peer: {_text_block(event.text, CHAT_CONTINUATION)}")
                 elif isinstance(event, ev.Delivered):
                     preview = sent.pop(event.seq, "")
                     say(f"[{_stamp()}] \u2713 delivered #{event.seq}: {escape_text(preview[:40])}")
@@ -680,10 +812,7 @@ async def cmd_chat(args: argparse.Namespace, stdin: TextIO) -> int:
                     if event.outgoing:
                         say(f"[{_stamp()}] \u2713 {escape_text(event.name)} delivered")
                     else:
-                        say(
-                            f"[{_stamp()}] * saved {escape_text(str(event.path))} "
-                            f"(sha256 {event.sha256[:16]}...)"
-                        )
+                        say(f"[{_stamp()}] * saved {escape_text(str(event.path))}")
                 elif isinstance(event, ev.FileFailed):
                     transfers.pop((event.file_id, event.outgoing), None)
                     side = "sending" if event.outgoing else "receiving"
@@ -701,7 +830,10 @@ async def cmd_chat(args: argparse.Namespace, stdin: TextIO) -> int:
 
         async def read_input() -> None:
             while True:
-                line = await trio.to_thread.run_sync(stdin.readline, abandon_on_cancel=True)
+                try:
+                    line = await trio.to_thread.run_sync(stdin.readline, abandon_on_cancel=True)
+                except OSError:
+                    line = ""  # the terminal went away
                 if not line:
                     done.set()
                     return
@@ -726,7 +858,7 @@ async def cmd_chat(args: argparse.Namespace, stdin: TextIO) -> int:
                         transfers[(offer.file_id, False)] = offer.name
                         say(f"[{_stamp()}] * receiving {escape_text(offer.name)}")
                     except (OSError, M42Error) as exc:
-                        say(f"[{_stamp()}] ! cannot accept: {exc}")
+                        say(f"[{_stamp()}] ! cannot accept: {escape_text(str(exc))}")
                 else:
                     with _suppress_m42():
                         client.reject_file(offer.file_id)
@@ -750,14 +882,14 @@ async def cmd_chat(args: argparse.Namespace, stdin: TextIO) -> int:
                             )
                     say(f"[{_stamp()}] * cancelled {escape_text(name)}")
             elif word == "/verify":
-                sas = client.sas
-                say(f"SAS: {_sas_line(sas)}" if sas else "no secure session yet")
+                words = client.safety_words
+                say(f"safety words: {_sas_line(words)}" if words else "no secure session yet")
             elif word == "/trust":
                 try:
                     client.trust()
                     say("* trusting the new key; reconnecting the session")
                 except M42Error as exc:
-                    say(f"! {exc}")
+                    say(f"! {escape_text(str(exc))}")
             elif word == "/burn":
                 client.burn()
                 say("* burning the room")
@@ -772,7 +904,7 @@ async def cmd_chat(args: argparse.Namespace, stdin: TextIO) -> int:
                     size = client.outgoing_size(file_id)
                     say(f"[{_stamp()}] * offering {escape_text(path.name)} ({_human_size(size)})")
                 except (OSError, M42Error) as exc:
-                    say(f"! cannot send: {exc}")
+                    say(f"! cannot send: {escape_text(str(exc))}")
             elif word.startswith("/") and not word.startswith("//"):
                 say(f"! unknown command {escape_text(word)}; /help lists them")
             else:
@@ -780,33 +912,34 @@ async def cmd_chat(args: argparse.Namespace, stdin: TextIO) -> int:
                 try:
                     seq = client.send_text(message)
                 except M42Error as exc:
-                    say(f"! {exc}")
+                    say(f"! {escape_text(str(exc))}")
                     return False
                 sent[seq] = message
                 say(f"[{_stamp()}] you: {escape_text(message)}  (sent #{seq})")
             return False
 
-        async def interrupted() -> None:
-            # Ctrl-C leaves like /quit: acknowledgements owed still go out.
-            # A second Ctrl-C (handler restored) interrupts at once.
-            with trio.open_signal_receiver(signal.SIGINT) as signals:
-                async for _ in signals:
-                    _eprint("\nbye")
-                    done.set()
-                    return
-
+        # Ctrl-C, kill or a closed terminal leaves like /quit: the
+        # acknowledgements owed still go out.  A second one leaves at once.
+        leave = _Leaving()
         say(f"m42 chat, seat {link.seat.value}.  /help for commands.")
         async with trio.open_nursery() as nursery:
             nursery.start_soon(show)
             nursery.start_soon(read_input)
-            if threading.current_thread() is threading.main_thread():
-                nursery.start_soon(interrupted)
-            await done.wait()
-            # Texts that arrive while leaving are shown (their
-            # acknowledgements went out), not swallowed.
-            await _finish(client)
-            with trio.move_on_after(FLUSH_TIMEOUT):
-                await shown.wait()
+            await nursery.start(leave.watch)
+            with leave.work:
+                await done.wait()
+            if leave.signals:
+                done.set()  # not our peer's leaving: no "peer offline" line
+                with contextlib.suppress(OSError):
+                    _eprint("\nbye")
+                if leave.signals[0] != signal.SIGINT:
+                    result = leave.exit_code
+            with leave.leaving:
+                # Texts that arrive while leaving are shown (their
+                # acknowledgements went out), not swallowed.
+                await _finish(client)
+                with trio.move_on_after(FLUSH_TIMEOUT):
+                    await shown.wait()
             nursery.cancel_scope.cancel()
         return result
 
@@ -947,7 +1080,7 @@ def build_parser() -> argparse.ArgumentParser:
     recv.add_argument(
         "--jsonl",
         action="store_true",
-        help="one JSON object per event (peer_up, peer_down, sas, text, file_progress, "
+        help="one JSON object per event (peer_up, peer_down, safety_words, text, file_progress, "
         "file_done, file_failed, key_changed, delivered, error), each with a 'ts'",
     )
     recv.add_argument(
@@ -958,11 +1091,13 @@ def build_parser() -> argparse.ArgumentParser:
         "trust",
         parents=[common, linked],
         formatter_class=fmt,
-        help="accept the peer's changed key after checking the SAS",
-        description="Connect, show the SAS of the peer's new key and pin it once you confirm "
-        "that the other person sees the same words.",
+        help="accept the peer's changed key after comparing the safety words",
+        description="Connect, show the safety words with the peer's new key and pin it once "
+        "you confirm that the other person sees the same words.",
     )
-    trust.add_argument("--yes", action="store_true", help="do not ask (you compared the SAS)")
+    trust.add_argument(
+        "--yes", action="store_true", help="do not ask (you compared the safety words)"
+    )
     trust.add_argument(
         "--wait", type=_positive_float, metavar="SECONDS", help="give up after SECONDS (exit 3)"
     )
@@ -989,6 +1124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     debug = bool(getattr(args, "debug", False))
+    keep_secrets_out_of_core_dumps()  # before any link or key is read
     try:
         try:
             return trio.run(_dispatch, args, sys.stdin)
@@ -1005,12 +1141,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         if isinstance(inner, UsageError):
             parser.print_usage(sys.stderr)
-            _eprint(f"m42: error: {inner}")
+            _eprint(f"m42: error: {escape_text(str(inner))}")
             return EXIT_USAGE
         if isinstance(inner, trio.TooSlowError):
             _eprint("m42: timed out")
             return EXIT_TIMEOUT
-        _eprint(f"m42: {inner or type(inner).__name__}")
+        # An error may carry the relay's words (RelayRefused) or a peer's
+        # file name: escaped like everything else that reaches the terminal.
+        _eprint(f"m42: {escape_text(str(inner) or type(inner).__name__)}")
         return EXIT_REFUSED if isinstance(inner, RelayRefused) else EXIT_ERROR
 
 

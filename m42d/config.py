@@ -28,7 +28,8 @@ import attrs
 
 from m42d.errors import ConfigError, LinkError
 from m42d.link import parse_relay_url
-from m42d.wire import MAX_PAYLOAD
+from m42d.relay.limits import FRAME_COST
+from m42d.wire import MAX_PAYLOAD, MAX_SECRET
 
 __all__ = [
     "CREDENTIAL_CREATION_SECRET",
@@ -55,6 +56,9 @@ MAX_BULK_WINDOW: Final = 0xFFFF_FFFF
 
 MAX_ROOM_TTL: Final = 366 * 24 * 3600
 """Upper bound for ``room_ttl``: tickets are bearer credentials; a year is already generous."""
+
+MAX_SHUTDOWN_GRACE: Final = 0xFFFF_FFFF / 1000
+"""GOAWAY carries the grace period as a 32-bit count of milliseconds (~49.7 days)."""
 
 _PORT_ZERO: Final = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://(?:\[[^\]/]*\]|[^/:\[]*)):0(/|$)")
 _HOST_SCHEMES: Final = frozenset({"ws", "wss", "http", "https", "tls", "tcp"})
@@ -122,7 +126,24 @@ def _optional_secret(key: str, value: Any) -> str | None:
         return None
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"{key} must be a non-empty string")
+    _creation_secret_fits(key, value)
     return value
+
+
+def _creation_secret_fits(key: str, secret: str) -> None:
+    """CREATE_ROOM carries the secret in at most MAX_SECRET bytes of UTF-8.
+
+    A longer one would pass every other check and then make room creation
+    impossible: no client could send it.
+    """
+    try:
+        size = len(secret.encode("utf-8"))
+    except UnicodeError as exc:  # a lone surrogate cannot come from TOML, but from code
+        raise ConfigError(f"{key} must be valid text (UTF-8)") from exc
+    if size > MAX_SECRET:
+        raise ConfigError(
+            f"{key} is {size} bytes in UTF-8; CREATE_ROOM carries at most {MAX_SECRET}"
+        )
 
 
 def check_listen_url(key: str, value: Any) -> str:
@@ -204,9 +225,12 @@ class Limits:
     max_payload: int = _field(MAX_PAYLOAD, _positive_int)
     bulk_window: int = _field(1024 * 1024, _positive_int)
     control_queue: int = _field(256, _positive_int)
+    control_window: int = _field(512 * 1024, _positive_int)
+    max_queued_per_address: int = _field(8 * 1024 * 1024, _positive_int)
     create_rate: int = _field(30, _positive_int)
     join_rate: int = _field(120, _positive_int)
     shutdown_grace: float = _field(5.0, _positive_number)
+    ipv6_prefix: int = _field(64, _positive_int)
 
     def __attrs_post_init__(self) -> None:
         # Rules across fields: each one, if broken, makes the relay misbehave
@@ -229,6 +253,23 @@ class Limits:
             )
         if self.max_connections_per_address > self.max_connections:
             raise ConfigError("max_connections_per_address must not exceed max_connections")
+        if self.control_window < self.max_payload + FRAME_COST:
+            raise ConfigError(
+                f"control_window must be at least max_payload + {FRAME_COST} "
+                "(one full frame and what it costs to queue)"
+            )
+        if self.max_queued_per_address < self.control_window + self.bulk_window:
+            raise ConfigError(
+                "max_queued_per_address must be at least control_window + bulk_window "
+                "(one peer's two lanes)"
+            )
+        if self.ipv6_prefix > 128:
+            raise ConfigError("ipv6_prefix must be between 1 and 128 (bits of an IPv6 address)")
+        if self.shutdown_grace > MAX_SHUTDOWN_GRACE:
+            raise ConfigError(
+                f"shutdown_grace must be at most {MAX_SHUTDOWN_GRACE:.0f} seconds "
+                "(GOAWAY carries it as 32-bit milliseconds)"
+            )
 
 
 @final
@@ -278,6 +319,7 @@ def _read_secret_file(key: str, path: Path) -> str:
     secret = text.strip()
     if not secret:
         raise ConfigError(f"{key}: {path} is empty")
+    _creation_secret_fits(key, secret)
     return secret
 
 

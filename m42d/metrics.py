@@ -13,10 +13,15 @@ listener here is a minimal HTTP/1.1 responder on trio:
 
 Rules of the responder: one request per connection (``Connection: close``);
 the request head is read within :data:`READ_TIMEOUT` seconds and at most
-:data:`MAX_REQUEST` bytes (431 beyond, 408 on the deadline); at most
-:data:`MAX_CLIENTS` connections at once (503 beyond).  It binds loopback
-by default (``metrics_listen = "127.0.0.1:9442"``): the numbers are not
-secret, but they tell an observer how busy the relay is.
+:data:`MAX_REQUEST` bytes (431 beyond, 408 on the deadline).  At most
+:data:`MAX_CLIENTS` connections are held at once, and a new one always
+gets in: past the cap the oldest connection still waiting for its
+request head (else the oldest of all) is closed to make room.  So idle
+connections can never starve ``/healthz``: a load balancer's probe sends
+its request at once and is answered within milliseconds, and whoever
+holds connections open without sending loses them to the next client.
+It binds loopback by default (``metrics_listen = "127.0.0.1:9442"``): the
+numbers are not secret, but they tell an observer how busy the relay is.
 
 Privacy rule: no label value ever carries a room id, token or address.
 Label values come from fixed sets (lanes, timeout kinds, error code
@@ -62,8 +67,9 @@ logger = logging.getLogger("m42d.metrics")
 MAX_REQUEST: Final = 8192
 """Bytes of request head accepted; a scraper sends a few hundred."""
 
-READ_TIMEOUT: Final = 5.0
-"""Seconds a client has to send its request head (slow-loris bound)."""
+READ_TIMEOUT: Final = 2.0
+"""Seconds a client has to send its request head (slow-loris bound); a scraper
+or health probe sends it with the connection."""
 
 WRITE_TIMEOUT: Final = 10.0
 """Seconds to write a response before the connection is dropped."""
@@ -72,8 +78,9 @@ LINGER_TIMEOUT: Final = 1.0
 LINGER_BYTES: Final = 64 * 1024
 """Bounds of the lingering close (see ``MetricsServer._send``)."""
 
-MAX_CLIENTS: Final = 16
-"""Connections served at once; Prometheus uses one per scrape."""
+MAX_CLIENTS: Final = 64
+"""Connections held at once; Prometheus uses one per scrape, a probe one per check.
+Past it the oldest idle connection is closed for the new one."""
 
 LANES: Final = ("control", "bulk")
 TIMEOUT_KINDS: Final = ("join", "idle", "write")
@@ -201,6 +208,16 @@ class RelayCollector(Collector):
             value=s.queued_bulk_high_water,
         )
         yield GaugeMetricFamily(
+            "m42d_queued_bytes",
+            "Bytes the relay's lanes hold now (frames at payload + 128, writes in progress).",
+            value=s.queued_bytes,
+        )
+        yield GaugeMetricFamily(
+            "m42d_queued_bytes_high_water",
+            "The largest m42d_queued_bytes seen since start.",
+            value=s.queued_high_water,
+        )
+        yield GaugeMetricFamily(
             "m42d_queued_control_frames",
             "Frames waiting in the relay's control lanes now.",
             value=s.queued_control_frames,
@@ -317,7 +334,8 @@ class MetricsServer:
         self._registry = registry
         self._healthy = healthy
         self._read_timeout = read_timeout
-        self._clients = trio.CapacityLimiter(MAX_CLIENTS)
+        self._live: dict[trio.CancelScope, bool] = {}
+        """Every connection held, oldest first -> still waiting for its request head."""
 
     @property
     def urls(self) -> list[str]:
@@ -340,15 +358,32 @@ class MetricsServer:
             await trio.aclose_forcefully(listener)
 
     async def _handle(self, stream: trio.SocketStream) -> None:
+        live = self._live
+        if len(live) >= MAX_CLIENTS:
+            self._evict()
+        scope = trio.CancelScope()
+        live[scope] = True
         try:
-            self._clients.acquire_nowait()
-        except trio.WouldBlock:
-            await self._send(stream, _response(503, b"busy\n", _TEXT))
-            return
-        try:
-            await self._send(stream, await self._respond(stream))
+            with scope:
+                head = await self._read_head(stream)
+                live[scope] = False
+                await self._send(stream, self._respond(head))
         finally:
-            self._clients.release()
+            live.pop(scope, None)  # gone already if evicted
+            await trio.aclose_forcefully(stream)
+
+    def _evict(self) -> None:
+        """Close the oldest connection still waiting for its head (else the oldest).
+
+        It leaves the count at once; its task closes the socket at its next
+        checkpoint.
+        """
+        live = self._live
+        victim = next((scope for scope, idle in live.items() if idle), None)
+        if victim is None:
+            victim = next(iter(live))
+        del live[victim]
+        victim.cancel()
 
     async def _send(self, stream: trio.SocketStream, data: bytes) -> None:
         """Write the response, then a lingering close.
@@ -356,7 +391,8 @@ class MetricsServer:
         Closing a socket with unread input makes the kernel send RST, which
         can destroy the response before the client reads it (the 431 for an
         oversize request would be lost).  So: half-close, read and discard
-        what the client still sends, bounded in bytes and time, then close.
+        what the client still sends, bounded in bytes and time; the caller
+        closes.
         """
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             with trio.move_on_after(WRITE_TIMEOUT):
@@ -366,7 +402,6 @@ class MetricsServer:
             with trio.move_on_after(LINGER_TIMEOUT):
                 while drained <= LINGER_BYTES and (chunk := await stream.receive_some()):
                     drained += len(chunk)
-        await trio.aclose_forcefully(stream)
 
     async def _read_head(self, stream: trio.SocketStream) -> bytes | int:
         """The request head, or the error status to answer with."""
@@ -386,8 +421,7 @@ class MetricsServer:
             return 431 if len(head) > MAX_REQUEST else head
         return 408
 
-    async def _respond(self, stream: trio.SocketStream) -> bytes:
-        head = await self._read_head(stream)
+    def _respond(self, head: bytes | int) -> bytes:
         if isinstance(head, int):
             return _response(head, f"{_REASONS[head].lower()}\n".encode(), _TEXT)
         request_line = head.split(b"\r\n", 1)[0].decode("latin-1")

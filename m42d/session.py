@@ -47,7 +47,6 @@ Rules and invariants
 from __future__ import annotations
 
 import enum
-import hashlib
 import os
 import struct
 from collections.abc import Callable
@@ -64,7 +63,7 @@ from m42d.crypto.noise import (
     KeyPair,
     TransportPair,
 )
-from m42d.crypto.sas import sas_words
+from m42d.crypto.sas import safety_words
 from m42d.crypto.stream import CHUNK_SIZE, FileKey, StreamDecryptor, StreamEncryptor, chunk_count
 from m42d.errors import (
     DecryptError,
@@ -76,7 +75,9 @@ from m42d.errors import (
 from m42d.ticket import Seat
 from m42d.wire import Lane
 
-PROLOGUE_PREFIX = b"m42d/1"
+SESSION_VERSION = 2
+"""Version of the end-to-end session (docs/protocol.md); the relay's wire version is separate."""
+PROLOGUE_PREFIX = b"m42d/2"
 PSK_INFO = b"m42 psk v1"
 
 PAD_BUCKET = 256
@@ -85,7 +86,8 @@ MAX_RECORD = (MAX_NOISE_PLAINTEXT // PAD_BUCKET) * PAD_BUCKET  # 65280
 RECORD_HEADER = struct.Struct(">BH")  # type, body length
 MAX_RECORD_BODY = MAX_RECORD - RECORD_HEADER.size  # 65277
 
-DEFAULT_MAX_TEXT = 1024 * 1024
+MAX_TEXT = 1024 * 1024  # the protocol's cap on one text, in UTF-8 bytes
+DEFAULT_MAX_TEXT = MAX_TEXT
 TEXT_HEADER = struct.Struct(">QB")  # seq, flags
 TEXT_FINAL = 0x01
 TEXT_PART = MAX_RECORD_BODY - TEXT_HEADER.size
@@ -99,11 +101,24 @@ _U64 = struct.Struct(">Q")
 HS_ID = struct.Struct(">I")  # handshake id chosen by A in HS1, echoed in HS2/HS3
 HS_FRESH = 0  # HS1/HS2 payload: a new session (unacked items are re-sent)
 HS_RENEW = 1  # HS1/HS2 payload: new keys for a live session (nothing was lost)
+HS_PAYLOAD = struct.Struct(">BB")  # HS1/HS2 payload: fresh/renew, session version
+RESET_BODY = struct.Struct(">IB")  # RESET: the id it names, why
+
+
+class ResetReason(enum.IntEnum):
+    """Why B's session broke, sent in RESET so that A can say it too (unauthenticated)."""
+
+    UNSPECIFIED = 0
+    AUTHENTICATION = 1  # HS3 failed: the room secrets differ, or someone is in the middle
+    VERSION = 2  # the initiator speaks another session version
+
+
 _HELLO = struct.Struct(">QQQ")  # instance, records sent on the old keys, first unacked seq
 MAX_BAD_CHUNKS = 3  # chunks failing authentication before a transfer is given up
 MAX_OPEN_INCOMING = 64  # offers pending or being received at once
 MAX_FINISHED_INCOMING = 1024  # finished transfers remembered (to answer re-offers)
-_OFFER = struct.Struct(">QQ32s32s32sH")
+MAX_REFUSED_REMEMBERED = 64  # refused texts remembered (to refuse their re-sent copies)
+_OFFER = struct.Struct(">QQ32s32sH")  # file id, size, file key, salt, name length
 _ID_INDEX = struct.Struct(">QQ")
 _ID_CODE = struct.Struct(">QH")
 
@@ -115,7 +130,7 @@ class Envelope(enum.IntEnum):
     HS2 = 2
     HS3 = 3
     DATA = 4
-    RESET = 5  # B -> A, no body: "my session broke, start a fresh handshake"
+    RESET = 5  # B -> A: "my session broke, start a fresh handshake" (RESET_BODY)
 
 
 class RecordType(enum.IntEnum):
@@ -127,6 +142,7 @@ class RecordType(enum.IntEnum):
     REHANDSHAKE = 0x04
     PING = 0x05
     PONG = 0x06
+    TEXT_REFUSED = 0x07  # protocol 2: "this text cannot be shown", instead of its ACK
     FILE_OFFER = 0x10
     FILE_ACCEPT = 0x11
     FILE_REJECT = 0x12
@@ -141,7 +157,7 @@ class FileCode(enum.IntEnum):
     DECLINED = 1
     TOO_LARGE = 2
     NO_SPACE = 3
-    HASH_MISMATCH = 4
+    MISMATCH = 4  # the data did not match the offer (protocol 1 called it "hash mismatch")
     CANCELLED = 5
     WRITE_FAILED = 6
     BAD_NAME = 7
@@ -202,9 +218,9 @@ class MemoryKeyStore:
 
 @attrs.frozen
 class HandshakeComplete:
-    """A session is established; show the SAS so the two people can compare it."""
+    """A session is established; the safety words stay the same while neither key changes."""
 
-    sas: tuple[str, ...]
+    words: tuple[str, ...]
     peer_key: bytes
     first_contact: bool
 
@@ -215,13 +231,36 @@ class PeerKeyChanged:
 
     pinned: bytes
     offered: bytes
-    sas: tuple[str, ...]
+    words: tuple[str, ...]
+    """The safety words with the offered key: compare them before trusting it."""
 
 
 @attrs.frozen
 class TextReceived:
     seq: int
     text: str
+
+
+@attrs.frozen
+class TextRefused:
+    """The peer sent a text this side must not show (over the cap, not UTF-8).
+
+    Answered with TEXT_REFUSED instead of ACK, so that the peer stops
+    re-sending it and does not count it as delivered; only a sender that
+    broke the protocol's rules can cause this.
+    """
+
+    seq: int
+    size: int
+    reason: str
+
+
+@attrs.frozen
+class TextRejected:
+    """The peer refused our text ``seq`` (TEXT_REFUSED): it will not be shown or sent again."""
+
+    seq: int
+    reason: str
 
 
 @attrs.frozen
@@ -270,15 +309,14 @@ class FileProgress:
 
 @attrs.frozen
 class FileCompleted:
-    """Incoming file fully received and its SHA-256 matched: move it into place."""
+    """Incoming file fully received and authenticated (its final chunk): move it into place."""
 
     file_id: int
-    sha256: bytes
 
 
 @attrs.frozen
 class FileDelivered:
-    """The peer saved our file and its hash matched."""
+    """The peer received, authenticated and saved our file."""
 
     file_id: int
 
@@ -304,6 +342,8 @@ Event = (
     HandshakeComplete
     | PeerKeyChanged
     | TextReceived
+    | TextRefused
+    | TextRejected
     | TextDelivered
     | FileOffered
     | SendChunks
@@ -364,7 +404,6 @@ class _Outgoing:
     file_id: int
     name: str
     size: int
-    sha256: bytes
     key: FileKey
     encryptor: StreamEncryptor
     chunks: int
@@ -375,7 +414,7 @@ class _Outgoing:
 class _InState(enum.Enum):
     PENDING = "pending"  # waiting for the user's decision
     RECEIVING = "receiving"
-    SAVING = "saving"  # hash matched; the glue is storing it (FILE_DONE waits)
+    SAVING = "saving"  # final chunk authenticated; the glue is storing it (FILE_DONE waits)
     DONE = "done"
     REJECTED = "rejected"
 
@@ -385,12 +424,10 @@ class _Incoming:
     file_id: int
     name: str
     size: int
-    sha256: bytes
     key: FileKey
     chunks: int
     state: _InState = _InState.PENDING
     decryptor: StreamDecryptor | None = None
-    hasher: hashlib._Hash | None = None
     reject_code: int = 0
     gap_requested_at: int = -1
     bad_chunks: int = 0
@@ -418,7 +455,8 @@ class Session:
         room_id: the 16-byte room id from the ticket.
         secret: the room secret R from the link.
         keys: where static keys and the pinned peer key live.
-        max_text: largest text accepted from the peer (and sent), in bytes.
+        max_text: largest text accepted from the peer (and sent), in bytes;
+            at most the protocol's :data:`MAX_TEXT`.
         handshake_timeout: seconds a handshake may take before it is retried.
         rehandshake_records: records sent under one set of keys before A
             renews them (B asks A to).
@@ -467,13 +505,15 @@ class Session:
     _probe_sent: float | None = attrs.field(init=False, default=None)
     _resend: bool = attrs.field(init=False, default=True)
     _changed_key: bytes | None = attrs.field(init=False, default=None, repr=False)
-    _last_sas: tuple[str, ...] = attrs.field(init=False, default=())
+    _words: tuple[bytes, tuple[str, ...]] | None = attrs.field(init=False, default=None)
+    """(peer key, safety words): PBKDF2 runs once per key, not per handshake."""
 
     # Failure handling.
     _failures: int = attrs.field(init=False, default=0)
     _retry_at: float = attrs.field(init=False, default=0.0)  # A: next handshake attempt
     _reset_id: int = attrs.field(init=False, default=0)  # B: what the RESET names
     _reset_at: float = attrs.field(init=False, default=0.0)  # B: next RESET
+    _reset_why: int = attrs.field(init=False, default=0)  # B: the ResetReason it carries
 
     # Texts.
     instance: int = attrs.field(init=False, default=0)
@@ -483,6 +523,9 @@ class Session:
     _peer_last_seq: int = attrs.field(init=False, default=0)
     _partial_seq: int | None = attrs.field(init=False, default=None)
     _partial_text: bytearray = attrs.field(init=False, factory=bytearray, repr=False)
+    _partial_size: int = attrs.field(init=False, default=0)  # bytes of the text so far
+    _refused: dict[int, str] = attrs.field(init=False, factory=dict, repr=False)
+    """Seqs of the peer's current instance refused, oldest first (bounded)."""
 
     # Files.
     _out_files: dict[int, _Outgoing] = attrs.field(init=False, factory=dict, repr=False)
@@ -497,6 +540,9 @@ class Session:
             raise LocalProtocolError("room secret must be 32 bytes")
         if len(self.room_id) != 16:
             raise LocalProtocolError("room id must be 16 bytes")
+        if not 0 < self.max_text <= MAX_TEXT:
+            # Above the protocol's cap a peer would refuse what this side sends.
+            raise LocalProtocolError(f"max_text must be 1 to {MAX_TEXT} bytes")
         private = self.keys.load_static(self.room_id, self.seat)
         if private is None:
             self._static = KeyPair.from_private(self.random(32))
@@ -523,13 +569,26 @@ class Session:
         return self._static.public
 
     @property
-    def sas(self) -> tuple[str, ...]:
-        """The SAS words of the latest handshake (empty before the first)."""
-        return self._last_sas
+    def safety_words(self) -> tuple[str, ...]:
+        """The safety words with the pinned peer key (empty before first contact)."""
+        pinned = self.keys.load_peer(self.room_id, self.seat)
+        return () if pinned is None else self._safety_words(pinned)
+
+    def _safety_words(self, peer_key: bytes) -> tuple[str, ...]:
+        if self._words is None or self._words[0] != peer_key:
+            ours = self._static.public
+            a, b = (ours, peer_key) if self.seat is Seat.A else (peer_key, ours)
+            self._words = (peer_key, safety_words(self.room_id, a, b))
+        return self._words[1]
 
     @property
     def unacked_texts(self) -> int:
         return len(self._unacked)
+
+    @property
+    def queued_payloads(self) -> int:
+        """Payloads made but not yet taken by :meth:`data_to_send`."""
+        return len(self._outgoing)
 
     def data_to_send(self) -> list[tuple[Lane, bytes]]:
         """Payloads for CONTROL / BULK frames, in the order they must be sent."""
@@ -621,21 +680,32 @@ class Session:
 
     def send_text(self, text: str) -> int:
         """Queue a text; returns its seq, which :class:`TextDelivered` reports later."""
-        data = text.encode("utf-8")
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise LocalProtocolError("the text is not valid UTF-8") from None
         if len(data) > self.max_text:
-            raise LocalProtocolError(f"text of {len(data)} bytes exceeds the {self.max_text} cap")
+            # Refused before anything is queued: a text over the cap would
+            # be refused by the peer, and a file has no such cap.
+            raise LocalProtocolError(
+                f"text of {len(data)} bytes exceeds the {self.max_text}-byte cap; "
+                "send it as a file instead"
+            )
         seq = self._next_seq
         self._next_seq += 1
         self._unacked[seq] = text
         self._emit_text(seq, data)  # held in the queue until established
         return seq
 
-    def offer_file(self, name: str, size: int, sha256: bytes) -> int:
-        """Offer a file; returns its id.  Chunks flow after the peer accepts."""
+    def offer_file(self, name: str, size: int) -> int:
+        """Offer a file; returns its id.  Chunks flow after the peer accepts.
+
+        No hash of the file is needed: its STREAM key is fresh and reaches
+        only the peer, so the final chunk's authentication covers every byte
+        (and the sender need not read the file twice).
+        """
         if size < 0:
             raise LocalProtocolError("file size must not be negative")
-        if len(sha256) != 32:
-            raise LocalProtocolError("sha256 must be 32 bytes")
         if not 0 < len(name.encode("utf-8")) <= MAX_FILE_NAME:
             raise LocalProtocolError("file name must be 1 to 1024 bytes of UTF-8")
         file_id = int.from_bytes(self.random(8), "big")
@@ -644,7 +714,6 @@ class Session:
             file_id=file_id,
             name=name,
             size=size,
-            sha256=sha256,
             key=key,
             encryptor=StreamEncryptor(key),
             chunks=chunk_count(size),
@@ -681,7 +750,6 @@ class Session:
             raise LocalProtocolError("no pending offer with that id")
         inc.state = _InState.RECEIVING
         inc.decryptor = StreamDecryptor(inc.key)
-        inc.hasher = hashlib.sha256()
         inc.last_progress = self._now
         self._emit_record(RecordType.FILE_ACCEPT, _ID_INDEX.pack(file_id, 0))
 
@@ -710,7 +778,7 @@ class Session:
         self._emit_record(RecordType.FILE_CANCEL, _reason_body(file_id, FileCode.CANCELLED, reason))
 
     def trust_peer_key(self) -> None:
-        """Accept the changed peer key after the users compared the SAS."""
+        """Accept the changed peer key after the users compared the safety words."""
         if self._changed_key is None:
             raise LocalProtocolError("no changed peer key to trust")
         self.keys.save_peer(self.room_id, self.seat, self._changed_key)
@@ -752,7 +820,12 @@ class Session:
                 self._receive_reset(body)
             else:
                 raise SessionError(f"unknown control envelope {kind}")
-        except (RemoteProtocolError, HandshakeError, DecryptError) as exc:
+        except _VersionMismatch as exc:
+            self._fail(str(exc), why=ResetReason.VERSION)
+        except (HandshakeError, DecryptError) as exc:
+            why = ResetReason.AUTHENTICATION if kind == Envelope.HS3 else ResetReason.UNSPECIFIED
+            self._fail(str(exc), why=why)
+        except RemoteProtocolError as exc:
             self._fail(str(exc))
 
     def receive_bulk(self, payload: bytes) -> None:
@@ -787,28 +860,34 @@ class Session:
             inc.decryptor = StreamDecryptor(inc.key, start=dec.next_index)
             self._request_from(inc)
             return
-        assert inc.hasher is not None
-        inc.hasher.update(data)
+        done = dec.done
+        end = index * CHUNK_SIZE + len(data)
+        if end > inc.size or (not done and dec.next_index >= inc.chunks):
+            # The offer's size is the receiver's only bound (--max-size and
+            # the free-space check were made against it): the first byte past
+            # it, or a chunk that says more follow when none may, ends the
+            # transfer before anything of it is stored.
+            self._abort_incoming(
+                inc,
+                FileCode.MISMATCH,
+                f"file size does not match the offer: more than the {inc.size} bytes offered",
+            )
+            return
+        if done and end != inc.size:
+            self._abort_incoming(inc, FileCode.MISMATCH, "file size does not match the offer")
+            return
         inc.last_progress = self._now
         self._events.append(FileChunk(file_id, index, index * CHUNK_SIZE, data))
-        done = dec.done
-        if done and (dec.next_index != inc.chunks or index * CHUNK_SIZE + len(data) != inc.size):
-            self._abort_incoming(inc, FileCode.HASH_MISMATCH, "file size does not match the offer")
-            return
         received = min(dec.next_index * CHUNK_SIZE, inc.size)
         if done or dec.next_index % FILE_ACK_EVERY == 0:
             self._events.append(FileProgress(file_id, False, received, inc.size))
             if not done:
                 self._emit_record(RecordType.FILE_ACK, _ID_INDEX.pack(file_id, dec.next_index))
         if done:
-            digest = inc.hasher.digest()
-            if digest != inc.sha256:
-                self._abort_incoming(inc, FileCode.HASH_MISMATCH, "file hash does not match")
-                return
             # FILE_DONE tells the sender "delivered": only once the glue has
             # the file safely stored (confirm_saved), never before.
             self._close_incoming(inc, 0, state=_InState.SAVING)
-            self._events.append(FileCompleted(file_id, digest))
+            self._events.append(FileCompleted(file_id))
 
     def _request_from(self, inc: _Incoming) -> None:
         assert inc.decryptor is not None
@@ -856,10 +935,24 @@ class Session:
         self._hs, self._hs_started, self._hs_renew = hs, self._now, renew
         self._hs_id = _draw_id(self.random)
         self._pending = None
-        self._send_hs(Envelope.HS1, hs.write_message(bytes([HS_RENEW if renew else HS_FRESH])))
+        self._send_hs(Envelope.HS1, hs.write_message(_hs_payload(renew)))
 
     def _send_hs(self, envelope: Envelope, message: bytes) -> None:
+        self._replace_unsent(_SUPERSEDES[envelope])
         self._outgoing.append((Lane.CONTROL, bytes([envelope]) + HS_ID.pack(self._hs_id) + message))
+
+    def _replace_unsent(self, envelopes: frozenset[int]) -> None:
+        """Drop unsent handshake messages or RESETs that a new one makes pointless.
+
+        Each side holds one handshake at a time, so an older message still
+        waiting to be written can only fail on arrival.  Dropping it keeps
+        the output bounded when the relay stops reading us and replays HS1
+        (which needs no secret) or provokes RESETs as fast as it can.
+        """
+        if self._outgoing:
+            self._outgoing = [
+                item for item in self._outgoing if not (item[1] and item[1][0] in envelopes)
+            ]
 
     def _current_hs(self, body: bytes) -> tuple[HandshakeState, bytes] | None:
         """The live handshake and the Noise message, or None for a stale message.
@@ -888,20 +981,24 @@ class Session:
             if self._phase is _Phase.ESTABLISHED:
                 return  # garbage cannot end a session that still works
             raise
-        if flag not in (bytes([HS_FRESH]), bytes([HS_RENEW])):
+        try:
+            asked_renew = _parse_hs_payload(flag, "1")
+        except SessionError:
             if self._phase is _Phase.ESTABLISHED:
                 return
-            raise SessionError("handshake message 1 has a bad payload")
+            # The RESET that follows names this handshake, so A hears why.
+            self._hs_id = HS_ID.unpack_from(body)[0]
+            raise
         # HS1 proves nothing (message 1 needs no secret), so an established
         # session is kept, and used, until HS3 authenticates A.
-        renew = flag[0] == HS_RENEW and self._phase is _Phase.ESTABLISHED
+        renew = asked_renew and self._phase is _Phase.ESTABLISHED
         if self._phase is not _Phase.ESTABLISHED:
             self._phase = _Phase.HANDSHAKE
         self._hs, self._hs_started, self._hs_renew = hs, self._now, renew
         self._hs_id = HS_ID.unpack_from(body)[0]
         # B's answer (in the transcript, so authenticated by the end) tells A
         # whether its unacked items must go again.
-        self._send_hs(Envelope.HS2, hs.write_message(bytes([HS_RENEW if renew else HS_FRESH])))
+        self._send_hs(Envelope.HS2, hs.write_message(_hs_payload(renew)))
 
     def _receive_hs2(self, body: bytes) -> None:
         if self.seat is not Seat.A:
@@ -912,10 +1009,8 @@ class Session:
         hs, message = current
         if hs.complete or hs.is_my_turn():
             return  # a duplicate of the HS2 we already answered
-        answer = hs.read_message(message)
-        if answer not in (bytes([HS_FRESH]), bytes([HS_RENEW])):
-            raise SessionError("handshake message 2 has a bad payload")
-        if self._hs_renew and answer[0] != HS_RENEW:
+        answered_renew = _parse_hs_payload(hs.read_message(message), "2")
+        if self._hs_renew and not answered_renew:
             # B has no session to renew: this becomes a fresh one.
             self._hs_renew = False
             self._resend = True
@@ -954,33 +1049,33 @@ class Session:
     def _receive_reset(self, body: bytes) -> None:
         if self.seat is not Seat.A:
             raise SessionError("RESET sent to the responder")
-        if len(body) != HS_ID.size:
+        if len(body) != RESET_BODY.size:
             raise SessionError("RESET has a bad length")
         # Only a RESET about the session we hold, or the handshake we run,
         # counts; one about an older attempt crossed our retry in flight.
-        named = HS_ID.unpack(body)[0]
+        named, why = RESET_BODY.unpack(body)
         about_session = self._send is not None and named == self._session_id
         about_handshake = self._hs is not None and named == self._hs_id
         if about_session or about_handshake:
-            self._fail("the peer could not continue the session", tell_peer=False)
+            self._fail(_RESET_SENTENCES.get(why, _RESET_SENTENCES[0]), tell_peer=False)
 
     def _send_reset(self) -> None:
         backoff = min(RETRY_MAX, 2.0 ** max(0, self._failures - 1))
         self._reset_at = self._now + backoff
-        self._outgoing.append((Lane.CONTROL, bytes([Envelope.RESET]) + HS_ID.pack(self._reset_id)))
+        self._replace_unsent(_SUPERSEDES[Envelope.RESET])
+        body = RESET_BODY.pack(self._reset_id, self._reset_why)
+        self._outgoing.append((Lane.CONTROL, bytes([Envelope.RESET]) + body))
 
     def _check_peer(self, hs: HandshakeState) -> bool:
         """Pin on first contact; stop on a changed key."""
         rs = hs.remote_static
         assert rs is not None
-        sas = sas_words(hs.handshake_hash)
-        self._last_sas = sas
         pinned = self.keys.load_peer(self.room_id, self.seat)
         if pinned is not None and pinned != rs:
             self._drop_keys()
             self._phase = _Phase.BLOCKED
             self._changed_key = rs
-            self._events.append(PeerKeyChanged(pinned, rs, sas))
+            self._events.append(PeerKeyChanged(pinned, rs, self._safety_words(rs)))
             return False
         return True
 
@@ -1005,7 +1100,7 @@ class Session:
         self._established_at = self._last_heard = self._now
         self._probe_sent = None
         self._records = 0
-        self._events.append(HandshakeComplete(self._last_sas, rs, first))
+        self._events.append(HandshakeComplete(self._safety_words(rs), rs, first))
         if self.seat is Seat.B:
             # Key confirmation for A: must be the first record on the new keys.
             self._emit_raw(self._hello(old_sent))
@@ -1095,10 +1190,10 @@ class Session:
         if instance != self._peer_instance:
             self._peer_instance = instance
             self._peer_last_seq = first_unacked - 1
+            self._refused.clear()
         else:
             self._peer_last_seq = max(self._peer_last_seq, first_unacked - 1)
-        self._partial_seq = None
-        self._partial_text.clear()
+        self._reset_partial()
 
     def _handle_record(self, rtype: int, body: bytes) -> None:
         if rtype == RecordType.TEXT:
@@ -1107,6 +1202,13 @@ class Session:
             (seq,) = _unpack(_U64, body, "ACK")
             if self._unacked.pop(seq, None) is not None:
                 self._events.append(TextDelivered(seq))
+        elif rtype == RecordType.TEXT_REFUSED:
+            if len(body) < _U64.size:
+                raise SessionError("TEXT_REFUSED record too short")
+            (seq,) = _U64.unpack_from(body)
+            if self._unacked.pop(seq, None) is not None:
+                reason = body[_U64.size :].decode("utf-8", errors="replace")
+                self._events.append(TextRejected(seq, reason or "refused by the other side"))
         elif rtype == RecordType.PING:
             self._emit_record(RecordType.PONG, b"")
         elif rtype == RecordType.PONG:
@@ -1143,31 +1245,48 @@ class Session:
         if self._partial_seq is not None and self._partial_seq != seq:
             raise SessionError("TEXT parts of two messages interleaved")
         self._partial_seq = seq
-        if len(self._partial_text) + len(part) > self.max_text:
-            raise SessionError("text exceeds the size cap")
-        self._partial_text += part
+        self._partial_size += len(part)
+        if self._partial_size <= self.max_text:
+            self._partial_text += part
+        else:
+            self._partial_text.clear()  # counted from here on, never held
         if not flags & TEXT_FINAL:
             return
+        size = self._partial_size
         data = bytes(self._partial_text)
-        self._partial_seq = None
-        self._partial_text.clear()
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise SessionError("text is not valid UTF-8") from None
+        self._reset_partial()
         if seq > self._peer_last_seq + 1:
             # Only seq == last + 1 is shown, and only shown texts are acked:
             # so "delivered" can never be reported for a text that was lost.
             raise SessionError("texts were lost in transit (sequence gap)")
         if seq == self._peer_last_seq + 1:
             self._peer_last_seq = seq
-            self._events.append(TextReceived(seq, text))
-        self._emit_record(RecordType.ACK, _U64.pack(seq))
+            refusal = _refuse_text(data, size, self.max_text)
+            if refusal is None:
+                self._events.append(TextReceived(seq, data.decode("utf-8")))
+            else:
+                # A sender that broke the rules: the item fails, not the
+                # session (which would only bring the same text back after
+                # every handshake, forever).  TEXT_REFUSED stops the resends.
+                self._events.append(TextRefused(seq, size, refusal))
+                self._refused[seq] = refusal
+                while len(self._refused) > MAX_REFUSED_REMEMBERED:
+                    del self._refused[next(iter(self._refused))]
+        refused = self._refused.get(seq)
+        if refused is None:
+            self._emit_record(RecordType.ACK, _U64.pack(seq))
+        else:  # also for a re-sent copy: it must never look delivered
+            self._emit_record(RecordType.TEXT_REFUSED, _U64.pack(seq) + refused.encode()[:512])
+
+    def _reset_partial(self) -> None:
+        self._partial_seq = None
+        self._partial_text.clear()
+        self._partial_size = 0
 
     def _on_offer(self, body: bytes) -> None:
         if len(body) < _OFFER.size:
             raise SessionError("FILE_OFFER record too short")
-        file_id, size, digest, key, salt, name_len = _OFFER.unpack_from(body)
+        file_id, size, key, salt, name_len = _OFFER.unpack_from(body)
         raw_name = body[_OFFER.size :]
         if len(raw_name) != name_len or not 0 < name_len <= MAX_FILE_NAME:
             raise SessionError("FILE_OFFER has a bad name length")
@@ -1192,7 +1311,6 @@ class Session:
                 file_id=file_id,
                 name=name,
                 size=size,
-                sha256=digest,
                 key=FileKey(key=key, salt=salt),
                 chunks=chunk_count(size),
             )
@@ -1263,7 +1381,6 @@ class Session:
         inc.state = state
         inc.reject_code = code
         inc.decryptor = None
-        inc.hasher = None
 
     def _abort_incoming(self, inc: _Incoming, code: FileCode, reason: str) -> None:
         self._close_incoming(inc, int(code))
@@ -1274,10 +1391,7 @@ class Session:
 
     def _send_offer(self, out: _Outgoing) -> None:
         name = out.name.encode("utf-8")
-        body = (
-            _OFFER.pack(out.file_id, out.size, out.sha256, out.key.key, out.key.salt, len(name))
-            + name
-        )
+        body = _OFFER.pack(out.file_id, out.size, out.key.key, out.key.salt, len(name)) + name
         self._emit_record(RecordType.FILE_OFFER, body)
 
     def _emit_text(self, seq: int, data: bytes) -> None:
@@ -1308,13 +1422,15 @@ class Session:
         self._pending = None
         self._send = self._recv = None
         self._queue.clear()
-        self._partial_seq = None
-        self._partial_text.clear()
+        self._reset_partial()
         self._probe_sent = None
         self._resend = True
 
-    def _fail(self, reason: str, *, tell_peer: bool = True) -> None:
+    def _fail(
+        self, reason: str, *, tell_peer: bool = True, why: ResetReason = ResetReason.UNSPECIFIED
+    ) -> None:
         self._events.append(SessionFailed(reason))
+        self._reset_why = int(why)
         if self._phase is _Phase.BLOCKED:
             self._drop_keys()
             return
@@ -1341,6 +1457,61 @@ class Session:
 
 
 _REGENERATED = frozenset({RecordType.TEXT, RecordType.FILE_OFFER})
+
+_SUPERSEDES: dict[Envelope, frozenset[int]] = {
+    # A new HS1 starts over: the old handshake's HS1 and HS3 are moot.
+    Envelope.HS1: frozenset({Envelope.HS1, Envelope.HS3}),
+    # B answers only its latest HS1; A accepts only its current hs_id.
+    Envelope.HS2: frozenset({Envelope.HS2}),
+    Envelope.HS3: frozenset({Envelope.HS3}),
+    Envelope.RESET: frozenset({Envelope.RESET}),
+}
+
+
+class _VersionMismatch(SessionError):
+    """The peer's handshake names another session version."""
+
+
+_RESET_SENTENCES: dict[int, str] = {
+    ResetReason.UNSPECIFIED: "the peer could not continue the session",
+    ResetReason.AUTHENTICATION: (
+        "the other side could not authenticate this one: the two links' room secrets "
+        "differ (was a link changed?), or someone is in the middle"
+    ),
+    ResetReason.VERSION: "the other side runs another version of the m42 session protocol",
+}
+
+
+def _hs_payload(renew: bool) -> bytes:
+    return HS_PAYLOAD.pack(HS_RENEW if renew else HS_FRESH, SESSION_VERSION)
+
+
+def _parse_hs_payload(payload: bytes, which: str) -> bool:
+    """The renew flag of a HS1/HS2 payload.
+
+    Raises:
+        _VersionMismatch: the peer speaks another session version (a one-byte
+            payload is protocol 1's).
+        SessionError: the payload is malformed.
+    """
+    if len(payload) == 1 and payload[0] in (HS_FRESH, HS_RENEW):
+        raise _VersionMismatch(
+            "the other person's m42 speaks session protocol 1, this one 2: "
+            "both need the same m42 version"
+        )
+    if len(payload) != HS_PAYLOAD.size:
+        raise SessionError(f"handshake message {which} has a bad payload")
+    flag: int
+    version: int
+    flag, version = HS_PAYLOAD.unpack(payload)
+    if version != SESSION_VERSION:
+        raise _VersionMismatch(
+            f"the other person's m42 speaks session protocol {version}, this one "
+            f"{SESSION_VERSION}: both need the same m42 version"
+        )
+    if flag not in (HS_FRESH, HS_RENEW):
+        raise SessionError(f"handshake message {which} has a bad payload")
+    return flag == HS_RENEW
 
 
 def _unpack(st: struct.Struct, body: bytes, name: str) -> tuple[int, ...]:
@@ -1372,6 +1543,17 @@ def _parse_hello(plaintext: bytes) -> tuple[int, int, int]:
     if rtype != RecordType.HELLO:
         raise SessionError("handshake message 3 carries no HELLO")
     return _parse_hello_body(body)
+
+
+def _refuse_text(data: bytes, size: int, cap: int) -> str | None:
+    """Why a complete text cannot be shown, or None when it can."""
+    if size > cap:
+        return f"a text of {size} bytes, over the {cap}-byte cap"
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return "a text that is not valid UTF-8"
+    return None
 
 
 def _code_text(code: int) -> str:

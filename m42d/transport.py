@@ -27,6 +27,9 @@ Rules every transport follows (``docs/plugins.md`` explains them to authors):
   written whole and in call order.
 * ``peer`` is the remote address without port (the key for per-address
   limits); it is logged only when the operator turns address logging on.
+* Work per turn is bounded: between two checkpoints a connection parses or
+  hands on at most :data:`FRAMES_PER_TURN` frames and :data:`BYTES_PER_TURN`
+  bytes, whatever the peer sends (the relay is one event loop).
 
 Byte-stream transports can reuse :class:`StreamFrameConnection`, which runs
 the length-prefixed framing of :class:`m42d.wire.FrameDecoder` over any
@@ -54,8 +57,10 @@ from m42d.errors import ConnectionClosed, TransportError, WireError
 from m42d.wire import LENGTH_PREFIX_SIZE, MAX_FRAME, Frame, FrameDecoder, Relayed, encode_stream
 
 __all__ = [
+    "BYTES_PER_TURN",
     "DEFAULT_CONNECT_TIMEOUT",
     "ENTRY_POINT_GROUP",
+    "FRAMES_PER_TURN",
     "READ_SIZE",
     "Admission",
     "AdmittingListener",
@@ -87,6 +92,18 @@ ENTRY_POINT_GROUP: Final = "m42d.transports"
 READ_SIZE: Final = 128 * 1024
 """Bytes asked of the OS per read.  Large reads are what make a Python relay
 fast (4 KiB reads cost half the throughput); 128 KiB holds two bulk frames."""
+
+FRAMES_PER_TURN: Final = 64
+"""Frames a connection parses or hands on between two checkpoints, at most.
+
+The relay is one event loop: a connection that parsed a whole read of
+tiny frames (or a message in tens of thousands of one-byte WebSocket
+fragments) without yielding held every other room for as long as that
+took -- over a second per message.  Parsing a frame costs 1-20 us, so a
+turn is at most ~1 ms, whatever the client sends."""
+
+BYTES_PER_TURN: Final = 128 * 1024
+"""Payload bytes a connection hands on between two checkpoints, at most (one read)."""
 
 DEFAULT_CONNECT_TIMEOUT: Final = 10.0
 PIN_SIZE: Final = 32
@@ -467,7 +484,9 @@ class StreamFrameConnection:
 
     Frames use the stream form of :mod:`m42d.wire` (``length:u32 | kind | body``).
     Reads are :data:`READ_SIZE` bytes; the decoder buffer is capped at one read
-    plus one frame, so a peer cannot make it grow.
+    plus one frame, so a peer cannot make it grow.  Between two checkpoints
+    it hands on at most :data:`FRAMES_PER_TURN` frames and decodes at most
+    :data:`BYTES_PER_TURN` bytes, whatever the peer sends.
     """
 
     def __init__(
@@ -496,6 +515,9 @@ class StreamFrameConnection:
         )
         self._records_buffered = False
         self._closed = False
+        self._turn_frames = 0
+        self._turn_bytes = 0
+        """Frames handed on and bytes decoded since the last checkpoint."""
 
     def __repr__(self) -> str:
         return f"<StreamFrameConnection {self._transport}>"
@@ -548,38 +570,59 @@ class StreamFrameConnection:
         finally:
             lock.release()
 
+    async def _next_turn(self) -> None:
+        # Before anything is taken from the decoder, so cancelling it loses nothing.
+        await trio.lowlevel.checkpoint()
+        self._turn_frames = self._turn_bytes = 0
+
     async def receive(self) -> Frame:
+        if self._turn_frames >= FRAMES_PER_TURN:
+            await self._next_turn()
         decoder = self._decoder
         while True:
             frame = decoder.next_frame()
             if frame is not None:
+                self._turn_frames += 1
                 return frame
             await self._fill()
 
     async def receive_relayed(self) -> list[Frame | Relayed]:
+        if self._turn_frames >= FRAMES_PER_TURN:
+            await self._next_turn()
         decoder = self._decoder
         while True:
             item = decoder.next_relayed()
             if item is not None:
                 break
             await self._fill()
-        # Everything else already buffered, in one call: per-frame calls and
-        # clock reads were a fifth of the relay's CPU for small messages.
+        # Everything else already buffered (up to the turn's share), in one
+        # call: per-frame calls and clock reads were a fifth of the relay's
+        # CPU for small messages.
         items = [item]
+        room = FRAMES_PER_TURN - self._turn_frames - 1
         try:
-            while (item := decoder.next_relayed()) is not None:
+            while room > 0 and (item := decoder.next_relayed()) is not None:
                 items.append(item)
+                room -= 1
         except WireError:
             pass  # the decoder stays failed: the next call raises it again
+        self._turn_frames += len(items)
         return items
 
     async def _fill(self) -> None:
-        if self._records_buffered and self._read_buffered_records():
+        if (
+            self._records_buffered
+            and self._turn_bytes < BYTES_PER_TURN
+            and self._read_buffered_records()
+        ):
             return
         try:
             data = await self._stream.receive_some(self._read_size)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             _raise_closed(exc)
+        # receive_some is a checkpoint: a new turn begins.
+        self._turn_frames = 0
+        self._turn_bytes = len(data)
         if not data:
             self._decoder.eof()
             raise ConnectionClosed("the other end closed the connection")
@@ -609,6 +652,7 @@ class StreamFrameConnection:
         if not data:
             self._records_buffered = False
             return False
+        self._turn_bytes += len(data)
         self._decoder.receive_data(data)
         return True
 

@@ -15,7 +15,13 @@ drop, duplicate, reorder, replace or add frames.  It can also:
 * inject any frame into a seat (a replay from an earlier session, a stale
   handshake message, a forged file chunk);
 * cut a seat's connection (the client reconnects) or bounce a seat with
-  PEER_DOWN + PEER_UP (the client starts a fresh handshake).
+  PEER_DOWN + PEER_UP (the client starts a fresh handshake);
+* read a seat *lazily* (:attr:`HostileRelay.lazy`): its CONTROL and BULK
+  are passed on only when it sends a PING (answered after them, so a PONG
+  proves everything before it was taken), and dropped if it hangs up
+  first.  m42d's own relay once behaved like that by accident: when its
+  writer to a closing connection failed, it cancelled the reader before
+  the reader had taken the last frames.
 
 Everything the clients sent is kept in :attr:`HostileRelay.history`, tagged
 with the connection generation, for replays.
@@ -119,6 +125,11 @@ class HostileRelay:
     history: list[tuple[Seat, int, Frame]] = attrs.field(factory=list)
     delivered: list[tuple[Seat, Frame]] = attrs.field(factory=list)
     """Frames actually delivered to a seat (after the middle), with the receiving seat."""
+    lazy: set[Seat] = attrs.field(factory=set)
+    """Seats read lazily (see the module docstring)."""
+    unread: dict[Seat, list[Control | Bulk]] = attrs.field(factory=lambda: {Seat.A: [], Seat.B: []})
+    dropped_unread: list[Control | Bulk] = attrs.field(factory=list)
+    """Frames of lazily read seats lost because the seat hung up before a PING."""
     _changed: trio.Event = attrs.field(factory=trio.Event)
 
     @classmethod
@@ -144,8 +155,11 @@ class HostileRelay:
         swap = KeySwap.make(self.room_id)
         swap.quiet = quiet
         self.keyswap = swap
-        for seat in self.seats:
+        for seat, conn in self.seats.items():
             swap.toward[seat].peer_online(trio.current_time())
+            # Whether or not the real peer had come yet, "it" is there now:
+            # a seat that joined alone must not wait for a PEER_UP forever.
+            self.nursery.start_soon(self._deliver_quietly, seat, conn, PeerUp())
         self.nursery.start_soon(self._run_keyswap, swap)
         return swap
 
@@ -219,6 +233,9 @@ class HostileRelay:
         except (TransportError, WireError, trio.TooSlowError):
             pass
         finally:
+            if seat is not None:
+                self.dropped_unread += self.unread[seat]
+                self.unread[seat] = []
             if seat is not None and self.seats.get(seat) is conn:
                 del self.seats[seat]
                 other = self.seats.get(seat.other)
@@ -232,24 +249,34 @@ class HostileRelay:
         while True:
             frame = await conn.receive()
             if isinstance(frame, Ping):
+                unread, self.unread[seat] = self.unread[seat], []
+                for held in unread:
+                    await self._take(seat, held)
                 await conn.send(Pong(frame.data))
                 continue
             if not isinstance(frame, Control | Bulk):
                 continue
-            self.history.append((seat, self.generation[seat], frame))
-            swap = self.keyswap
-            if swap is not None:
-                session = swap.toward[seat]
-                if isinstance(frame, Control):
-                    session.receive_control(frame.payload)
-                else:
-                    session.receive_bulk(frame.payload)
-                await self._flush_swap(swap)
+            if seat in self.lazy:
+                self.unread[seat].append(frame)
                 continue
-            for out in self.middle(seat, frame):
-                target = self.seats.get(seat.other)
-                if target is not None:
-                    await self._deliver(seat.other, target, out)
+            await self._take(seat, frame)
+
+    async def _take(self, seat: Seat, frame: Control | Bulk) -> None:
+        """What the relay does with a payload it has read: pass it on (or to the key swap)."""
+        self.history.append((seat, self.generation[seat], frame))
+        swap = self.keyswap
+        if swap is not None:
+            session = swap.toward[seat]
+            if isinstance(frame, Control):
+                session.receive_control(frame.payload)
+            else:
+                session.receive_bulk(frame.payload)
+            await self._flush_swap(swap)
+            return
+        for out in self.middle(seat, frame):
+            target = self.seats.get(seat.other)
+            if target is not None:
+                await self._deliver(seat.other, target, out)
 
     async def _deliver(self, to: Seat, conn: FrameConnection, frame: Frame) -> None:
         self.delivered.append((to, frame))

@@ -8,7 +8,6 @@ by :class:`SendChunks`, collects :class:`FileChunk` data).
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable
 
@@ -90,7 +89,7 @@ class Pair:
 
     def send_file(self, seat: Seat, data: bytes, name: str = "file.bin") -> int:
         side = self.side(seat)
-        file_id = side.session.offer_file(name, len(data), hashlib.sha256(data).digest())
+        file_id = side.session.offer_file(name, len(data))
         side.files[file_id] = data
         return file_id
 

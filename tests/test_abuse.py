@@ -1,12 +1,18 @@
 """Abuse against a real ``m42d serve`` subprocess on loopback, bounded in count and time.
 
 One daemon with short limits (join timeout 1 s, 200 connections per
-address, 20 joins a minute, 8 KiB payloads, 64 KiB bulk window) takes, one
-after the other: connections that never JOIN (slowloris), 2,000 connections
-from one address, frames at and over the maximum size, bulk past credit
-next to a peer that never reads while the other floods, and JOINs with
-wrong tokens until the join rate limit answers.  Each attack must end in its
-documented ERROR code (docs/protocol.md, "Error codes").
+address, 40 joins a minute, 8 KiB payloads, 64 KiB bulk window, 1 MiB
+queued per address) takes, one after the other: connections that never
+JOIN (slowloris), WebSocket clients sending a message as 65,601 one-byte
+fragments, a WebSocket client sending 20,000 tiny messages, a TLS client
+sending 20,000 PINGs and never reading, frames at and over the maximum
+size, bulk past credit next to a peer that never reads while the other
+floods, sixteen rooms from one address whose receiving seats never read
+while the others flood CONTROL and 1-byte BULK, idle connections to the
+metrics listener while ``/healthz`` is asked, 2,000 connections from one
+address, and JOINs with wrong tokens until the join rate limit answers.
+Each attack must end in its documented outcome (docs/protocol.md, "Error
+codes"; docs/operations.md, "Memory" and "Metrics and health").
 
 Meanwhile a separate control room keeps chatting (CONTROL echoed by the
 other seat) and its round trips are timed: the p99 during the attacks must
@@ -15,7 +21,9 @@ less than that -- idle round trips on loopback are a fraction of a
 millisecond, and the test process itself (which runs the attackers too)
 adds scheduling delays of a few ms on two loaded cores that say nothing
 about the relay.  The daemon's RSS (``/proc/PID/status`` VmRSS) is sampled
-throughout and must stay under :data:`RSS_BOUND` above its idle value.
+throughout and must stay under :data:`RSS_BOUND` above its idle value; the
+memory attack's own growth must stay within the bound docs/operations.md
+states, and the daemon must log no failure.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import contextlib
 import json
 import os
 import resource
+import socket
 import statistics
 import subprocess
 import sys
@@ -38,7 +47,15 @@ import pytest
 import trio
 
 from m42d.errors import TransportError, WireError
-from m42d.transport import FrameConnection, Transport
+from m42d.relay import RelayLimits
+from m42d.relay.room import address_queue_bound
+from m42d.transport import (
+    FrameConnection,
+    StreamFrameConnection,
+    Transport,
+    check_pin,
+    client_ssl_context,
+)
 from m42d.wire import (
     Bulk,
     Control,
@@ -52,6 +69,8 @@ from m42d.wire import (
     Ping,
     Pong,
     RoomCreated,
+    encode,
+    encode_stream,
 )
 from tests.test_daemon_systemd import (
     Daemon,
@@ -73,12 +92,19 @@ before that check it cost ~120 MiB and pushed the control room's p99 to
 0.3-0.6 s, because every TLS handshake ran on the relay's one event loop."""
 FLOOD_CONNECTIONS: Final = 2000
 PER_ADDRESS: Final = 200
-JOIN_RATE: Final = 20
+JOIN_RATE: Final = 40
 MAX_PAYLOAD: Final = 8192
 WINDOW: Final = 65536
+CONTROL_WINDOW: Final = 65536
+QUEUED_PER_ADDRESS: Final = 1024 * 1024
+MEMORY_ROOMS: Final = 16
+TINY_BULK: Final = 16_384
+"""1-byte BULK frames each memory-attack seat sends: a quarter of its credit."""
+TINY: Final = 20_000
 
 CONFIG: Final = f"""
-listen = ["tls://127.0.0.1:0"]
+listen = ["tls://127.0.0.1:0", "ws://127.0.0.1:0"]
+metrics_listen = "127.0.0.1:0"
 [limits]
 join_timeout = 1.0
 max_connections = 5000
@@ -87,9 +113,29 @@ join_rate = {JOIN_RATE}
 max_payload = {MAX_PAYLOAD}
 bulk_window = {WINDOW}
 control_queue = 64
+control_window = {CONTROL_WINDOW}
+max_queued_per_address = {QUEUED_PER_ADDRESS}
 idle_timeout = 30
 ping_interval = 10
 """
+
+LIMITS: Final = RelayLimits(
+    join_timeout=1.0,
+    max_connections=5000,
+    max_connections_per_address=PER_ADDRESS,
+    join_rate=JOIN_RATE,
+    max_payload=MAX_PAYLOAD,
+    bulk_window=WINDOW,
+    control_queue=64,
+    control_window=CONTROL_WINDOW,
+    max_queued_per_address=QUEUED_PER_ADDRESS,
+    idle_timeout=30,
+    ping_interval=10,
+)
+"""The same limits, for the bounds docs/operations.md states ("Memory")."""
+
+CONNECTION_COST: Final = 256 * 1024
+"""Generous per-connection memory (20-35 KiB idle, plus a read buffer and TLS state)."""
 
 
 def rss(pid: int) -> int:
@@ -113,6 +159,7 @@ class Relay:
     daemon: Daemon
     transport: Transport
     url: str
+    ws_url: str = ""
 
     @contextlib.asynccontextmanager
     async def connect(self) -> AsyncIterator[FrameConnection]:
@@ -155,7 +202,7 @@ def join_frame(room: RoomCreated, seat: str, token: bytes | None = None) -> Join
 
 @pytest.fixture
 async def relay(tmp_path: Path) -> AsyncIterator[Relay]:
-    transports = transports_or_skip("tls")
+    transports = transports_or_skip("tls", "ws")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     need = 2 * FLOOD_CONNECTIONS + 512
     if soft < need:
@@ -166,7 +213,8 @@ async def relay(tmp_path: Path) -> AsyncIterator[Relay]:
     config.write_text(CONFIG)
     argv = serve_argv(tmp_path / "state", "--config", str(config))
     async with running_daemon(argv, env=clean_env()) as daemon:
-        yield Relay(daemon, transports["tls"], daemon.listening()["tls"])
+        listening = daemon.listening()
+        yield Relay(daemon, transports["tls"], listening["tls"], listening["ws"])
         await daemon.stop()
 
 
@@ -421,7 +469,7 @@ async def bulk_flood(relay: Relay, room: RoomCreated) -> Counter[int | None]:
     return codes
 
 
-async def wrong_tokens(relay: Relay, room: RoomCreated, attempts: int = 30) -> Counter[int | None]:
+async def wrong_tokens(relay: Relay, room: RoomCreated, attempts: int = 50) -> Counter[int | None]:
     """JOIN with a wrong token: 401, until the join rate limit answers 429."""
     codes: Counter[int | None] = Counter()
     for i in range(attempts):
@@ -431,11 +479,241 @@ async def wrong_tokens(relay: Relay, room: RoomCreated, attempts: int = 30) -> C
     return codes
 
 
+# -- raw WebSocket and HTTP clients, for what the transports' own clients never send -------
+
+
+def _masked(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
+    key = b"\x01\x02\x03\x04"
+    n = len(payload)
+    head = bytes([(0x80 if fin else 0) | opcode])
+    head += bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def _ws_upgrade(host: str) -> bytes:
+    return (
+        f"GET /m42/v1 HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+
+
+ATTACKER: Final = "127.0.0.2"
+"""Where the memory attack comes from: one address, not the control room's 127.0.0.1
+(every client of an address shares its budget, the control room included)."""
+
+
+@contextlib.asynccontextmanager
+async def tls_from(
+    relay: Relay, source: str, *, receive_buffer: int | None = None
+) -> AsyncIterator[StreamFrameConnection]:
+    """A TLS connection to the relay from ``source`` (any 127/8 address is loopback)."""
+    host, port = _host_port(relay.url)
+    sock = trio.socket.socket()
+    if receive_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    await sock.bind((source, 0))
+    await sock.connect((host, port))
+    tls = trio.SSLStream(
+        trio.SocketStream(sock), client_ssl_context(None, relay.daemon.pin), server_hostname=host
+    )
+    with trio.fail_after(10):
+        await tls.do_handshake()
+        check_pin(tls, relay.daemon.pin)
+    connection = StreamFrameConnection(tls, transport="tls")
+    try:
+        yield connection
+    finally:
+        await connection.aclose()
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    host, port = url.split("://", 1)[1].rsplit(":", 1)
+    return host, int(port)
+
+
+def _close_code(data: bytes) -> int | None:
+    """The code of the server's close frame in what it sent after its 101."""
+    frames = data.partition(b"\r\n\r\n")[2]
+    at = frames.find(b"\x88")
+    if at < 0 or len(frames) < at + 4:
+        return None
+    return int.from_bytes(frames[at + 2 : at + 4], "big")
+
+
+async def _send_and_read(host: str, port: int, wire: bytes, within: float) -> bytes:
+    """Send ``wire`` while reading everything the server sends until it closes."""
+    stream = await trio.open_tcp_stream(host, port)
+    received = b""
+    async with stream, trio.open_nursery() as nursery:
+
+        async def send() -> None:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await stream.send_all(wire)
+
+        nursery.start_soon(send)
+        with trio.fail_after(within):
+            with contextlib.suppress(trio.BrokenResourceError):
+                while chunk := await stream.receive_some(65536):
+                    received += chunk
+        nursery.cancel_scope.cancel()
+    return received
+
+
+async def ws_fragments(relay: Relay, clients: int = 2, rounds: int = 5) -> Counter[int | None]:
+    """Pre-JOIN WebSocket clients, each sending a binary message as 65,601 one-byte
+    fragments (1.3 s of parsing per message, all other rooms waiting, before the
+    fix): closed with 1009 once the message passes 128 frames."""
+    host, port = _host_port(relay.ws_url)
+    pieces = 65_601
+    wire = _ws_upgrade(host) + _masked(0x2, b"\x10", fin=False)
+    wire += _masked(0x0, b"x", fin=False) * (pieces - 2) + _masked(0x0, b"x")
+    codes: Counter[int | None] = Counter()
+
+    async def one() -> None:
+        codes[_close_code(await _send_and_read(host, port, wire, within=20))] += 1
+
+    for _ in range(rounds):
+        async with trio.open_nursery() as nursery:
+            for _ in range(clients):
+                nursery.start_soon(one)
+    return codes
+
+
+async def ws_tiny_messages(relay: Relay, room: RoomCreated) -> Counter[int | None]:
+    """Seat A joins over a raw WebSocket and sends 20,000 one-byte CONTROL messages
+    in the same write as its request (~140 KB of 7-byte frames); seat B reads them
+    all, in order, while the relay parses them in bounded turns."""
+    host, port = _host_port(relay.ws_url)
+    room_id = room.ticket[2:18].hex()
+    request = _ws_upgrade(host).replace(b"/m42/v1 ", f"/m42/v1/room/{room_id} ".encode())
+    wire = request + _masked(0x2, encode(join_frame(room, "A")))
+    wire += b"".join(_masked(0x2, encode(Control(bytes([i % 251])))) for i in range(TINY))
+    got = 0
+    async with relay.connect() as b:
+        await b.send(join_frame(room, "B"))
+        await expect(b, Joined)
+        stream = await trio.open_tcp_stream(host, port)
+        async with stream:
+            await stream.send_all(wire)
+            with trio.fail_after(60):
+                while got < TINY:
+                    frame = await b.receive()
+                    if isinstance(frame, Control):
+                        assert frame.payload == bytes([got % 251])
+                        got += 1
+                    elif isinstance(frame, Ping):
+                        await b.send(Pong(frame.data))
+    return Counter({"relayed": got})  # type: ignore[dict-item]
+
+
+async def stream_tiny_frames_never_read(relay: Relay) -> Counter[int | None]:
+    """A TLS client with a 4 KiB receive window sends PINGs and never reads: the
+    relay's PONG writes block, and the lobby's deadline closes the connection
+    without a frame, counted (this was an uncaught trio.TooSlowError after
+    close_timeout, logged as "relay failed")."""
+    before = await metric(relay, 'm42d_timeouts_total{kind="join"}')
+    async with tls_from(relay, "127.0.0.3", receive_buffer=4096) as conn:
+        tls: Any = conn.stream
+        async with trio.open_nursery() as nursery:
+
+            async def send() -> None:
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await tls.send_all(encode_stream(Ping(bytes(32))) * TINY)
+
+            nursery.start_soon(send)
+            # Not reading for three join timeouts: a measurement window.
+            await trio.sleep(3 * LIMITS.join_timeout)
+            nursery.cancel_scope.cancel()
+        with trio.fail_after(10), contextlib.suppress(trio.BrokenResourceError):
+            while await tls.receive_some(65536):
+                pass  # the PONGs the kernel buffered, then the end
+    after = await metric(relay, 'm42d_timeouts_total{kind="join"}')
+    return Counter({"counted": int(after - before)})  # type: ignore[dict-item]
+
+
+async def memory(relay: Relay, pid: int, rooms: list[RoomCreated]) -> Counter[int | None]:
+    """Sixteen rooms from one address; seat B never reads, seat A floods CONTROL at
+    max_payload (no credit needed) and sends 16,384 1-byte BULK frames within
+    its credit (~111 bytes of relay memory per byte of credit before the fix).  The relay
+    stops reading the A seats instead: its queued bytes stay within the bound
+    docs/operations.md states, and so does its RSS."""
+    before = rss(pid)
+    peak = before
+    async with contextlib.AsyncExitStack() as stack:
+        seats = []
+        for room in rooms:
+            b = await stack.enter_async_context(tls_from(relay, ATTACKER))
+            a = await stack.enter_async_context(tls_from(relay, ATTACKER))
+            await b.send(join_frame(room, "B"))
+            await a.send(join_frame(room, "A"))
+            await expect(a, Joined)
+            seats.append(a)
+        wire = encode_stream(Control(bytes(MAX_PAYLOAD))) * 64
+        wire += encode_stream(Bulk(b"\x00")) * TINY_BULK
+        async with trio.open_nursery() as nursery:
+            for a in seats:
+                stream: Any = a.stream  # type: ignore[attr-defined]
+                nursery.start_soon(stream.send_all, wire)
+            with trio.move_on_after(3.0):  # a measurement window, not synchronisation
+                while True:
+                    peak = max(peak, rss(pid))
+                    await trio.sleep(0.05)
+            nursery.cancel_scope.cancel()
+        high = await metric(relay, "m42d_queued_bytes_high_water")
+    peers = 2 * len(rooms)
+    bound = address_queue_bound(LIMITS, peers)
+    assert high <= bound, (high, bound)
+    grown = peak - before
+    assert grown <= bound + peers * CONNECTION_COST + 8 * 1024 * 1024, (grown >> 20, bound >> 20)
+    return Counter({"bounded": 1})  # type: ignore[dict-item]
+
+
+async def http_get(port: int, path: str) -> int:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        data = b""
+        with trio.fail_after(10):
+            while chunk := await stream.receive_some():
+                data += chunk
+    return int(data.split(b" ", 2)[1])
+
+
+async def metric(relay: Relay, name: str) -> float:
+    stream = await trio.open_tcp_stream("127.0.0.1", relay.daemon.metrics_port)
+    async with stream:
+        await stream.send_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        with trio.fail_after(10):
+            while chunk := await stream.receive_some():
+                data += chunk
+    for line in data.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in the exposition")
+
+
+async def metrics_idle(relay: Relay, idle: int = 100) -> Counter[int | None]:
+    """100 idle connections to the metrics listener (16 made /healthz answer 503
+    before), then /healthz five times: 200 each time."""
+    port = relay.daemon.metrics_port
+    codes: Counter[int | None] = Counter()
+    async with contextlib.AsyncExitStack() as stack:
+        for _ in range(idle):
+            await stack.enter_async_context(await trio.open_tcp_stream("127.0.0.1", port))
+        for _ in range(5):
+            codes[await http_get(port, "/healthz")] += 1
+    return codes
+
+
 async def test_attacks_end_in_their_codes_while_a_room_keeps_chatting(relay: Relay) -> None:
     pid = relay.daemon.proc.pid
     control = await relay.room()
     sizes_room = await relay.room()
     flood_room = await relay.room()
+    memory_rooms = [await relay.room() for _ in range(MEMORY_ROOMS)]
+    tiny_room = await relay.room()
     probe = await Probe.start(relay, control)
     try:
         await probe.mark("idle")
@@ -453,8 +731,13 @@ async def test_attacks_end_in_their_codes_while_a_room_keeps_chatting(relay: Rel
             nursery.start_soon(sample_rss)
             for name, attack in [
                 ("slowloris", lambda: slowloris(relay)),
+                ("fragments", lambda: ws_fragments(relay)),
+                ("tiny", lambda: ws_tiny_messages(relay, tiny_room)),
+                ("unread", lambda: stream_tiny_frames_never_read(relay)),
                 ("sizes", lambda: frame_sizes(relay, sizes_room)),
                 ("bulk", lambda: bulk_flood(relay, flood_room)),
+                ("memory", lambda: memory(relay, pid, memory_rooms)),
+                ("metrics", lambda: metrics_idle(relay)),
                 ("flood", lambda: flood(relay)),
                 ("tokens", lambda: wrong_tokens(relay, control)),
             ]:
@@ -476,6 +759,11 @@ async def test_attacks_end_in_their_codes_while_a_room_keeps_chatting(relay: Rel
     for counter in results.values():
         del counter["seconds"]  # type: ignore[arg-type]
     assert results["slowloris"] == Counter({ErrorCode.JOIN_TIMEOUT: 50})
+    assert results["fragments"] == Counter({1009: 10})
+    assert results["tiny"] == Counter({"relayed": TINY})
+    assert results["unread"] == Counter({"counted": 1})
+    assert results["memory"] == Counter({"bounded": 1})
+    assert results["metrics"] == Counter({200: 5})
     assert results["sizes"] == Counter({"at-max-ok": 1, ErrorCode.TOO_LARGE: 2})
     assert results["bulk"] == Counter({"stalled": 1, ErrorCode.CREDIT_EXCEEDED: 1})
     flood_codes = results["flood"]
@@ -491,3 +779,6 @@ async def test_attacks_end_in_their_codes_while_a_room_keeps_chatting(relay: Rel
     assert len(every) >= 100
     assert p99(every) <= max(5 * idle, LATENCY_FLOOR), (idle, during)
     assert peak[0] - rss_idle <= RSS_BOUND
+    # Every attack ended in its counted outcome: nothing escaped as a failure.
+    for failure in ("relay failed", "Traceback", "TooSlowError", "handler for a"):
+        assert failure not in relay.daemon.log, relay.daemon.log[-3000:]

@@ -15,7 +15,6 @@ clock; the engines tick every 50 ms.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -91,7 +90,7 @@ class Scene:
 
 
 def established(r: Recorder) -> bool:
-    return r.client.established and bool(r.of(ev.Sas))
+    return r.client.established and bool(r.of(ev.SafetyWords))
 
 
 @asynccontextmanager
@@ -143,14 +142,14 @@ async def test_key_swap_fails_on_both_sides_and_shows_nothing(tmp_path: Path, qu
         await s.a.wait_for(lambda r: r.of(ev.Problem), STEP)
         await s.b.wait_for(lambda r: r.of(ev.Problem), STEP)
         for r in (s.a, s.b):
-            assert not r.of(ev.Sas), "a handshake with the relay must never complete"
+            assert not r.of(ev.SafetyWords), "a handshake with the relay must never complete"
             assert not r.of(ev.TextIn)
             assert not r.client.established
             assert all(p.startswith("secure session broke: ") for p in s.problems(r))
         assert any("handshake" in p for p in s.problems(s.b)), s.problems(s.b)
         # A hears of it from B's RESET (which the relay passes on as its own),
         # or, if the relay swallows that, by its handshake deadline.
-        expected = "handshake timed out" if quiet else "the peer could not continue"
+        expected = "handshake timed out" if quiet else "could not authenticate this one"
         assert any(expected in p for p in s.problems(s.a)), s.problems(s.a)
         # Nothing pinned: a later honest handshake is still "first contact".
         assert not s.keys[Seat.A].peers
@@ -164,8 +163,8 @@ async def test_key_swap_fails_on_both_sides_and_shows_nothing(tmp_path: Path, qu
         await s.hostile.bounce(Seat.A)
         await established_pair(s)
         await s.all_delivered()
-        assert s.a.of(ev.Sas)[-1].words == s.b.of(ev.Sas)[-1].words
-        assert s.a.of(ev.Sas)[-1].first_contact
+        assert s.a.of(ev.SafetyWords)[-1].words == s.b.of(ev.SafetyWords)[-1].words
+        assert s.a.of(ev.SafetyWords)[-1].first_contact
 
 
 # -- the control lane ----------------------------------------------------------------------
@@ -245,9 +244,9 @@ async def test_replay_from_an_earlier_session_is_refused(tmp_path: Path) -> None
         await s.all_delivered()
         old = [f for f in s.hostile.sent_by(Seat.A, generation=1) if is_data(f)]
         assert old
-        sas_count = len(s.a.of(ev.Sas))
+        sas_count = len(s.a.of(ev.SafetyWords))
         await reconnect_both(s)
-        await s.a.wait_for(lambda r: len(r.of(ev.Sas)) > sas_count and established(r), STEP)
+        await s.a.wait_for(lambda r: len(r.of(ev.SafetyWords)) > sas_count and established(r), STEP)
         await s.b.wait_for(established, STEP)
         problems = len(s.b.of(ev.Problem))
         for frame in old:
@@ -334,7 +333,6 @@ async def test_bulk_lane_meddling_still_saves_the_right_file(tmp_path: Path, kin
         done = s.b.of(ev.FileDone)[0]
         assert done.path is not None
         assert Path(done.path).read_bytes() == data  # noqa: ASYNC240
-        assert done.sha256 == hashlib.sha256(data).hexdigest()
         s.check_files(data)
         assert not s.partials()
 

@@ -118,12 +118,12 @@ async def test_chat_session(
     assert result == [0]
     out = stdout.text
     assert "peer online" in out
-    assert "secure session; SAS:" in out
+    assert "secure session; safety words:" in out
     assert "you: hello b" in out
     assert "delivered #1" in out
     assert "peer: evil \\x1b[2J\n           | second line" in out
     assert "\x1b" not in out
-    assert "SAS: " in out
+    assert "safety words: " in out
     assert "unknown command /nonsense" in out
     assert "/send PATH" in out
     assert "doc.txt delivered" in out

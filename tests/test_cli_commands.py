@@ -22,7 +22,7 @@ from m42d.cli import EXIT_KEY_CHANGED, EXIT_REFUSED, EXIT_TIMEOUT, EXIT_USAGE, m
 from m42d.client import events as ev
 from m42d.link import Link
 from m42d.ticket import Seat
-from tests.client_harness import RelayUnderTest, file_digest, running_relay
+from tests.client_harness import Recorder, RelayUnderTest, file_digest, running_relay
 
 
 @pytest.fixture
@@ -159,7 +159,7 @@ async def test_send_and_recv_jsonl(
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     kinds = [line["event"] for line in lines]
     assert "peer_up" in kinds
-    assert "sas" in kinds
+    assert "safety_words" in kinds
     assert all(isinstance(line["ts"], float) for line in lines)
     assert [line["text"] for line in lines if line["event"] == "text"] == [
         "hello \x1b]0;pwned\x07",
@@ -168,7 +168,6 @@ async def test_send_and_recv_jsonl(
     done = [line for line in lines if line["event"] == "file_done"]
     assert len(done) == 1
     assert file_digest(done[0]["path"]) == hashlib.sha256(data).digest()
-    assert done[0]["sha256"] == hashlib.sha256(data).hexdigest()
 
 
 async def test_recv_plain_escapes_text(
@@ -336,3 +335,187 @@ def test_progress_in_a_log_is_a_line_now_and_then(monkeypatch: pytest.MonkeyPatc
     assert [line.split("(")[1].split(")")[0] for line in lines] == ["0%", "100%"]
     assert "\x1b" not in err.getvalue()
     assert "\r" not in err.getvalue()
+
+
+# -- a hostile peer or relay against the client (second review) ------------------------
+
+
+HOSTILE_TEXT = "hello\nm42: saved /home/you/invoice.pdf\x1b[2J"
+FORGED_STATUS = "m42: saved /home/you/invoice.pdf"
+
+
+async def test_new_escapes_the_relays_error_text(capsys: pytest.CaptureFixture[str]) -> None:
+    """The relay's words reach the terminal only escaped (m42 new printed them raw)."""
+    from m42d.transport import FrameConnection, load_transports
+    from m42d.wire import CreateRoom, Error
+
+    async def refuse(conn: FrameConnection) -> None:
+        assert isinstance(await conn.receive(), CreateRoom)
+        await conn.send(Error(403, "\x1b]0;pwned\x07\x1b[2Jgo away\nm42: room created"))
+
+    listener = await load_transports()["ws"].open_listener("ws://127.0.0.1:0")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(listener.serve, refuse)
+        assert await m42("new", "--relay", listener.urls[0]) == EXIT_REFUSED
+        nursery.cancel_scope.cancel()
+    err = capsys.readouterr().err
+    assert "\x1b" not in err
+    assert "\x07" not in err
+    assert "\\x1b]0;pwned\\x07\\x1b[2Jgo away\\x0am42: room created" in err
+    assert not any(line.startswith("m42: room created") for line in err.splitlines())
+
+
+async def test_recv_marks_every_further_line_of_a_text(
+    ws_relay: RelayUnderTest, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A text cannot forge a status line: its further lines start with "  | "."""
+    link_a, link_b = ws_relay.links()
+    async with trio.open_nursery() as nursery:
+        peer = Recorder(ws_relay.client(link_a, tmp_path))
+        nursery.start_soon(peer.run)
+        await nursery.start(peer.client.run)
+        peer.client.send_text(HOSTILE_TEXT)
+        code = await m42(
+            "recv", link_b.format(), "--keys-dir", str(tmp_path / "kb"),
+            "--out", str(tmp_path), "--count", "1",
+        )  # fmt: skip
+        nursery.cancel_scope.cancel()
+    assert code == 0
+    out = capsys.readouterr().out
+    assert out == "hello\n  | m42: saved /home/you/invoice.pdf\\x1b[2J\n"
+    assert not any(line.startswith(FORGED_STATUS) for line in out.splitlines())
+
+
+async def test_send_marks_every_further_line_of_a_text_it_shows(
+    ws_relay: RelayUnderTest, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    link_a, link_b = ws_relay.links()
+    async with trio.open_nursery() as nursery:
+        peer = Recorder(ws_relay.client(link_b, tmp_path))
+        nursery.start_soon(peer.run)
+        await nursery.start(peer.client.run)
+        peer.client.send_text(HOSTILE_TEXT)
+        code = await m42(
+            "send", link_a.format(), "--keys-dir", str(tmp_path / "ka"), "--text", "mine"
+        )
+        await peer.wait_for(lambda r: r.of(ev.TextIn))
+        nursery.cancel_scope.cancel()
+    assert code == 0
+    # The peer re-sends its text right behind its HELLO, so it comes before
+    # the acknowledgement of ours, on the same ordered lane.
+    out = capsys.readouterr().out
+    assert out == "hello\n  | m42: saved /home/you/invoice.pdf\\x1b[2J\n"
+
+
+def test_every_further_line_of_a_text_is_marked_on_every_path() -> None:
+    """recv and send use the plain marker, trust and chat one aligned under their prefix."""
+    assert cli._text_block(HOSTILE_TEXT) == ("hello\n  | m42: saved /home/you/invoice.pdf\\x1b[2J")
+    assert cli._text_block("a\nb\n", cli.TRUST_CONTINUATION) == "a\n      | b\n      | "
+    assert cli._text_block("one line") == "one line"
+    assert cli._text_block("x\u2028y\rz") == "x\\u2028y\\x0dz"  # other line breaks: escaped
+    assert cli.CHAT_CONTINUATION.index("|") == len("[12:34:56] ")  # after the time stamp
+
+
+def test_no_core_dumps_while_holding_secrets(tmp_path: Path) -> None:
+    """RLIMIT_CORE 0 and PR_SET_DUMPABLE 0, set before any link is read."""
+    import subprocess
+
+    probe = (
+        "import ctypes, resource, sys\n"
+        "from m42d.cli import main\n"
+        "main(['recv', '--keys-dir', sys.argv[1], 'ws://x#not-a-link'])\n"
+        "dumpable = ctypes.CDLL(None).prctl(3, 0, 0, 0, 0)\n"
+        "print(resource.getrlimit(resource.RLIMIT_CORE), dumpable)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.strip() == "(0, 0) 0"
+
+
+def test_a_link_file_others_can_read_is_warned_about(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    link = tmp_path / "link"
+    link.write_text("ws://x#not-a-link\n")
+    link.chmod(0o644)
+    assert main(["recv", "--link-file", str(link)]) == EXIT_USAGE
+    assert "can be read by other users" in capsys.readouterr().err
+    link.chmod(0o600)
+    assert main(["recv", "--link-file", str(link)]) == EXIT_USAGE
+    assert "can be read by other users" not in capsys.readouterr().err
+
+
+def test_on_a_terminal_the_link_is_asked_for_without_echo(tmp_path: Path) -> None:
+    """The preferred form for people: no argument, no variable, no shell history."""
+    import fcntl
+    import subprocess
+    import termios
+    import time
+
+    from m42d.link import make_links
+    from m42d.ticket import TicketKeyRing
+    from tests.e2e_harness import M42_COMMAND
+
+    issued = TicketKeyRing.generate().mint(now=int(time.time()), ttl=3600)
+    link = make_links("ws://127.0.0.1:9", issued, os.urandom(32))[1]  # nobody listens there
+    main_fd, tty_fd = os.openpty()
+
+    def controlling_tty() -> None:
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("M42_")}
+    env["XDG_DATA_HOME"] = str(tmp_path)
+    proc = subprocess.Popen(
+        [*M42_COMMAND, "recv", "--out", str(tmp_path / "in"), "--timeout", "1"],
+        stdin=tty_fd,
+        stdout=tty_fd,
+        stderr=tty_fd,
+        env=env,
+        preexec_fn=controlling_tty,
+    )
+    os.close(tty_fd)
+    seen = b""
+    try:
+        while b"paste the link" not in seen:
+            seen += os.read(main_fd, 4096)
+        os.write(main_fd, link.format().encode() + b"\n")
+        assert proc.wait(timeout=60) == 0
+        while True:
+            try:
+                chunk = os.read(main_fd, 4096)
+            except OSError:
+                break  # the terminal closed with the process
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(main_fd)
+    assert b"(it is not shown)" in seen
+    assert link.format().encode() not in seen
+    assert link.format().split("#")[1].encode() not in seen
+
+
+def test_send_refuses_a_text_over_the_cap_before_connecting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import time
+
+    from m42d.link import make_links
+    from m42d.session import MAX_TEXT
+    from m42d.ticket import TicketKeyRing
+
+    issued = TicketKeyRing.generate().mint(now=int(time.time()), ttl=3600)
+    link = make_links("ws://127.0.0.1:9", issued, os.urandom(32))[0]  # nobody listens there
+    argv = ["send", "--keys-dir", str(tmp_path), link.format(), "--text", "x" * (MAX_TEXT + 1)]
+    assert main(argv) == EXIT_USAGE
+    assert "over the 1048576-byte cap; send it with --file" in capsys.readouterr().err
+    assert not (tmp_path / f"{link.room_id.hex()}-A.json").exists()  # it never got that far

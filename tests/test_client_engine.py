@@ -43,7 +43,7 @@ async def start(nursery: trio.Nursery, client: Client) -> Recorder:
 
 
 def established(r: Recorder) -> bool:
-    return r.client.established and bool(r.of(ev.Sas))
+    return r.client.established and bool(r.of(ev.SafetyWords))
 
 
 async def test_text_both_ways_with_delivery(relay: RelayUnderTest, tmp_path: Path) -> None:
@@ -53,9 +53,9 @@ async def test_text_both_ways_with_delivery(relay: RelayUnderTest, tmp_path: Pat
         b = await start(nursery, relay.client(link_b, tmp_path))
         await a.wait_for(established)
         await b.wait_for(established)
-        assert a.of(ev.Sas)[-1].words == b.of(ev.Sas)[-1].words
-        assert len(a.of(ev.Sas)[-1].words) == 5
-        assert a.of(ev.Sas)[0].first_contact
+        assert a.of(ev.SafetyWords)[-1].words == b.of(ev.SafetyWords)[-1].words
+        assert len(a.of(ev.SafetyWords)[-1].words) == 8
+        assert a.of(ev.SafetyWords)[0].first_contact
         seq_a = a.client.send_text("hello from A \x1b[31m")
         seq_b = b.client.send_text("hello from B")
         await a.wait_for(lambda r: any(d.seq == seq_a for d in r.of(ev.Delivered)))
@@ -109,7 +109,6 @@ async def test_file_transfer_with_progress(relay: RelayUnderTest, tmp_path: Path
         assert done_b.path is not None
         assert Path(done_b.path) == down / "big file.bin"
         assert file_digest(done_b.path) == digest
-        assert done_b.sha256 == digest.hex()
         assert a.of(ev.FileDone)[0].file_id == file_id
         assert a.of(ev.Progress)
         assert b.of(ev.Progress)
@@ -165,7 +164,8 @@ async def test_offer_asked_and_refusals(relay: RelayUnderTest, tmp_path: Path) -
         await a.client.send_file(tmp_path / "three.bin")
         await b.wait_for(lambda r: len(r.of(ev.FileOffer)) == 2)
         partial = b.client.accept_file(b.of(ev.FileOffer)[1].file_id)
-        assert partial.name == ".three.bin.m42part"
+        assert partial.name.startswith(".three.bin.")
+        assert partial.name.endswith(".m42part")
         await b.wait_for(lambda r: r.of(ev.FileDone))
         assert (down / "three.bin").stat().st_size == 10
         assert not partial.exists()
@@ -234,7 +234,7 @@ async def test_changed_key_detected_then_trusted(relay: RelayUnderTest, tmp_path
         assert not b.client.established
         assert keys_b.load_peer(link_b.room_id, Seat.B) == first_peer
         b.client.trust()
-        await b.wait_for(lambda r: len(r.of(ev.Sas)) == 2)
+        await b.wait_for(lambda r: len(r.of(ev.SafetyWords)) == 2)
         await a2.wait_for(established)
         assert keys_b.load_peer(link_b.room_id, Seat.B) != first_peer
         nursery.cancel_scope.cancel()

@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from m42d.client.names import (
     MAX_NAME_BYTES,
     escape_text,
-    partial_path,
     safe_file_name,
     unique_path,
 )
@@ -86,11 +85,6 @@ def test_unique_path_never_names_an_existing_file(tmp_path: Path) -> None:
     assert unique_path(tmp_path, "dangling") == tmp_path / "dangling (1)"
     with pytest.raises(FileExistsError):
         unique_path(tmp_path, "a.txt", limit=1)
-
-
-def test_partial_path_is_hidden() -> None:
-    assert partial_path(Path("/d"), "x.bin") == Path("/d/.x.bin.m42part")
-    assert partial_path(Path("/d"), "x.bin", 2) == Path("/d/.x.bin.2.m42part")
 
 
 def test_escape_text() -> None:

@@ -21,7 +21,7 @@ from m42d.config import (
     with_credentials,
 )
 from m42d.errors import ConfigError, M42Error
-from m42d.wire import MAX_PAYLOAD
+from m42d.wire import MAX_PAYLOAD, MAX_SECRET, CreateRoom, decode, encode
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "operations.md"
 
@@ -48,6 +48,9 @@ control_queue = 64
 create_rate = 10
 join_rate = 60
 shutdown_grace = 2.5
+ipv6_prefix = 56
+control_window = 131072
+max_queued_per_address = 4194304
 """
 
 
@@ -76,6 +79,9 @@ def test_defaults_match_the_documented_values() -> None:
     assert limits.bulk_window == 1024 * 1024
     assert limits.control_queue == 256
     assert (limits.create_rate, limits.join_rate, limits.shutdown_grace) == (30, 120, 5.0)
+    assert limits.ipv6_prefix == 64
+    assert limits.control_window == 512 * 1024
+    assert limits.max_queued_per_address == 8 * 1024 * 1024
 
 
 def test_full_file_loads_every_key(tmp_path: Path) -> None:
@@ -106,6 +112,9 @@ def test_full_file_loads_every_key(tmp_path: Path) -> None:
         create_rate=10,
         join_rate=60,
         shutdown_grace=2.5,
+        ipv6_prefix=56,
+        control_window=131072,
+        max_queued_per_address=4194304,
     )
     assert isinstance(config.limits.join_timeout, float)
 
@@ -142,6 +151,19 @@ def test_secret_never_in_repr(tmp_path: Path) -> None:
         ("room_ttl = 99999999", "room_ttl must be at most"),
         ("creation_secret = '  '", "creation_secret must be a non-empty string"),
         ("creation_secret = 42", "creation_secret must be a non-empty string"),
+        # CREATE_ROOM carries at most 255 bytes: a longer secret made creation impossible.
+        ("creation_secret = '" + "x" * 256 + "'", "creation_secret is 256 bytes in UTF-8"),
+        ("creation_secret = '" + "\u00e9" * 128 + "'", "creation_secret is 256 bytes in UTF-8"),
+        ("[limits]\nshutdown_grace = 5000000", "limits.shutdown_grace must be at most"),
+        ("[limits]\nipv6_prefix = 0", "limits.ipv6_prefix must be a positive integer"),
+        ("[limits]\ncontrol_window = 0", "limits.control_window must be a positive integer"),
+        ("[limits]\ncontrol_window = 65000", "limits.control_window must be at least max_payload"),
+        (
+            "[limits]\nmax_queued_per_address = 1048576",
+            "limits.max_queued_per_address must be at least control_window + bulk_window",
+        ),
+        ("[limits]\nipv6_prefix = 64.0", "limits.ipv6_prefix must be a positive integer"),
+        ("[limits]\nipv6_prefix = 129", "limits.ipv6_prefix must be between 1 and 128"),
         ("log_addresses = 'yes'", "log_addresses must be true or false"),
         ("log_level = 'loud'", "log_level must be one of debug, info, warning, error"),
         ("log_level = 1", "log_level must be one of"),
@@ -215,6 +237,7 @@ def test_creation_secret_file_relative_and_stripped(tmp_path: Path) -> None:
         (None, "creation_secret_file = 'absent'", "creation_secret_file: cannot read"),
         ("\n\n", "creation_secret_file = 'secret'", "creation_secret_file: .* is empty"),
         (None, "creation_secret_file = 3", "creation_secret_file must be a non-empty path"),
+        ("y" * 300 + "\n", "creation_secret_file = 'secret'", "creation_secret_file is 300 bytes"),
         (
             "x",
             "creation_secret = 'a'\ncreation_secret_file = 'secret'",
@@ -229,6 +252,15 @@ def test_creation_secret_file_errors(
         (tmp_path / "secret").write_text(setup)
     with pytest.raises(ConfigError, match=message):
         load_config(write(tmp_path, text))
+
+
+def test_the_longest_creation_secret_the_wire_carries_is_accepted_and_sent(tmp_path: Path) -> None:
+    secret = "\u00e9" * 127 + "a"  # 255 bytes of UTF-8: MAX_SECRET exactly
+    config = load_config(write(tmp_path, f"creation_secret = '{secret}'"))
+    assert config.creation_secret is not None
+    sent = CreateRoom(creation_secret=config.creation_secret.encode())
+    assert len(sent.creation_secret) == MAX_SECRET
+    assert decode(encode(sent)) == sent
 
 
 def test_creation_secret_from_systemd_credentials(tmp_path: Path) -> None:

@@ -51,7 +51,7 @@ async def start(nursery: trio.Nursery, client: Client) -> Recorder:
 
 
 def established(r: Recorder) -> bool:
-    return r.client.established and bool(r.of(ev.Sas))
+    return r.client.established and bool(r.of(ev.SafetyWords))
 
 
 def tracked_client(

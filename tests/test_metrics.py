@@ -271,17 +271,32 @@ async def test_client_that_vanishes_is_harmless() -> None:
         assert (await get(s.port, "/healthz")).status == 200
 
 
-async def test_too_many_clients_get_503() -> None:
-    async with served(read_timeout=STEP) as s, contextlib.AsyncExitStack() as stack:
-        for _ in range(MAX_CLIENTS):
-            idle = await trio.open_tcp_stream("127.0.0.1", s.port)
-            await stack.enter_async_context(idle)
-            await idle.send_all(b"G")  # the server now holds a slot, waiting for the rest
+async def test_idle_connections_cannot_starve_healthz() -> None:
+    """Connections that never finish a request used to hold all 16 slots: 503 "busy".
+
+    Now a new connection always gets in, closing the oldest idle one.
+    """
+    async with served(read_timeout=60) as s, contextlib.AsyncExitStack() as stack:
+        idle = []
+        for i in range(2 * MAX_CLIENTS):
+            stream = await trio.open_tcp_stream("127.0.0.1", s.port)
+            await stack.enter_async_context(stream)
+            if i % 2:
+                await stream.send_all(b"G")  # half a request line
+            idle.append(stream)
         # Every server task has accepted its connection and waits for the rest
         # of a request head (trio polls for I/O before declaring all blocked).
         await trio.testing.wait_all_tasks_blocked()
         reply = await get(s.port, "/healthz")
-        assert (reply.status, reply.body) == (503, b"busy\n")
+        assert (reply.status, reply.body) == (200, b"ok\n")
+        assert (await get(s.port, "/metrics")).status == 200
+        # The oldest idle connections were closed to make room: MAX_CLIENTS
+        # for the second half of the idle ones, one more for the probe.
+        for stream in idle[: MAX_CLIENTS + 1]:
+            with trio.fail_after(STEP):
+                with contextlib.suppress(trio.BrokenResourceError):
+                    assert await stream.receive_some() == b""
+        assert len(s.server._live) <= MAX_CLIENTS
 
 
 async def test_bind_failure_is_a_transport_error() -> None:

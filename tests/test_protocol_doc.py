@@ -48,3 +48,10 @@ def test_session_transcript_is_referenced_and_current() -> None:
     assert "docs/vectors/session-transcript.json" in SPEC
     published = json.loads((ROOT / "docs/vectors/session-transcript.json").read_text())
     assert published == json.loads(json.dumps(build_transcript()))
+
+
+def test_safety_words_example() -> None:
+    from m42d.crypto.sas import safety_words
+
+    words = " ".join(safety_words(bytes(range(16)), bytes(32), bytes(range(32))))
+    assert f"safety words = {words}" in SPEC

@@ -421,3 +421,73 @@ async def test_idle_peer_is_pinged_then_closed(
     assert trio.current_time() - start == pytest.approx(35)
     await expect_closed(a)
     assert harness.relay.statistics().timeouts == {"idle": 1}
+
+
+class _WriteBreaks:
+    """A server-side connection whose writes fail once ``broken``; its reads wait for that.
+
+    Models a client that sent its last frames and closed: the relay's writer
+    to it fails while its reader still has those frames to pass on.
+    """
+
+    def __init__(self, inner: object) -> None:
+        from m42d.transport import StreamFrameConnection
+
+        assert isinstance(inner, StreamFrameConnection)
+        self.inner = inner
+        self.broken = False
+        self.failed = trio.Event()
+        self.transport = inner.transport
+        self.peer = inner.peer
+
+    def _check(self) -> None:
+        from m42d.errors import ConnectionClosed
+
+        if self.broken:
+            self.failed.set()
+            raise ConnectionClosed("the client closed")
+
+    async def send(self, frame: object) -> None:
+        self._check()
+        await self.inner.send(frame)  # type: ignore[arg-type]
+
+    async def send_many(self, frames: object) -> None:
+        self._check()
+        await self.inner.send_many(frames)  # type: ignore[arg-type]
+
+    async def send_batch(self, items: object) -> None:
+        self._check()
+        await self.inner.send_batch(items)  # type: ignore[arg-type]
+
+    async def receive(self) -> object:
+        return await self.inner.receive()
+
+    async def receive_relayed(self) -> object:
+        return await self.inner.receive_relayed()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_frames_read_before_a_failed_write_are_still_relayed(harness: Harness) -> None:
+    """The writer to a closing client fails; what it sent just before still goes on."""
+    from m42d.transport import StreamFrameConnection
+
+    room = harness.mint()
+    a = await harness.join(room, Seat.A)
+    await expect(a, Joined)
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    server = _WriteBreaks(
+        StreamFrameConnection(server_stream, transport="memory", peer="192.0.2.2")
+    )
+    client_b = StreamFrameConnection(client_stream, transport="memory")
+    harness.nursery.start_soon(harness.relay.handle_connection, server)
+    await client_b.send(Join(Seat.B, room.ticket.to_bytes(), room.token(Seat.B)))
+    await expect(client_b, Joined)
+    await expect(a, PeerUp)
+    server.broken = True
+    await a.send(Control(b"for B"))  # makes the relay write to B: that write fails
+    with trio.fail_after(5):
+        await server.failed.wait()
+    await client_b.send(Control(b"last words"))  # sent before B's close reached the relay
+    assert (await expect(a, Control)).payload == b"last words"

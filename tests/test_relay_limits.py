@@ -8,6 +8,7 @@ import trio
 import trio.testing
 
 from m42d.relay import MemoryBurnList, RateLimiter, RelayLimits, serve_relay
+from m42d.relay.limits import address_key
 from m42d.ticket import Seat
 from m42d.transport import FrameHandler, StreamFrameConnection
 from m42d.wire import Control, Error, ErrorCode, GoAway, Join, Joined, PeerDown, PeerUp
@@ -182,3 +183,72 @@ def test_admission_before_the_handshake_counts_handshakes_in_flight() -> None:
     relay.stop()
     admission.release("10.0.0.3")
     assert not admission.admit("10.0.0.5")  # stopping: nothing new
+
+
+def test_address_key_aggregates_ipv6_by_prefix_and_unmaps_ipv4() -> None:
+    assert address_key("2001:db8:1:2:aaaa::1", 64) == "2001:db8:1:2::/64"
+    assert address_key("2001:db8:1:2:ffff:ffff:ffff:ffff", 64) == "2001:db8:1:2::/64"
+    assert address_key("2001:db8:1:3::1", 64) == "2001:db8:1:3::/64"
+    assert address_key("2001:db8:1:3::1", 48) == "2001:db8:1::/48"
+    assert address_key("2001:db8::1", 128) == "2001:db8::1/128"
+    assert address_key("fe80::1%eth0", 64) == "fe80::/64"
+    assert address_key("::ffff:192.0.2.7", 64) == "192.0.2.7"
+    assert address_key("192.0.2.7", 64) == "192.0.2.7"
+    assert address_key("", 64) == ""
+    assert address_key("not-an-ip", 64) == "not-an-ip"
+
+
+async def test_per_address_limits_count_an_ipv6_prefix_as_one_address(
+    nursery: trio.Nursery,
+) -> None:
+    """Every address of one /64 shares the connection cap and the rate limits.
+
+    Keyed on the full address, anyone with a /64 had 2^64 times each limit.
+    """
+    harness = make_harness(nursery, RelayLimits(max_connections_per_address=2))
+    held = []
+    for address in ("2001:db8:1:2::1", "2001:db8:1:2:ffff::2"):
+        held.append(await harness.connect(address=address))
+        await trio.testing.wait_all_tasks_blocked()
+    refused = await harness.connect(address="2001:db8:1:2:dead:beef:0:3")
+    assert (await expect(refused, Error)).code == ErrorCode.RATE_LIMITED
+    other_prefix = await harness.connect(address="2001:db8:1:3::1")
+    await trio.testing.wait_all_tasks_blocked()
+    assert harness.relay.statistics().connections == 3
+    del held, other_prefix
+
+    # The join rate (3 a minute), spent from three addresses of one /64.
+    harness = make_harness(nursery, RelayLimits(join_rate=3))
+    room = harness.mint()
+    for i in range(3):
+        joiner = await harness.join(room, Seat.A, address=f"2001:db8:9:9::{i + 1}")
+        await expect(joiner, Joined)
+    late = await harness.join(room, Seat.A, address="2001:db8:9:9::ff")
+    assert (await expect(late, Error)).code == ErrorCode.RATE_LIMITED
+
+
+async def test_ipv4_mapped_ipv6_counts_as_the_ipv4_address(nursery: trio.Nursery) -> None:
+    harness = make_harness(nursery, RelayLimits(max_connections_per_address=1))
+    first = await harness.connect(address="192.0.2.44")
+    await trio.testing.wait_all_tasks_blocked()
+    mapped = await harness.connect(address="::ffff:192.0.2.44")
+    assert (await expect(mapped, Error)).code == ErrorCode.RATE_LIMITED
+    del first
+
+
+def test_admission_counts_an_ipv6_prefix_and_survives_a_prefix_reload() -> None:
+    from m42d.relay.server import Relay
+    from m42d.ticket import TicketKeyRing
+
+    relay = Relay(TicketKeyRing.generate(), limits=RelayLimits(max_connections_per_address=2))
+    assert relay.admit("2001:db8::1")
+    assert relay.admit("2001:db8::2")
+    assert not relay.admit("2001:db8::3")  # same /64, two handshakes in flight
+    assert relay.admit("2001:db8:0:1::1")
+    # A reload changes the prefix while handshakes are in flight: each
+    # release still gives back what its admit took.
+    relay.limits = RelayLimits(max_connections_per_address=2, ipv6_prefix=128)
+    for peer in ("2001:db8::1", "2001:db8::2", "2001:db8:0:1::1"):
+        relay.release(peer)
+    assert not relay._handshaking
+    assert not relay._handshake_keys

@@ -20,6 +20,7 @@ from m42d.crypto.sas import (
     WORDLIST_SIZE,
     WordlistError,
     format_sas,
+    safety_words,
     sas_words,
     wordlist,
 )
@@ -154,3 +155,43 @@ def test_unreadable_wordlist_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.undo()
         sas_module.wordlist.cache_clear()
     assert len(wordlist()) == 7776
+
+
+# -- safety words (protocol 2) ----------------------------------------------------------
+
+SAFETY_ROOM = bytes(range(16))
+SAFETY_A = bytes(32)
+SAFETY_B = bytes(range(32))
+
+
+def test_safety_words_known_answer() -> None:
+    """The values published in docs/protocol.md, "Safety words"."""
+    assert " ".join(safety_words(SAFETY_ROOM, SAFETY_A, SAFETY_B)) == (
+        "crane siren dodge jailhouse radial cable customary disbelief"
+    )
+
+
+def test_safety_words_halves_each_depend_on_one_key_only() -> None:
+    words = safety_words(SAFETY_ROOM, SAFETY_A, SAFETY_B)
+    other_b = safety_words(SAFETY_ROOM, SAFETY_A, bytes(range(1, 33)))
+    other_a = safety_words(SAFETY_ROOM, bytes(range(1, 33)), SAFETY_B)
+    assert other_b[:4] == words[:4]
+    assert other_b[4:] != words[4:]
+    assert other_a[4:] == words[4:]
+    assert other_a[:4] != words[:4]
+    # Seat and room are bound in: swapping the keys or the room changes the words.
+    assert safety_words(SAFETY_ROOM, SAFETY_B, SAFETY_A) != words
+    assert safety_words(bytes(16), SAFETY_A, SAFETY_B) != words
+
+
+@pytest.mark.parametrize(
+    ("room", "a", "b"),
+    [
+        (bytes(15), SAFETY_A, SAFETY_B),
+        (SAFETY_ROOM, bytes(31), SAFETY_B),
+        (SAFETY_ROOM, SAFETY_A, bytes(33)),
+    ],
+)
+def test_safety_words_lengths_checked(room: bytes, a: bytes, b: bytes) -> None:
+    with pytest.raises(LocalProtocolError):
+        safety_words(room, a, b)

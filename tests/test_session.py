@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 
 import pytest
@@ -12,6 +11,7 @@ from m42d.crypto.stream import CHUNK_SIZE
 from m42d.errors import LocalProtocolError
 from m42d.session import (
     MAX_RECORD,
+    MAX_TEXT,
     PAD_BUCKET,
     Envelope,
     FileCode,
@@ -24,10 +24,13 @@ from m42d.session import (
     MemoryKeyStore,
     PeerKeyChanged,
     RecordType,
+    Session,
     SessionError,
     SessionFailed,
     TextDelivered,
     TextReceived,
+    TextRefused,
+    TextRejected,
     decode_record,
     derive_psk,
     encode_record,
@@ -42,14 +45,15 @@ def texts(side_events: list[object]) -> list[str]:
     return [e.text for e in side_events if isinstance(e, TextReceived)]
 
 
-def test_handshake_gives_same_sas_and_pins_keys() -> None:
+def test_handshake_gives_same_safety_words_and_pins_keys() -> None:
     pair = Pair.make()
     pair.connect()
     ha = pair.a.of(HandshakeComplete)
     hb = pair.b.of(HandshakeComplete)
     assert len(ha) == len(hb) == 1
-    assert ha[0].sas == hb[0].sas
-    assert len(ha[0].sas) == 5
+    assert ha[0].words == hb[0].words
+    assert len(ha[0].words) == 8
+    assert pair.a.session.safety_words == pair.b.session.safety_words == ha[0].words
     assert ha[0].first_contact
     assert hb[0].first_contact
     assert ha[0].peer_key == pair.b.session.static_public
@@ -125,7 +129,7 @@ def test_file_transfer_with_progress_both_sides() -> None:
     pair.pump()
     assert bytes(pair.b.received[fid]) == data
     done = pair.b.of(FileCompleted)
-    assert done == [FileCompleted(fid, hashlib.sha256(data).digest())]
+    assert done == [FileCompleted(fid)]
     assert pair.a.of(FileDelivered) == [FileDelivered(fid)]
     out_progress = [e for e in pair.a.of(FileProgress) if e.outgoing]
     in_progress = [e for e in pair.b.of(FileProgress) if not e.outgoing]
@@ -169,20 +173,6 @@ def test_sender_cancel_tells_receiver() -> None:
     assert [e.code for e in pair.b.of(FileFailed)] == [FileCode.CANCELLED]
     with pytest.raises(LocalProtocolError):
         pair.b.session.accept_file(fid)
-
-
-def test_hash_mismatch_is_refused() -> None:
-    pair = Pair.make()
-    pair.connect()
-    data = b"the real content"
-    fid = pair.a.session.offer_file("f", len(data), hashlib.sha256(b"other").digest())
-    pair.a.files[fid] = data
-    pair.pump()
-    pair.b.session.accept_file(fid)
-    pair.pump()
-    assert pair.b.of(FileCompleted) == []
-    assert [e.code for e in pair.b.of(FileFailed)] == [FileCode.HASH_MISMATCH]
-    assert [e.code for e in pair.a.of(FileFailed)] == [FileCode.HASH_MISMATCH]
 
 
 # -- reconnects ---------------------------------------------------------------
@@ -313,6 +303,9 @@ def test_changed_peer_key_blocks_until_trusted() -> None:
     assert changed[0].pinned == first.b.session.static_public
     assert changed[0].offered == second.b.session.static_public
     assert second.a.session.blocked
+    # The words with the new key differ, and they are what the user compares.
+    assert changed[0].words != first.a.of(HandshakeComplete)[0].words
+    assert changed[0].words == second.b.of(HandshakeComplete)[0].words
     second.b.session.send_text("should not arrive yet")
     second.pump()
     assert texts(second.a.events) == []
@@ -348,6 +341,8 @@ def test_wrong_room_secret_fails_on_both_sides() -> None:
     assert not pair.b.session.established
     assert pair.b.of(SessionFailed), "B must notice at message 3"
     assert pair.a.of(SessionFailed), "A is told at once and gives up this attempt"
+    # Protocol 2: B's RESET carries why, so A can name the cause too.
+    assert "room secrets differ" in pair.a.of(SessionFailed)[0].reason
     assert pair.a.of(HandshakeComplete) == []
     assert pair.b.of(HandshakeComplete) == []
     # A retries with back-off rather than spinning: nothing more until time passes.
@@ -574,11 +569,11 @@ def test_session_repr_has_no_secret() -> None:
 def test_local_misuse_errors() -> None:
     pair = Pair.make()
     with pytest.raises(LocalProtocolError):
-        pair.a.session.offer_file("", 1, bytes(32))
+        pair.a.session.offer_file("", 1)
     with pytest.raises(LocalProtocolError):
-        pair.a.session.offer_file("f", -1, bytes(32))
+        pair.a.session.offer_file("f", -1)
     with pytest.raises(LocalProtocolError):
-        pair.a.session.offer_file("f", 1, b"short")
+        pair.a.session.offer_file("f" * 1025, 1)
     with pytest.raises(LocalProtocolError):
         pair.a.session.encrypt_chunk(123, 0, b"")
     with pytest.raises(LocalProtocolError):
@@ -618,7 +613,7 @@ def test_malformed_records_end_the_session(rtype: int, body: bytes, reason: str)
 def _offer_body(name: bytes, name_len: int | None = None) -> bytes:
     import struct
 
-    head = struct.pack(">QQ32s32s32sH", 7, 3, bytes(32), bytes(32), bytes(32), len(name))
+    head = struct.pack(">QQ32s32sH", 7, 3, bytes(32), bytes(32), len(name))
     if name_len is not None:
         head = head[:-2] + struct.pack(">H", name_len)
     return head + name
@@ -650,13 +645,9 @@ def test_text_protocol_violations() -> None:
     pair.pump()
     assert "interleaved" in pair.b.of(SessionFailed)[0].reason
     pair.b.events.clear()
-    s._emit_record(RecordType.TEXT, struct.pack(">QB", 9, 0) + b"x" * 101)
+    s._emit_record(RecordType.TEXT, struct.pack(">QB", 9, 1) + b"after a gap")
     pair.pump()
-    assert "size cap" in pair.b.of(SessionFailed)[0].reason
-    pair.b.events.clear()
-    s._emit_record(RecordType.TEXT, struct.pack(">QB", 10, 1) + b"\xff")
-    pair.pump()
-    assert "UTF-8" in pair.b.of(SessionFailed)[0].reason
+    assert "sequence gap" in pair.b.of(SessionFailed)[0].reason
 
 
 def test_accept_past_end_and_unknown_file_ignored() -> None:
@@ -682,8 +673,8 @@ def test_handshake_envelope_misuse() -> None:
     a.receive_control(bytes([Envelope.HS1]) + bytes(40))  # HS1 to the initiator
     b.receive_control(bytes([Envelope.HS2]) + bytes(40))  # HS2 to the responder
     b.receive_control(bytes([Envelope.HS3]) + bytes(40))
-    b.receive_control(bytes([Envelope.RESET]) + bytes(4))
-    a.receive_control(bytes([Envelope.RESET]) + bytes(3))
+    b.receive_control(bytes([Envelope.RESET]) + bytes(5))
+    a.receive_control(bytes([Envelope.RESET]) + bytes(4))
     a.receive_control(bytes([Envelope.HS2]) + bytes(2))
     reasons = [e.reason for e in a.events() + b.events() if isinstance(e, SessionFailed)]
     assert any("initiator" in r for r in reasons)
@@ -695,7 +686,7 @@ def test_handshake_envelope_misuse() -> None:
 def test_reset_for_other_handshake_ignored() -> None:
     pair = Pair.make()
     pair.connect()
-    pair.a.session.receive_control(bytes([Envelope.RESET]) + b"\xde\xad\xbe\xef")
+    pair.a.session.receive_control(bytes([Envelope.RESET]) + b"\xde\xad\xbe\xef\x01")
     assert pair.a.session.events() == []
     assert pair.a.session.established
 
@@ -712,7 +703,7 @@ def test_handshake_timeout_then_retry() -> None:
     evs = a.events()
     assert any(isinstance(e, SessionFailed) and "timed out" in e.reason for e in evs)
     assert [p[1][0] for p in a.data_to_send()] == [Envelope.HS1]  # first retry is immediate
-    assert a.sas == ()
+    assert a.safety_words == ()
 
 
 def test_bad_session_parameters() -> None:
@@ -805,3 +796,205 @@ def test_failed_save_is_reported_to_the_sender() -> None:
     pair.pump()
     assert pair.a.of(FileDelivered) == []
     assert pair.a.of(FileFailed) == [FileFailed(fid, True, FileCode.NO_SPACE, "disk full")]
+
+
+# -- a hostile peer (second review) -------------------------------------------------
+
+
+def _lying_sender(offered: int, chunks: int, *, final_at: int | None) -> tuple[Pair, int]:
+    """A peer that offers ``offered`` bytes, then streams ``chunks`` valid full chunks.
+
+    The chunks are sealed with the file's real key (only the peer has it), so
+    they authenticate; ``final_at`` marks one of them as the last (None: none is).
+    """
+    from m42d.crypto.stream import StreamEncryptor
+    from m42d.session import BULK_HEADER
+
+    pair = Pair.make()
+    pair.connect()
+    fid = pair.a.session.offer_file("tiny.txt", offered)
+    key = pair.a.session._out_files[fid].key
+    sealer = StreamEncryptor(key)
+
+    def forge(seat: Seat, packet: Packet) -> list[Packet]:
+        if seat is Seat.A and packet[0] is Lane.BULK:
+            return [
+                (
+                    Lane.BULK,
+                    BULK_HEADER.pack(fid, i)
+                    + sealer.encrypt_chunk(i, bytes(CHUNK_SIZE), last=i == final_at),
+                )
+                for i in range(chunks)
+            ]
+        return [packet]
+
+    pair.a.files[fid] = bytes(offered)
+    pair.middle = forge
+    pair.pump()
+    return pair, fid
+
+
+@pytest.mark.parametrize(
+    ("offered", "chunks", "final_at"),
+    [
+        (1, 40, None),  # offers 1 byte, streams without end
+        (0, 3, None),  # an empty file that keeps going
+        (CHUNK_SIZE, 3, None),  # the one chunk it offered says more follow
+        (CHUNK_SIZE + 1, 3, 2),  # a third chunk where two were offered
+    ],
+)
+def test_data_past_the_offered_size_is_refused_at_the_first_byte(
+    offered: int, chunks: int, final_at: int | None
+) -> None:
+    """The receiver's limits (--max-size, free space) were checked against the
+    offer: not one byte past it is passed on to be written."""
+    pair, fid = _lying_sender(offered, chunks, final_at=final_at)
+    pair.b.session.accept_file(fid)
+    pair.pump()
+    assert len(pair.b.received.get(fid, b"")) <= offered
+    assert pair.b.of(FileCompleted) == []
+    assert all(p.done <= offered for p in pair.b.of(FileProgress))
+    [failed] = pair.b.of(FileFailed)
+    assert failed.code == FileCode.MISMATCH
+    assert f"more than the {offered} bytes offered" in failed.reason
+    # The sender hears it (FILE_REJECT) and the session itself stands.
+    assert [e.code for e in pair.a.of(FileFailed)] == [FileCode.MISMATCH]
+    assert not pair.a.of(SessionFailed)
+    assert not pair.b.of(SessionFailed)
+    assert pair.a.session.established
+    assert pair.b.session.established
+
+
+def _send_ignoring_the_cap(session: Session, data: bytes) -> int:
+    """What a sender that breaks the 1 MiB rule does: queue and send it anyway."""
+    seq = session._next_seq
+    session._next_seq += 1
+    session._unacked[seq] = data.decode("utf-8", errors="surrogateescape")
+    session._emit_text(seq, data)
+    return seq
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"x" * (MAX_TEXT + 1), f"a text of {MAX_TEXT + 1} bytes, over the {MAX_TEXT}-byte cap"),
+        (b"x" * (3 * MAX_TEXT), f"a text of {3 * MAX_TEXT} bytes, over the {MAX_TEXT}-byte cap"),
+        (b"bad \xff utf-8", "a text that is not valid UTF-8"),
+    ],
+)
+def test_a_text_the_receiver_cannot_show_fails_alone_and_is_not_resent(
+    data: bytes, reason: str
+) -> None:
+    pair = Pair.make()
+    pair.connect()
+    seq = _send_ignoring_the_cap(pair.a.session, data)
+    after = pair.a.session.send_text("the next one")
+    pair.pump()
+    # The receiver refuses that item; the session carries on.
+    assert pair.b.of(TextRefused) == [TextRefused(seq, len(data), reason)]
+    assert texts(pair.b.events) == ["the next one"]
+    assert not pair.a.of(SessionFailed)
+    assert not pair.b.of(SessionFailed)
+    assert pair.a.session.unacked_texts == 0
+    # Protocol 2: the sender hears TEXT_REFUSED, never "delivered", for it.
+    assert {e.seq for e in pair.a.of(TextDelivered)} == {after}
+    assert [e.seq for e in pair.a.of(TextRejected)] == [seq]
+    assert pair.a.of(TextRejected)[0].reason == reason
+    # A fresh session (a reconnect) does not bring it back.
+    sent_before = len(pair.wire_log)
+    pair.disconnect()
+    pair.connect()
+    assert len(pair.b.of(TextRefused)) == 1
+    assert texts(pair.b.events) == ["the next one"]
+    assert len(pair.wire_log) - sent_before < 10  # a handshake and HELLO, no text parts
+
+
+def test_the_receiver_never_holds_more_than_the_cap_of_a_long_text() -> None:
+    pair = Pair.make()
+    pair.connect()
+    _send_ignoring_the_cap(pair.a.session, b"y" * (4 * MAX_TEXT))
+    held = 0
+
+    def watch(_seat: Seat, packet: Packet) -> list[Packet]:
+        nonlocal held
+        held = max(held, len(pair.b.session._partial_text))
+        return [packet]
+
+    pair.middle = watch
+    pair.pump()
+    assert held <= MAX_TEXT
+    assert len(pair.b.of(TextRefused)) == 1
+
+
+def test_the_sender_refuses_a_text_over_the_cap_before_sending_anything() -> None:
+    pair = Pair.make()
+    pair.connect()
+    with pytest.raises(LocalProtocolError, match="send it as a file instead"):
+        pair.a.session.send_text("z" * (MAX_TEXT + 1))
+    with pytest.raises(LocalProtocolError, match="not valid UTF-8"):
+        pair.a.session.send_text("lone surrogate \udcff")
+    assert pair.a.session.unacked_texts == 0
+    assert pair.a.session.data_to_send() == []
+    # Exactly the cap is a text like any other.
+    pair.a.session.send_text("z" * MAX_TEXT)
+    pair.pump()
+    assert [len(t) for t in texts(pair.b.events)] == [MAX_TEXT]
+    with pytest.raises(LocalProtocolError, match="max_text"):
+        Pair.make(max_text=MAX_TEXT + 1)
+
+
+# -- protocol 2: safety words, versions ------------------------------------------------
+
+
+def test_safety_words_stay_the_same_across_sessions_and_renewals() -> None:
+    keys_a, keys_b = MemoryKeyStore(), MemoryKeyStore()
+    room, secret = os.urandom(16), os.urandom(32)
+    pair = Pair.make(room_id=room, secret_a=secret, secret_b=secret, keys_a=keys_a, keys_b=keys_b)
+    pair.connect()
+    words = pair.a.of(HandshakeComplete)[0].words
+    pair.disconnect()
+    pair.connect()
+    pair.now += 3601.0  # past the renewal age
+    pair.a.session.tick(pair.now)
+    pair.pump()
+    # A restart: new Session objects on the same key stores.
+    again = Pair.make(room_id=room, secret_a=secret, secret_b=secret, keys_a=keys_a, keys_b=keys_b)
+    again.connect()
+    seen = [e.words for e in pair.a.of(HandshakeComplete) + pair.b.of(HandshakeComplete)]
+    seen += [e.words for e in again.a.of(HandshakeComplete) + again.b.of(HandshakeComplete)]
+    assert len(seen) >= 6
+    assert set(seen) == {words}
+    assert not again.a.of(HandshakeComplete)[0].first_contact
+
+
+@pytest.mark.parametrize(
+    ("payload", "said"),
+    [(bytes([0]), "session protocol 1, this one 2"), (bytes([0, 3]), "session protocol 3")],
+)
+def test_another_session_version_is_named_on_both_sides(payload: bytes, said: str) -> None:
+    """An initiator of another version: B says which, and its RESET tells A."""
+    from m42d.crypto.noise import PROTOCOL_NAME, HandshakeState, KeyPair
+    from m42d.session import HS_ID, derive_psk, prologue
+
+    pair = Pair.make()
+    b = pair.b.session
+    b.peer_online(0.0)
+    old = HandshakeState(
+        PROTOCOL_NAME,
+        initiator=True,
+        prologue=prologue(b.room_id),
+        s=KeyPair.from_private(os.urandom(32)),
+        e=KeyPair.from_private(os.urandom(32)),
+        psks=[derive_psk(b.secret, b.room_id)],
+    )
+    b.receive_control(bytes([Envelope.HS1]) + HS_ID.pack(7) + old.write_message(payload))
+    failed = [e.reason for e in b.events() if isinstance(e, SessionFailed)]
+    assert len(failed) == 1
+    assert said in failed[0]
+    reset = [p for _lane, p in b.data_to_send() if p[0] == Envelope.RESET]
+    assert reset == [bytes([Envelope.RESET]) + HS_ID.pack(7) + bytes([2])]
+    a = pair.a.session
+    a.peer_online(0.0)
+    hs_id = HS_ID.unpack_from(a.data_to_send()[0][1], 1)[0]
+    a.receive_control(bytes([Envelope.RESET]) + HS_ID.pack(hs_id) + bytes([2]))
+    assert any("another version" in e.reason for e in a.events() if isinstance(e, SessionFailed))

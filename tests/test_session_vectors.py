@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from m42d.crypto.sas import sas_words
+from m42d.crypto.sas import safety_words
 from m42d.session import (
     FileOffered,
     HandshakeComplete,
@@ -72,7 +72,7 @@ def build_transcript() -> dict[str, Any]:
         "prologue": prologue(room_id).hex(),
         "static_public_a": a.static_public.hex(),
         "static_public_b": b.static_public.hex(),
-        "sas": list(hs.sas),
+        "safety_words": list(hs.words),
         "text": "hello Bob",
         "file": {"name": "note.txt", "content": content.hex(), "id": file_id},
         "messages": [
@@ -93,6 +93,9 @@ def test_session_transcript_matches_published_vectors() -> None:
 def test_transcript_is_deterministic_and_consistent() -> None:
     one, two = build_transcript(), build_transcript()
     assert one == two
-    assert len(one["sas"]) == 5
+    assert len(one["safety_words"]) == 8
     assert [m["from"] for m in one["messages"][:3]] == ["A", "B", "A"]
-    assert sas_words(bytes(32)) != tuple(one["sas"])
+    room_id = bytes.fromhex(one["room_id"])
+    a, b = (bytes.fromhex(one[f"static_public_{s}"]) for s in "ab")
+    assert safety_words(room_id, a, b) == tuple(one["safety_words"])
+    assert safety_words(room_id, b, a) != tuple(one["safety_words"])

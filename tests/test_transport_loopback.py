@@ -6,6 +6,7 @@ Rules: 127.0.0.1 only, port 0, a ``fail_after`` on every test that does I/O.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -17,6 +18,7 @@ import trio.testing
 import trustme
 from m42d_ws import WebSocketFrameConnection, room_path
 from m42d_ws import server as m42d_ws_server
+from m42d_ws.server import MAX_FRAGMENTS
 from wsproto.connection import Connection, ConnectionType
 
 from m42d.errors import ConnectionClosed, TransportError, WireError
@@ -293,24 +295,48 @@ async def test_ws_server_takes_frames_sent_with_the_upgrade_then_ends_in_order(
     assert got == [Control(b"one"), Control(b"two"), "websocket closed (1000)"]
 
 
+def _fragmented(message: bytes, pieces: int) -> bytes:
+    """``message`` as ``pieces`` masked WebSocket frames (one binary, then continuations)."""
+    cuts = [len(message) * i // pieces for i in range(pieces + 1)]
+    parts = [message[a:b] for a, b in itertools.pairwise(cuts)]
+    assert len(parts) == pieces
+    assert all(parts)
+    wire = _masked_frame(0x2, parts[0], fin=len(parts) == 1)
+    wire += b"".join(_masked_frame(0x0, p, fin=False) for p in parts[1:-1])
+    if len(parts) > 1:
+        wire += _masked_frame(0x0, parts[-1])
+    return wire
+
+
+@pytest.mark.parametrize(
+    ("tail", "ending"),
+    [
+        # A message in more frames than MAX_FRAGMENTS: closed before it is complete.
+        (_fragmented(encode(Control(bytes(1000))), MAX_FRAGMENTS + 1), "websocket closed (1009)"),
+        # Fragments adding up past MAX_FRAME.
+        (
+            _masked_frame(0x2, bytes(40_000), fin=False) + _masked_frame(0x0, bytes(40_000)),
+            "websocket closed (1009)",
+        ),
+    ],
+)
 async def test_ws_server_joins_fragments_and_bounds_them(
-    transports: dict[str, Transport], server_context: ssl.SSLContext, nursery: trio.Nursery
+    transports: dict[str, Transport],
+    server_context: ssl.SSLContext,
+    nursery: trio.Nursery,
+    tail: bytes,
+    ending: str,
 ) -> None:
-    """A frame in 600 fragments arrives whole; fragments adding up past MAX_FRAME close 1009."""
+    """A frame in MAX_FRAGMENTS fragments arrives whole; more, or too many bytes, close 1009."""
     got, done, record = _recording()
     body = encode(Control(bytes(range(256)) * 24))  # 6,145 bytes
-    pieces = [body[i : i + 10] for i in range(0, len(body), 10)]
-    wire = _masked_frame(0x2, pieces[0], fin=False)
-    wire += b"".join(_masked_frame(0x0, p, fin=False) for p in pieces[1:-1])
-    wire += _masked_frame(0x0, pieces[-1])
-    too_big = _masked_frame(0x2, bytes(40_000), fin=False) + _masked_frame(0x0, bytes(40_000))
     with trio.fail_after(TIMEOUT):
         url = await listen(transports, "ws", server_context, nursery, record)
         stream = await _raw_ws(url)
         async with stream:
-            await stream.send_all(_UPGRADE + wire + too_big)
+            await stream.send_all(_UPGRADE + _fragmented(body, MAX_FRAGMENTS) + tail)
             await done.wait()
-    assert got == [decode(body), "websocket closed (1009)"]
+    assert got == [decode(body), ending]
 
 
 async def test_ws_server_refuses_text_and_non_websocket_requests(
@@ -336,7 +362,7 @@ async def test_ws_server_refuses_text_and_non_websocket_requests(
         stream = await _raw_ws(url)
         async with stream:
             await stream.send_all(b"GET /m42/v1 HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert (await stream.receive_some(4096)).startswith(b"HTTP/1.1 400")
+            assert (await stream.receive_some(4096)).startswith(b"HTTP/1.1 426")
 
 
 async def test_ws_undecodable_headers_get_400_and_the_listener_lives_on(

@@ -24,18 +24,29 @@ Rules and invariants
   dropped, so a restart from chunk ``start`` never interleaves with stale
   chunks.  A lost connection bumps every generation (the peer re-accepts
   from its first missing chunk after the next handshake).
-* Incoming files are written to ``DIR/.<name>.m42part`` (created ``O_EXCL``,
-  mode 0600) and linked to their final, never-existing name only on
-  :class:`~m42d.session.FileCompleted` (whole-file hash matched).  A failed
-  or abandoned transfer deletes its partial file.  Texts are never written.
+* Incoming files are written to a partial file (``DIR/.<name>.<tag>.m42part``,
+  created ``O_EXCL``, mode 0600, locked while open: see
+  :mod:`m42d.client.partials`) and linked to their final, never-existing
+  name only on :class:`~m42d.session.FileCompleted` (whole-file hash
+  matched).  A failed or abandoned transfer deletes its partial file; at
+  start the engine sweeps the stale ones an earlier, killed run of this
+  seat left.  Texts are never written.
   Received chunks gather in memory up to :data:`WRITE_BATCH` bytes per file
   and are written in one worker-thread trip; a completion writes what is
   left before its fsync.
 * Session events are processed in order by one task at a time (a lock), so
   every chunk is written before the completion that follows it is handled.
 * Every wait is bounded or cancellable: connect and JOIN have deadlines,
-  a relay silent for :attr:`Client.dead_after` seconds counts as gone, and
+  a relay silent for :attr:`Client.dead_after` seconds counts as gone, so
+  does one that takes longer than that to read one write of ours (a PING
+  goes out after ``ping_after`` seconds without a write, to find out), and
   reconnects back off exponentially with jitter up to ``backoff_cap``.
+* Nothing the relay sends makes replies pile up while it does not read: one
+  PONG answers all its PINGs, and the session replaces an unsent
+  handshake message or RESET by a newer one.
+* Leaving (:meth:`Client.finish`) stops taking payloads in, writes the
+  acknowledgements owed and closes only once the relay answered a PING
+  sent after them.
 * A relay ERROR that retrying cannot fix (bad token, expired, burned, seat
   taken by another device...) stops the engine with :class:`RelayRefused`;
   the engine never fights another device for the seat.
@@ -45,14 +56,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import math
 import os
 import random
 import shutil
 import ssl
+import stat
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Final, Literal, final
 
@@ -60,7 +71,8 @@ import attrs
 import trio
 
 from m42d.client import events as ev
-from m42d.client.names import partial_path, safe_file_name, unique_path
+from m42d.client.names import safe_file_name, unique_path
+from m42d.client.partials import create_partial, partial_key, sweep_stale_partials
 from m42d.crypto.stream import CHUNK_SIZE
 from m42d.errors import LocalProtocolError, M42Error, TransportError, WireError
 from m42d.link import Link
@@ -80,6 +92,8 @@ from m42d.session import (
     SessionFailed,
     TextDelivered,
     TextReceived,
+    TextRefused,
+    TextRejected,
 )
 from m42d.ticket import Seat
 from m42d.transport import Transport, load_transports
@@ -105,6 +119,7 @@ __all__ = [
     "READ_AHEAD",
     "AcceptPolicy",
     "Client",
+    "ClientStatistics",
     "RelayRefused",
 ]
 
@@ -138,6 +153,12 @@ class RelayRefused(M42Error):
         super().__init__(f"relay refused ({code}): {message}")
         self.code = code
         self.relay_message = message
+
+
+@attrs.frozen
+class ClientStatistics:
+    unsent_frames: int
+    """Frames made for the relay that the writer has not taken yet (a bound holds)."""
 
 
 class _GoAway(Exception):
@@ -175,7 +196,6 @@ class _OutFile(_Transfer):
     queued: int = 0
     scope: trio.CancelScope | None = None
     space: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot)
-    sha256: bytes = b""
     accepted: bool = False
 
 
@@ -219,19 +239,6 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
 def _write_pieces(fd: int, pieces: list[tuple[int, bytes]]) -> None:
     for offset, data in pieces:
         _pwrite_all(fd, data, offset)
-
-
-def _hash_file(fd: int) -> tuple[int, bytes]:
-    digest = hashlib.sha256()
-    size = 0
-    offset = 0
-    while True:
-        block = os.pread(fd, 1024 * 1024, offset)
-        if not block:
-            return size, digest.digest()
-        digest.update(block)
-        size += len(block)
-        offset += len(block)
 
 
 _NO_SPACE_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -338,16 +345,21 @@ class Client:
         self._peer = False
         self._last_rx = 0.0
         self._last_ping = 0.0
+        self._last_write = 0.0
         self._conn_scope: trio.CancelScope | None = None
         self._run_scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
         self._closing = False
         self._draining = False
-        self._receive_scope: trio.CancelScope | None = None
         self._restart_reason = ""
         self._out: dict[int, _OutFile] = {}
         self._in: dict[int, _InFile] = {}
         self._pending_offers: set[int] = set()
+        self._partial_key = partial_key(link.secret, link.room_id, link.seat)
+        self._pong: bytes | None = None
+        """Data of the relay's latest PING, not yet answered (one PONG answers them all)."""
+        self._barrier: tuple[bytes, trio.Event] | None = None
+        self._burn_requested = False
 
     def __repr__(self) -> str:
         return f"<Client seat {self.link.seat.value} via {self.link.scheme}>"
@@ -369,13 +381,22 @@ class Client:
         return self.session.established
 
     @property
-    def sas(self) -> tuple[str, ...]:
-        return self.session.sas
+    def safety_words(self) -> tuple[str, ...]:
+        """The room's safety words with the pinned peer key (empty before first contact)."""
+        return self.session.safety_words
 
     @property
     def busy(self) -> bool:
         """Texts or files of ours are still waiting for the peer's acknowledgement."""
         return self.session.unacked_texts > 0 or bool(self._out)
+
+    def statistics(self) -> ClientStatistics:
+        """Counters for tests and debugging."""
+        return ClientStatistics(
+            unsent_frames=self.session.queued_payloads
+            + len(self._relay_out)
+            + (self._pong is not None)
+        )
 
     def outgoing_size(self, file_id: int) -> int:
         """Size of one of our files still in flight (0 once it is done)."""
@@ -391,7 +412,10 @@ class Client:
         return seq
 
     async def send_file(self, path: Path, name: str | None = None) -> int:
-        """Hash ``path`` (in a thread) and offer it; returns the file id.
+        """Open ``path`` and offer it; returns the file id.
+
+        Nothing is read before the peer accepts: protocol 2 offers carry no
+        hash (the final chunk's authentication covers the file).
 
         Raises:
             OSError: the file cannot be opened or read.
@@ -399,15 +423,16 @@ class Client:
         """
         fd = await trio.to_thread.run_sync(os.open, path, os.O_RDONLY)
         try:
-            size, digest = await trio.to_thread.run_sync(_hash_file, fd)
+            info = await trio.to_thread.run_sync(os.fstat, fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise IsADirectoryError(errno.EISDIR, "not a regular file", str(path))
+            size = info.st_size
             shown = name if name is not None else path.name
-            file_id = self.session.offer_file(shown, size, digest)
+            file_id = self.session.offer_file(shown, size)
         except BaseException:
             os.close(fd)
             raise
-        self._out[file_id] = _OutFile(
-            file_id, shown, size, trio.current_time(), path=path, fd=fd, sha256=digest
-        )
+        self._out[file_id] = _OutFile(file_id, shown, size, trio.current_time(), path=path, fd=fd)
         self._changed()
         return file_id
 
@@ -456,7 +481,7 @@ class Client:
         self._changed()
 
     def trust(self) -> None:
-        """Accept the peer's changed key (after comparing the SAS) and pin it.
+        """Accept the peer's changed key (after comparing the safety words) and pin it.
 
         Seat B cannot start a handshake, and A may be waiting out a timeout
         on the handshake B ignored while blocked; so B reconnects, which the
@@ -470,6 +495,7 @@ class Client:
 
     def burn(self) -> None:
         """Ask the relay to burn the room: both seats are closed and it cannot be joined again."""
+        self._burn_requested = True
         self._relay_out.append(Burn())
         self._changed()
 
@@ -485,24 +511,39 @@ class Client:
             self._run_scope.cancel()
 
     async def finish(self, limit: float = 5.0) -> None:
-        """Stop taking frames in, send the acknowledgements owed, then :meth:`close`.
+        """Stop taking payloads in, get the acknowledgements owed out, then :meth:`close`.
 
         Why not just :meth:`flush` then :meth:`close`: frames keep arriving
         while flushing, and a text read then is acknowledged (so the peer
         counts it as delivered) or processed without its acknowledgement
         leaving (so it is shown again after a resend).  Here the reader stops
-        first; every text that became a :class:`~m42d.client.events.TextIn`
-        has had its acknowledgement written when this returns (within
-        ``limit`` seconds), and nothing else was accepted.  A user interface
-        shows every ``TextIn`` still in :attr:`events` afterwards.
+        passing payloads to the session first; every text that became a
+        :class:`~m42d.client.events.TextIn` has had its acknowledgement
+        written, and nothing else was accepted.  Written is not enough: a
+        relay may drop the last frames of a connection that closes right
+        after them (it did, when its writer to us failed before its reader
+        got to them), so a PING goes last and the connection is closed only
+        once the relay answered it, that is, once it had read everything
+        before.  All within ``limit`` seconds.  A user interface shows every
+        ``TextIn`` still in :attr:`events` afterwards.
         """
         self._draining = True
-        if self._receive_scope is not None:
-            self._receive_scope.cancel()
         with trio.move_on_after(limit):
             await self._process()  # waits for the reader's frame in progress, if any
             await self.flush()
+            await self._relay_read_all()
         self.close()
+
+    async def _relay_read_all(self) -> None:
+        """Until the relay answered a PING sent after everything else (see :meth:`finish`)."""
+        if not self._connected:
+            return
+        token = os.urandom(8)
+        answered = trio.Event()
+        self._barrier = (token, answered)
+        self._relay_out.append(Ping(token))
+        self._wake_writer()
+        await answered.wait()
 
     async def flush(self) -> None:
         """Wait until everything queued for the control lane has been written.
@@ -510,7 +551,9 @@ class Client:
         Used before exiting so that acknowledgements reach the relay; bound
         it with a deadline (the connection may be down).
         """
-        while self._connected and (self._dirty or self._writing or self._relay_out):
+        while self._connected and (
+            self._dirty or self._writing or self._relay_out or self._pong is not None
+        ):
             await self._idle.wait()
 
     # -- running -----------------------------------------------------------------
@@ -537,6 +580,12 @@ class Client:
                 try:
                     with trio.CancelScope() as scope:
                         self._run_scope = scope
+                        if self.download_dir is not None and not self._closing:
+                            # What an earlier run of this seat could not
+                            # remove (it was killed); before any offer comes.
+                            await trio.to_thread.run_sync(
+                                sweep_stale_partials, self.download_dir, self._partial_key
+                            )
                         if not self._closing:
                             await self._connect_loop(transport)
                 except RelayRefused as exc:
@@ -570,7 +619,10 @@ class Client:
             except RelayRefused as exc:
                 if not _retryable(exc.code):
                     self._emit(ev.Problem(str(exc), fatal=True, code=exc.code))
-                    if exc.code == ErrorCode.BURNED:
+                    if exc.code == ErrorCode.BURNED and self._burn_requested:
+                        # Only the user's own /burn forgets keys: an ERROR is
+                        # not authenticated, and a relay that could make a
+                        # seat drop its key and pin could swap in its own.
                         forget: Callable[..., object] | None = getattr(self.keys, "forget", None)
                         if forget is not None:
                             forget(self.link.room_id, self.link.seat)
@@ -607,7 +659,7 @@ class Client:
         now = trio.current_time()
         self._connected = True
         self._credit = 0
-        self._last_rx = self._last_ping = now
+        self._last_rx = self._last_ping = self._last_write = now
         self._emit(ev.Connected(link.relay))
         if frame.peer_online:
             self._set_peer(True)
@@ -626,10 +678,14 @@ class Client:
         elif isinstance(frame, PeerDown):
             self._set_peer(False)
         elif isinstance(frame, Ping):
-            self._relay_out.append(Pong(frame.data))
+            # Coalesced: a relay that sends PINGs and never reads must not
+            # make replies pile up here; the latest data answers them all.
+            self._pong = frame.data
             self._wake_writer()
         elif isinstance(frame, Pong):
-            pass
+            barrier = self._barrier
+            if barrier is not None and frame.data == barrier[0]:
+                barrier[1].set()
         elif isinstance(frame, Error):
             raise RelayRefused(frame.code, frame.message)
         elif isinstance(frame, GoAway):
@@ -659,16 +715,16 @@ class Client:
 
     async def _reader(self, conn: Any) -> None:
         session = self.session
-        while not self._draining:
-            # Only the wait for a frame is cancellable by finish(): a frame
-            # being handled is handled to the end (its events are not lost).
-            with trio.CancelScope() as scope:
-                self._receive_scope = scope
-                frame = await conn.receive()
-            self._receive_scope = None
-            if scope.cancelled_caught:
-                return
+        while True:
+            frame = await conn.receive()
             self._last_rx = trio.current_time()
+            if self._draining:
+                # Leaving (finish): the relay's own frames still count (the
+                # PONG finish waits for, an ERROR), the peer's are not taken
+                # in: they stay unacknowledged and come again next time.
+                if not isinstance(frame, Control | Bulk | PeerUp | PeerDown):
+                    self._control_frame(frame)
+                continue
             if isinstance(frame, Control):
                 session.receive_control(frame.payload)
             elif isinstance(frame, Bulk):
@@ -684,6 +740,9 @@ class Client:
             self._dirty = False
             frames = self._relay_out
             self._relay_out = []
+            if self._pong is not None:
+                frames.append(Pong(self._pong))
+                self._pong = None
             for lane, payload in self.session.data_to_send():
                 # The session only produces control records; chunks come from
                 # encrypt_chunk via the file streams.
@@ -691,7 +750,7 @@ class Client:
                 frames.append(Control(payload))
             if frames:
                 self._writing = True
-                await conn.send_many(frames)
+                await self._write(conn.send_many, frames)
                 self._writing = False
                 continue
             item = self._next_bulk()
@@ -700,12 +759,26 @@ class Client:
                 self._credit -= len(item.payload)
                 self._chunk_left_queue(item)
                 self._writing = True
-                await conn.send(Bulk(item.payload))
+                await self._write(conn.send, Bulk(item.payload))
                 self._writing = False
                 continue
             self._idle.set()
             self._idle = trio.Event()
             await self._wakeup.wait()
+
+    async def _write(self, send: Callable[[Any], Awaitable[None]], what: Any) -> None:
+        """One write, within :attr:`dead_after`: a relay that stops reading counts as gone.
+
+        Without this deadline a relay could keep us alive with PINGs while
+        reading nothing, and everything we owe it would wait forever.
+        """
+        with trio.move_on_after(self.dead_after) as scope:
+            await send(what)
+            self._last_write = trio.current_time()
+        if scope.cancelled_caught:
+            raise TransportError(
+                f"the relay stopped reading (a write waited over {self.dead_after:g} s)"
+            )
 
     def _next_bulk(self) -> _BulkItem | None:
         while self._bulk:
@@ -729,6 +802,10 @@ class Client:
         self._connected = False
         self._credit = 0
         self._relay_out.clear()
+        self._pong = None
+        if self._barrier is not None:
+            self._barrier[1].set()  # nothing more can reach the relay
+            self._barrier = None
         self._writing = False
         self._idle.set()
         self._idle = trio.Event()
@@ -766,9 +843,15 @@ class Client:
                 silent = now - self._last_rx
                 if silent > self.dead_after and self._conn_scope is not None:
                     self._conn_scope.cancel()
-                elif silent > self.ping_after and now - self._last_ping > self.ping_after:
+                elif now - self._last_ping > self.ping_after and (
+                    silent > self.ping_after or now - self._last_write > self.ping_after
+                ):
+                    # Also when the relay talks but we have not written: only a
+                    # write shows whether it still reads (see _write).  One
+                    # waiting PING is enough, however long the writer waits.
                     self._last_ping = now
-                    self._relay_out.append(Ping())
+                    if not any(isinstance(frame, Ping) for frame in self._relay_out):
+                        self._relay_out.append(Ping())
             self._changed()
 
     async def _pump(self) -> None:
@@ -813,12 +896,16 @@ class Client:
         now = trio.current_time()
         if isinstance(event, TextReceived):
             self._emit(ev.TextIn(event.seq, event.text))
+        elif isinstance(event, TextRefused):
+            self._emit(ev.Problem(f"refused {event.reason} from the peer (not shown)"))
+        elif isinstance(event, TextRejected):
+            self._emit(ev.TextFailed(event.seq, event.reason))
         elif isinstance(event, TextDelivered):
             self._emit(ev.Delivered(event.seq))
         elif isinstance(event, HandshakeComplete):
-            self._emit(ev.Sas(event.sas, event.first_contact))
+            self._emit(ev.SafetyWords(event.words, event.first_contact))
         elif isinstance(event, PeerKeyChanged):
-            self._emit(ev.KeyChanged(event.sas))
+            self._emit(ev.KeyChanged(event.words))
         elif isinstance(event, SessionFailed):
             self._emit(ev.Problem(f"secure session broke: {event.reason}"))
         elif isinstance(event, FileChunk):
@@ -842,9 +929,7 @@ class Client:
             if out is not None:
                 self._stop_stream(out)
                 self._close_out(out)
-                self._emit(
-                    ev.FileDone(out.file_id, True, out.name, out.size, out.sha256.hex(), None)
-                )
+                self._emit(ev.FileDone(out.file_id, True, out.name, out.size, None))
         elif isinstance(event, FileFailed):
             self._on_failed(event)
 
@@ -969,16 +1054,7 @@ class Client:
         self._emit(ev.FileOffer(offer.file_id, name, offer.size))
 
     def _open_partial(self, inc: _InFile) -> None:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-        for attempt in range(100):
-            path = partial_path(inc.directory, inc.name, attempt)
-            try:
-                inc.fd = os.open(path, flags, 0o600)
-            except FileExistsError:
-                continue
-            inc.partial = path
-            return
-        raise FileExistsError(f"too many partial files for {inc.name!r}")
+        inc.fd, inc.partial = create_partial(inc.directory, inc.name, self._partial_key)
 
     def _refuse(self, inc: _InFile, code: FileCode, reason: str) -> None:
         with contextlib.suppress(LocalProtocolError):
@@ -1024,12 +1100,14 @@ class Client:
         fd, inc.fd = inc.fd, -1
         try:
             try:
+                # fsync, then the final name, then close: the descriptor
+                # holds the partial's lock until it is no longer a partial.
                 await trio.to_thread.run_sync(os.fsync, fd)
+                path = await trio.to_thread.run_sync(
+                    _link_into_place, inc.partial, inc.directory, inc.name
+                )
             finally:
                 os.close(fd)  # also when fsync failed: no descriptor leak
-            path = await trio.to_thread.run_sync(
-                _link_into_place, inc.partial, inc.directory, inc.name
-            )
         except OSError as exc:
             self._discard_partial(inc)
             code = _write_failure_code(exc)
@@ -1043,9 +1121,7 @@ class Client:
         inc.partial = None
         with contextlib.suppress(LocalProtocolError):
             self.session.confirm_saved(inc.file_id)  # only now: FILE_DONE
-        self._emit(
-            ev.FileDone(inc.file_id, False, inc.name, inc.size, done.sha256.hex(), str(path))
-        )
+        self._emit(ev.FileDone(inc.file_id, False, inc.name, inc.size, str(path)))
         self._changed()
 
     def _on_failed(self, failed: FileFailed) -> None:
@@ -1066,16 +1142,18 @@ class Client:
 
     @staticmethod
     def _discard_partial(inc: _InFile) -> None:
+        # Unlinked before its descriptor (and so its lock) goes: a sweep by
+        # another run never sees it unlocked under this name.
         inc.pending.clear()
         inc.pending_bytes = 0
-        if inc.fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(inc.fd)
-            inc.fd = -1
         if inc.partial is not None:
             with contextlib.suppress(OSError):
                 os.unlink(inc.partial)
             inc.partial = None
+        if inc.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(inc.fd)
+            inc.fd = -1
 
     def _cleanup(self) -> None:
         """At exit: unfinished incoming files are deleted, outgoing ones closed."""

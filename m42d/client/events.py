@@ -27,7 +27,8 @@ __all__ = [
     "Problem",
     "Progress",
     "Reconnecting",
-    "Sas",
+    "SafetyWords",
+    "TextFailed",
     "TextIn",
 ]
 
@@ -77,10 +78,14 @@ class PeerDown(_Base):
 
 @final
 @attrs.frozen
-class Sas(_Base):
-    """A handshake completed: the words both people should see alike."""
+class SafetyWords(_Base):
+    """A secure session stands: the safety words both people should see alike.
 
-    kind: ClassVar[str] = "sas"
+    They stay the same while neither side's key changes (first_contact: the
+    peer's key was pinned just now, so this is the time to compare them).
+    """
+
+    kind: ClassVar[str] = "safety_words"
     words: tuple[str, ...]
     first_contact: bool
 
@@ -88,7 +93,10 @@ class Sas(_Base):
 @final
 @attrs.frozen
 class KeyChanged(_Base):
-    """The peer's key is not the pinned one: nothing flows until the user trusts it."""
+    """The peer's key is not the pinned one: nothing flows until the user trusts it.
+
+    ``words`` are the safety words with the new key: compare them first.
+    """
 
     kind: ClassVar[str] = "key_changed"
     words: tuple[str, ...]
@@ -100,6 +108,16 @@ class TextIn(_Base):
     kind: ClassVar[str] = "text"
     seq: int
     text: str
+
+
+@final
+@attrs.frozen
+class TextFailed(_Base):
+    """The peer refused our text ``seq`` (over its cap, say): it will not be delivered."""
+
+    kind: ClassVar[str] = "text_failed"
+    seq: int
+    reason: str
 
 
 @final
@@ -140,14 +158,13 @@ class Progress(_Base):
 @final
 @attrs.frozen
 class FileDone(_Base):
-    """Incoming: saved at ``path`` with a matching hash.  Outgoing: the peer confirmed it."""
+    """Incoming: authenticated and saved at ``path``.  Outgoing: the peer confirmed it."""
 
     kind: ClassVar[str] = "file_done"
     file_id: int
     outgoing: bool
     name: str
     size: int
-    sha256: str
     path: str | None
 
 
@@ -180,9 +197,10 @@ ClientEvent: TypeAlias = (
     | Reconnecting
     | PeerUp
     | PeerDown
-    | Sas
+    | SafetyWords
     | KeyChanged
     | TextIn
+    | TextFailed
     | Delivered
     | FileOffer
     | Progress

@@ -31,7 +31,6 @@ __all__ = [
     "MAX_NAME_BYTES",
     "PARTIAL_SUFFIX",
     "escape_text",
-    "partial_path",
     "safe_file_name",
     "unique_path",
 ]
@@ -110,12 +109,6 @@ def unique_path(directory: Path, name: str, *, limit: int = 10_000) -> Path:
             raise FileExistsError(f"no free name for {name!r} in {directory}")
         candidate = directory / _numbered(name, n)
     return candidate
-
-
-def partial_path(directory: Path, name: str, attempt: int = 0) -> Path:
-    """The hidden temporary name an incoming file is written under until it is complete."""
-    tag = f".{attempt}" if attempt else ""
-    return directory / f".{name}{tag}{PARTIAL_SUFFIX}"
 
 
 def escape_text(text: str, *, keep_newlines: bool = False) -> str:

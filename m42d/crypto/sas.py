@@ -1,18 +1,27 @@
-"""Short authentication string: five words both people read to each other.
+"""Words both people read to each other: the safety words (and the older per-handshake SAS).
 
 The room secret R authenticates the handshake only as well as the link was
-kept secret.  If the relay operator (or anyone who saw a link) ran a
-man-in-the-middle, the two sides would end up with different Noise handshake
-hashes; five words derived from that hash, compared by voice, expose it.  An
-attacker who wants both sides to show the same words must hit a 64.6-bit
-value per attempt, with one attempt per handshake the people check.
+kept secret.  Someone who saw a link (the relay operator, say) could sit in
+the middle at the first contact with a static key of its own towards each
+side; the two people expose that by comparing words derived from the static
+keys each of them sees.
 
-Normative text: docs/protocol.d/45-sas.md.
+**Safety words** (protocol 2) depend only on the room and the two static
+keys, so they stay the same for as long as neither key changes, and any
+change of them comes with the key-change stop.  Each seat's half is derived
+from that seat's key alone (as Signal's safety numbers are): an attacker
+must then find a key whose half matches the real one, a second preimage of
+51.7 bits, each try costing :data:`SAFETY_ITERATIONS` rounds of PBKDF2,
+instead of a birthday search over the pair.
+
+:func:`sas_words` is the mapping from 32 bytes to words that both use.
+Normative text: docs/protocol.md, "Safety words".
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.resources
 from collections.abc import Iterable
 from typing import Final
@@ -24,11 +33,15 @@ from m42d.errors import CryptoError, LocalProtocolError
 
 __all__ = [
     "HANDSHAKE_HASH_SIZE",
+    "SAFETY_INFO",
+    "SAFETY_ITERATIONS",
+    "SAFETY_WORDS_PER_SEAT",
     "SAS_INFO",
     "SAS_WORDS",
     "WORDLIST_SIZE",
     "WordlistError",
     "format_sas",
+    "safety_words",
     "sas_words",
     "wordlist",
 ]
@@ -42,6 +55,14 @@ SAS_INFO: Final = b"m42 sas v1"
 
 HANDSHAKE_HASH_SIZE: Final = 32
 """Noise handshake hash length for SHA-256."""
+
+SAFETY_INFO: Final = b"m42 safety words v1"
+"""PBKDF2 salt prefix of the safety words; a change of derivation gets a new label."""
+SAFETY_ITERATIONS: Final = 65536
+"""PBKDF2-HMAC-SHA256 rounds per seat's half: ~30 ms once per key pair here,
+and every attacker's guess costs the same."""
+SAFETY_WORDS_PER_SEAT: Final = 4
+KEY_SIZE: Final = 32
 
 _BYTES_PER_WORD: Final = 8
 _WORDLIST_RESOURCE: Final = "data/eff_large_wordlist.txt"
@@ -109,6 +130,32 @@ def sas_words(handshake_hash: bytes) -> tuple[str, ...]:
         words[int.from_bytes(okm[i : i + _BYTES_PER_WORD], "big") % WORDLIST_SIZE]
         for i in range(0, len(okm), _BYTES_PER_WORD)
     )
+
+
+def safety_words(room_id: bytes, static_a: bytes, static_b: bytes) -> tuple[str, ...]:
+    """The eight safety words of a room: seat A's four, then seat B's four.
+
+    Both sides compute the same list from the two static public keys they
+    see.  Each half is
+    ``PBKDF2-HMAC-SHA256(P = key, S = SAFETY_INFO || room_id || seat, c, 32)``
+    mapped to words as in :func:`sas_words` (the first four 8-byte groups).
+
+    Raises:
+        LocalProtocolError: a key is not 32 bytes or the room id not 16.
+    """
+    if len(room_id) != 16:
+        raise LocalProtocolError(f"room id must be 16 bytes, got {len(room_id)}")
+    words = wordlist()
+    out: list[str] = []
+    for seat, key in ((b"A", static_a), (b"B", static_b)):
+        if len(key) != KEY_SIZE:
+            raise LocalProtocolError(f"static key must be {KEY_SIZE} bytes, got {len(key)}")
+        half = hashlib.pbkdf2_hmac("sha256", key, SAFETY_INFO + room_id + seat, SAFETY_ITERATIONS)
+        out.extend(
+            words[int.from_bytes(half[i : i + _BYTES_PER_WORD], "big") % WORDLIST_SIZE]
+            for i in range(0, SAFETY_WORDS_PER_SEAT * _BYTES_PER_WORD, _BYTES_PER_WORD)
+        )
+    return tuple(out)
 
 
 def format_sas(words: Iterable[str]) -> str:

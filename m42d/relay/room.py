@@ -23,11 +23,24 @@ Rules and invariants
 * Every write must progress within ``write_timeout``: one cancel scope
   around the writer carries that deadline, re-armed before each write and
   disarmed while the writer waits for work (no scope per write).
+* Memory is counted in bytes: every queued frame costs its payload plus
+  :data:`FRAME_COST` (the objects around it), from the moment it is queued
+  until its write has *completed* (a batch being written still holds its
+  memory).  Each peer counts what is queued towards it per lane, and each
+  client address (:class:`AddressQueue`, keyed like every per-address
+  limit) what is queued towards all its peers.
 * Control lane: a queue of frames.  Frames relayed from the other seat wait
-  for room below ``control_queue``; frames the relay makes (PONG, PEER_UP,
-  PEER_DOWN, GOAWAY, PING) never wait, but a peer that lets them pile up to
-  twice the bound is not reading and is closed.  Credit grants are not
-  queued: they add to one pending number sent as a single CREDIT frame.
+  while the lane holds ``control_queue`` frames or adding the frame would
+  pass ``control_window`` bytes, or while the receiver's address holds
+  ``max_queued_per_address`` bytes: the sender's reader stops meanwhile.
+  Frames the relay makes (PONG, PEER_UP, PEER_DOWN, GOAWAY, PING) never
+  wait, but a peer that lets them pile up to twice ``control_queue`` is not
+  reading and is closed.  Credit grants are not queued: they add to one
+  pending number sent as a single CREDIT frame.
+* Bulk lane: credit bounds its payload to the window; its frames' overhead
+  is bounded too (:meth:`Peer.bulk_budget`): a sender of many tiny BULK
+  frames, or one towards an address over its budget, waits (its reader
+  stops) instead of making the relay hold 111 bytes per byte of credit.
 * Bulk credit, per direction S -> R: ``credit(S) + queued(R) <= window``,
   where ``queued(R)`` counts the BULK payload bytes in R's bulk lane,
   including the frame being written.  So a room holds at most two windows of
@@ -47,6 +60,9 @@ Rules and invariants
     to follow).  A sender that cannot send a full frame is below that mark,
     so it is never stranded; one that still holds half a window is not sent
     a CREDIT per frame.
+* When a write fails because the client closed or broke its side, the
+  reader is not cancelled at once: it may still take frames the client sent
+  just before (its last ACKs), until it sees the end or ``close_timeout``.
 * Any frame with no one in the other seat is dropped.  A terminated peer
   (replaced, burned, protocol error, idle) drops its lanes, releases their
   credit, sends one final ERROR within ``close_timeout`` and closes.
@@ -64,6 +80,7 @@ from typing import TYPE_CHECKING, Final, Protocol, final
 import trio
 
 from m42d.errors import ConnectionClosed, TransportError, WireError
+from m42d.relay.limits import FRAME_COST
 from m42d.ticket import Seat
 from m42d.wire import (
     Bulk,
@@ -90,12 +107,29 @@ if TYPE_CHECKING:
 
 from m42d.transport import as_relaying
 
-__all__ = ["Peer", "Room", "RoomHost", "room_tag"]
+__all__ = [
+    "FRAME_COST",
+    "AddressQueue",
+    "Peer",
+    "Room",
+    "RoomHost",
+    "address_queue_bound",
+    "peer_queue_bound",
+    "room_tag",
+]
 
 logger = logging.getLogger("m42d.relay")
 
 BATCH_BYTES: Final = 256 * 1024
 """Control frames written in one go at most; keeps one write bounded."""
+
+WRITE_COPIES: Final = 2
+"""Copies of a batch that exist while it is written: the joined buffer, and the
+transport's framed or encrypted one (TLS keeps the whole batch encrypted in its
+outgoing buffer until the socket takes it)."""
+
+RELAY_FRAME_SIZE: Final = 16
+"""What a frame the relay makes (PONG, CREDIT, PEER_UP...) counts as payload."""
 
 CREDIT_BATCH: Final = 256 * 1024
 """Returned credit is sent once this much has gathered (or the sender runs low): one
@@ -105,6 +139,30 @@ CPU and ~15% of the sending client's under bulk."""
 
 _CONTROL: Final = Lane.CONTROL.value
 _BULK: Final = Lane.BULK.value
+
+
+def relay_frames_bound(limits: RelayLimits) -> int:
+    """Bytes of the relay's own frames a peer's control lane may hold (they never wait)."""
+    return 2 * limits.control_queue * (RELAY_FRAME_SIZE + FRAME_COST)
+
+
+def peer_queue_bound(limits: RelayLimits) -> int:
+    """The most a peer's lanes (and the write in progress, copies included) can cost."""
+    control = limits.control_window + relay_frames_bound(limits)
+    window = limits.bulk_window
+    bulk = window + FRAME_COST * (window // limits.max_payload + 1)
+    batch = min(control, BATCH_BYTES + limits.max_payload + FRAME_COST)
+    return control + bulk + WRITE_COPIES * (batch + limits.max_payload + FRAME_COST)
+
+
+def address_queue_bound(limits: RelayLimits, peers: int) -> int:
+    """The most ``peers`` joined connections of one address can make the relay queue.
+
+    Relayed frames wait for the address's budget; the relay's own frames do
+    not, and a write in progress adds its copies of what it writes.
+    """
+    lanes = limits.max_queued_per_address + peers * relay_frames_bound(limits)
+    return (1 + WRITE_COPIES) * lanes
 
 
 def room_tag(room_id: bytes) -> str:
@@ -148,6 +206,25 @@ class Room:
         return self.seats.get(seat.other)
 
 
+@final
+class AddressQueue:
+    """Bytes queued towards the joined connections of one client address.
+
+    Charged to the *receiving* address: what a client that does not read
+    makes the relay hold counts against its own address, however many
+    rooms (and senders) it spreads over; a sender cannot fill another
+    address's budget beyond the lanes of rooms it shares with it.
+    """
+
+    __slots__ = ("bytes", "peers", "space")
+
+    def __init__(self) -> None:
+        self.bytes = 0
+        self.peers = 0
+        self.space = trio.lowlevel.ParkingLot()
+        """Senders waiting for this address to drain below its budget."""
+
+
 class _IdleTimeout(Exception):
     """Nothing arrived from the client within ``idle_timeout``."""
 
@@ -160,8 +237,19 @@ class _RoomExpired(Exception):
 class Peer:
     """One joined connection: its seat, its two outgoing lanes, its reader and writer."""
 
-    def __init__(self, host: RoomHost, room: Room, seat: Seat, connection: FrameConnection) -> None:
+    def __init__(
+        self,
+        host: RoomHost,
+        room: Room,
+        seat: Seat,
+        connection: FrameConnection,
+        queue: AddressQueue | None = None,
+        *,
+        address: str = "",
+    ) -> None:
         self.host = host
+        self.address = address
+        """The per-address key (never logged unless addresses are)."""
         self.room = room
         self.seat = seat
         self.connection = connection
@@ -174,6 +262,15 @@ class Peer:
         self.bulk: collections.deque[Bulk | Relayed] | None = None
         self.bulk_bytes = 0
         """BULK payload bytes queued to this peer, including the one being written."""
+        self.bulk_cost = 0
+        self.control_cost = 0
+        """Bytes (payload + FRAME_COST per frame) queued to this peer per lane,
+        including the write in progress."""
+        self._copies = 0
+        """What the write in progress holds beyond its frames (WRITE_COPIES of them)."""
+        self.queue = queue if queue is not None else AddressQueue()
+        """Its address's count (a private one for an address-less transport)."""
+        self.queue.peers += 1
         self.credit = 0
         """BULK payload bytes this peer may still send (as a sender)."""
         self.pending_credit = 0
@@ -188,6 +285,7 @@ class Peer:
         self._write_scope = trio.CancelScope()
         self._relaying = as_relaying(connection)
         self._other_seat = seat.other
+        self._bulk_budget = self.bulk_budget()
 
     def __repr__(self) -> str:
         return f"<Peer {self.seat.value} of {self.room!r}>"
@@ -230,14 +328,27 @@ class Peer:
 
     # -- lanes ----------------------------------------------------------------------
 
-    async def put_control(self, frame: Frame | Relayed) -> None:
-        """Queue a frame relayed from the other seat, waiting while the lane is full."""
-        while len(self.control) >= self.limits.control_queue and not self.closing:
-            await self._space.park()
-        if self.closing:
-            self.host.counters.frames_dropped += 1
-            return
-        self._push_control(frame)
+    async def put_control(self, frame: Frame | Relayed, n: int) -> None:
+        """Queue a frame relayed from the other seat (``n`` payload bytes).
+
+        Waits while the lane is full (``control_queue`` frames, or
+        ``control_window`` bytes unless it is empty) or the address is over
+        ``max_queued_per_address``.
+        """
+        cost = n + FRAME_COST
+        limits = self.limits
+        queue = self.queue
+        while not self.closing:
+            if len(self.control) >= limits.control_queue or (
+                self.control_cost and self.control_cost + cost > limits.control_window
+            ):
+                await self._space.park()
+            elif queue.bytes + cost > limits.max_queued_per_address:
+                await queue.space.park()
+            else:
+                self._push_control(frame, cost)
+                return
+        self.host.counters.frames_dropped += 1
 
     def put_relay(self, frame: Frame) -> None:
         """Queue a frame the relay makes; never waits."""
@@ -246,12 +357,52 @@ class Peer:
         if len(self.control) >= 2 * self.limits.control_queue:
             self.terminate(Error.from_code(ErrorCode.UNAVAILABLE, "client is not reading"))
             return
-        self._push_control(frame)
+        self._push_control(frame, RELAY_FRAME_SIZE + FRAME_COST)
 
-    def _push_control(self, frame: Frame | Relayed) -> None:
+    def _push_control(self, frame: Frame | Relayed, cost: int) -> None:
         self.control.append(frame)
+        self.control_cost += cost
+        self._charge(cost)
         self.host.counters.queued_control_frames += 1
         self._wake.set()
+
+    def _charge(self, cost: int) -> None:
+        self.queue.bytes += cost
+        self.host.counters.add_queued(cost)
+
+    def _discharge(self, cost: int) -> None:
+        """``cost`` bytes left this peer's lanes: wake whoever waits for room."""
+        queue = self.queue
+        queue.bytes -= cost
+        self.host.counters.queued_bytes -= cost
+        if self._space:
+            self._space.unpark_all()
+        if queue.space:
+            queue.space.unpark_all()
+
+    def bulk_budget(self) -> int:
+        """Bytes the bulk lane may cost: a window of full frames and their overhead."""
+        limits = self.limits
+        window = limits.bulk_window
+        return window + FRAME_COST * (window // limits.max_payload + 1)
+
+    def bulk_has_room(self, n: int) -> bool:
+        """Whether a BULK of ``n`` payload bytes may be queued now without waiting."""
+        cost = n + FRAME_COST
+        return (not self.bulk_cost or self.bulk_cost + cost <= self._bulk_budget) and (
+            self.queue.bytes + cost <= self.limits.max_queued_per_address
+        )
+
+    async def wait_bulk_room(self, n: int) -> None:
+        """Until :meth:`bulk_has_room` (or this peer closes)."""
+        cost = n + FRAME_COST
+        while not self.closing:
+            if self.bulk_cost and self.bulk_cost + cost > self._bulk_budget:
+                await self._space.park()
+            elif self.queue.bytes + cost > self.limits.max_queued_per_address:
+                await self.queue.space.park()
+            else:
+                return
 
     def put_bulk(self, frame: Bulk | Relayed, n: int) -> None:
         lane = self.bulk
@@ -259,6 +410,9 @@ class Peer:
             lane = self.bulk = collections.deque()
         lane.append(frame)
         self.bulk_bytes += n
+        cost = n + FRAME_COST
+        self.bulk_cost += cost
+        self._charge(cost)
         self.host.counters.add_queued_bulk(n)
         self._wake.set()
 
@@ -286,7 +440,7 @@ class Peer:
             self._wake.set()
 
     def _release_bulk(self, amount: int, *, more_coming: bool = False) -> None:
-        """``amount`` bytes left this peer's bulk lane: the sender seat gets them back."""
+        """``amount`` payload bytes left this peer's bulk lane: the sender seat gets them back."""
         if amount <= 0:
             return
         self.bulk_bytes -= amount
@@ -302,6 +456,11 @@ class Peer:
         self.host.counters.queued_control_frames -= len(self.control)
         self.control.clear()
         self.bulk = None
+        # Everything still counted, the write in progress included (its
+        # completion will not discharge it: the peer is closing by then).
+        self._discharge(self.control_cost + self.bulk_cost + self._copies)
+        self.control_cost = self.bulk_cost = self._copies = 0
+        self.queue.peers -= 1
         self._space.unpark_all()
         self._release_bulk(self.bulk_bytes)
         room = self.room
@@ -315,6 +474,11 @@ class Peer:
     def _stop(self) -> None:
         if self._scope is not None:
             self._scope.cancel()
+
+    def _stop_after(self, seconds: float) -> None:
+        """End the connection ``seconds`` from now unless the reader ends it first."""
+        if self._scope is not None:
+            self._scope.deadline = min(self._scope.deadline, trio.current_time() + seconds)
 
     # -- reader ---------------------------------------------------------------------
 
@@ -333,7 +497,9 @@ class Peer:
                         break
                     if type(item) is Relayed:
                         if item.bulk:
-                            self._on_bulk(item, item.size)
+                            waits_for = self._on_bulk(item, item.size)
+                            if waits_for is not None:
+                                await self._bulk_when_room(waits_for, item, item.size)
                         else:
                             await self._on_control(item, item.size)
                     else:
@@ -343,7 +509,8 @@ class Peer:
         except TransportError:  # ConnectionClosed included
             self._stop()
 
-    def _on_bulk(self, frame: Bulk | Relayed, n: int) -> None:
+    def _on_bulk(self, frame: Bulk | Relayed, n: int) -> Peer | None:
+        """Check and queue a BULK; the receiver it must wait for, if its lane is full."""
         counters = self.host.counters
         counters.frames[_BULK] += 1
         counters.bytes[_BULK] += n
@@ -360,8 +527,25 @@ class Peer:
             if other is None or other.closing:
                 counters.frames_dropped += 1
                 self.grant(n)
-            else:
+            elif other.bulk_has_room(n):
                 other.put_bulk(frame, n)
+            else:
+                return other
+        return None
+
+    async def _relay_bulk(self, frame: Bulk | Relayed, n: int) -> None:
+        waits_for = self._on_bulk(frame, n)
+        if waits_for is not None:
+            await self._bulk_when_room(waits_for, frame, n)
+
+    async def _bulk_when_room(self, other: Peer, frame: Bulk | Relayed, n: int) -> None:
+        """Stop reading until ``other`` has room for this BULK (credit already spent)."""
+        await other.wait_bulk_room(n)
+        if other.closing or self.closing:
+            self.host.counters.frames_dropped += 1
+            self.grant(n)  # as for an absent receiver
+        else:
+            other.put_bulk(frame, n)
 
     async def _on_control(self, frame: Control | Relayed, n: int) -> None:
         counters = self.host.counters
@@ -374,16 +558,16 @@ class Peer:
         if other is None:
             counters.frames_dropped += 1
         else:
-            await other.put_control(frame)
+            await other.put_control(frame, n)
 
     async def _on_frame(self, frame: Frame | Relayed) -> None:
         if isinstance(frame, Bulk):
-            self._on_bulk(frame, len(frame.payload))
+            await self._relay_bulk(frame, len(frame.payload))
         elif isinstance(frame, Control):
             await self._on_control(frame, len(frame.payload))
         elif isinstance(frame, Relayed):  # pragma: no cover - _reader dispatches these
             if frame.bulk:
-                self._on_bulk(frame, frame.size)
+                await self._relay_bulk(frame, frame.size)
             else:
                 await self._on_control(frame, frame.size)
         elif isinstance(frame, Ping):
@@ -401,6 +585,7 @@ class Peer:
 
     async def _writer(self) -> None:
         scope = self._write_scope
+        grace = False
         try:
             with scope:
                 while True:
@@ -425,9 +610,16 @@ class Peer:
             self.terminate(Error.from_code(ErrorCode.EXPIRED))
             await self._write_final(self.final)
         except TransportError:
-            pass
+            # The client closed or broke its side: frames it sent before that
+            # may still be on their way to our reader (its last ACKs, often).
+            # Let the reader take them until it sees the end, within
+            # close_timeout, instead of cancelling it with them unread.
+            grace = True
         finally:
-            self._stop()
+            if grace:
+                self._stop_after(self.limits.close_timeout)
+            else:
+                self._stop()
 
     async def _wait_for_work(self) -> None:
         limits = self.limits
@@ -454,6 +646,8 @@ class Peer:
         """One write: queued control frames, pending CREDIT, then at most one bulk frame."""
         batch: list[Frame | Relayed] = []
         control = self.control
+        written = 0
+        """What the batch costs (see FRAME_COST): discharged once it is written."""
         if control:
             size = 0
             taken = 0
@@ -463,20 +657,30 @@ class Peer:
                 taken += 1
                 if type(item) is Relayed:
                     size += item.size
+                elif isinstance(item, Control):
+                    size += len(item.payload)
                 else:
-                    size += len(item.payload) if isinstance(item, Control) else 16
+                    size += RELAY_FRAME_SIZE
             batch = control[:taken]
             del control[:taken]
             self.host.counters.queued_control_frames -= taken
-            self._space.unpark_all()
+            written = size + taken * FRAME_COST
         if self.pending_credit:
             batch.append(Credit(self.pending_credit))
             self.pending_credit = 0
         bulk = None
         lane = self.bulk
+        n = 0
         if lane and not control and self.final is None:
             bulk = lane.popleft()
             batch.append(bulk)
+            n = bulk.size if type(bulk) is Relayed else len(bulk.payload)
+            written += n + FRAME_COST
+        # While it is written the batch exists up to WRITE_COPIES more times
+        # (joined into one buffer, framed or encrypted by the transport):
+        # counted too, so a client that does not read holds what it is charged.
+        copies = self._copies = WRITE_COPIES * written
+        self._charge(copies)
         # Re-arm the write deadline (a heap push) only when it moved by more
         # than 1/8 of the timeout: the deadline is write_timeout, give or take that.
         timeout = self.limits.write_timeout
@@ -490,13 +694,18 @@ class Peer:
             await self.connection.send_many(
                 [item.frame() if type(item) is Relayed else item for item in batch]
             )
-        if bulk is not None and not self.closing:  # else _detach released the whole lane
+        if self.closing:  # _detach discharged and released everything
+            return
+        self._copies = 0
+        if bulk is not None:
+            self.bulk_cost -= n + FRAME_COST
+            self.control_cost -= written - n - FRAME_COST
             # The sender's CREDIT gathers (see grant): one frame per
             # CREDIT_BATCH, or sooner when the sender runs low.
-            self._release_bulk(
-                bulk.size if type(bulk) is Relayed else len(bulk.payload),
-                more_coming=bool(self.bulk),
-            )
+            self._release_bulk(n, more_coming=bool(self.bulk))
+        else:
+            self.control_cost -= written
+        self._discharge(written + copies)
 
     async def _write_final(self, final: Error | None) -> None:
         if final is None:  # pragma: no cover - terminate() always sets it

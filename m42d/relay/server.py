@@ -7,11 +7,15 @@ Rules and invariants
   it, it must JOIN; before that it may send CREATE_ROOM (answered with
   ROOM_CREATED, any number of times within the rate limit) and PING.  Any
   other frame, a refused request or the deadline ends it with one ERROR.
+  Its replies are written by the same deadline and within ``write_timeout``;
+  a reply that cannot be written closes it without a frame (a write cut
+  short may leave half a frame on the wire), counted as that timeout.
 * Admission is decided from the ticket alone (HMAC, constant time) plus the
   burn list: no per-room state exists before the first JOIN.
 * Every refusal is an ERROR frame with a stable code, written within
   ``close_timeout``, then the connection is closed.
-* Counts are per address and global; an address is never logged unless
+* Counts are per address (IPv6 per ``ipv6_prefix``, see ``address_key``) and
+  global; an address is never logged unless
   ``log_addresses`` is on, a room only as :func:`~m42d.relay.room.room_tag`.
 * Stopping: no new connections, lobby connections get GOAWAY(0) and close,
   joined ones get GOAWAY(grace) and keep relaying until they leave or the
@@ -33,8 +37,8 @@ import trio
 
 from m42d.errors import M42Error, TicketError, TransportError, WireError
 from m42d.relay.burns import BurnList, MemoryBurnList
-from m42d.relay.limits import RateLimiter, RelayLimits
-from m42d.relay.room import Peer, Room, room_tag
+from m42d.relay.limits import RateLimiter, RelayLimits, address_key
+from m42d.relay.room import AddressQueue, Peer, Room, room_tag
 from m42d.relay.stats import RelayCounters, RelayStatistics
 from m42d.ticket import (
     BadSeatToken,
@@ -114,7 +118,12 @@ class Relay:
     _peers: set[Peer] = attrs.field(factory=set, init=False, repr=False)
     _per_address: Counter[str] = attrs.field(factory=Counter, init=False, repr=False)
     _handshaking: Counter[str] = attrs.field(factory=Counter, init=False, repr=False)
+    _handshake_keys: dict[str, tuple[str, int]] = attrs.field(factory=dict, init=False, repr=False)
+    """Peer -> (its key when admitted, handshakes in flight): release() must give
+    back what admit() took even if a reload changed ``ipv6_prefix`` meanwhile."""
     _lobby: set[trio.CancelScope] = attrs.field(factory=set, init=False, repr=False)
+    _queues: dict[str, AddressQueue] = attrs.field(factory=dict, init=False, repr=False)
+    """Bytes queued towards each address's joined peers (``max_queued_per_address``)."""
     _create_limiter: RateLimiter | None = attrs.field(default=None, init=False, repr=False)
     _join_limiter: RateLimiter | None = attrs.field(default=None, init=False, repr=False)
     _stop_requested: trio.Event | None = attrs.field(default=None, init=False, repr=False)
@@ -149,18 +158,25 @@ class Relay:
         if total >= limits.max_connections:
             self.counters.refused[ErrorCode.UNAVAILABLE.name] += 1
             return False
-        if peer:
-            held = self._per_address[peer] + self._handshaking[peer]
+        key, in_flight = self._handshake_keys.get(peer, ("", 0))
+        if not in_flight:
+            key = address_key(peer, limits.ipv6_prefix)
+        if key:
+            held = self._per_address[key] + self._handshaking[key]
             if held >= limits.max_connections_per_address:
                 self.counters.refused[ErrorCode.RATE_LIMITED.name] += 1
                 return False
-        self._handshaking[peer] += 1
+        self._handshaking[key] += 1
+        self._handshake_keys[peer] = (key, in_flight + 1)
         return True
 
     def release(self, peer: str) -> None:
-        self._handshaking[peer] -= 1
-        if self._handshaking[peer] <= 0:
-            del self._handshaking[peer]
+        key, in_flight = self._handshake_keys.pop(peer, (peer, 1))
+        if in_flight > 1:
+            self._handshake_keys[peer] = (key, in_flight - 1)
+        self._handshaking[key] -= 1
+        if self._handshaking[key] <= 0:
+            del self._handshaking[key]
 
     async def handle_connection(self, connection: FrameConnection) -> None:
         """Serve one accepted connection until it ends; the listener closes it after.
@@ -168,8 +184,8 @@ class Relay:
         Never raises (except cancellation): a failure of one connection is
         logged and stays with that connection.
         """
-        address = connection.peer
         limits = self.limits
+        address = address_key(connection.peer, limits.ipv6_prefix)
         counters = self.counters
         if self.stopping:
             await self._refuse(connection, Error.from_code(ErrorCode.UNAVAILABLE))
@@ -190,7 +206,7 @@ class Relay:
         if address:
             self._per_address[address] += 1
         try:
-            peer = await self._lobby_phase(connection)
+            peer = await self._lobby_phase(connection, address)
             if peer is not None:
                 await peer.run()
         except Exception:
@@ -220,6 +236,9 @@ class Relay:
         if peer in self._peers:
             self._peers.discard(peer)
             self.counters.peers -= 1
+        queue = peer.queue
+        if not queue.peers and self._queues.get(peer.address) is queue:
+            del self._queues[peer.address]
         room = peer.room
         if not room.seats and self._rooms.get(room.room_id) is room:
             del self._rooms[room.room_id]
@@ -227,7 +246,7 @@ class Relay:
 
     # -- lobby ----------------------------------------------------------------------
 
-    async def _lobby_phase(self, connection: FrameConnection) -> Peer | None:
+    async def _lobby_phase(self, connection: FrameConnection, address: str) -> Peer | None:
         """Answer CREATE_ROOM and PING until a JOIN is admitted; None when refused."""
         deadline = trio.current_time() + self.limits.join_timeout
         with trio.CancelScope() as lobby:
@@ -239,10 +258,11 @@ class Relay:
                     if timer.cancelled_caught:
                         self.counters.timeouts["join"] += 1
                         raise _Refused(Error.from_code(ErrorCode.JOIN_TIMEOUT))
-                    reply = self._lobby_frame(connection, frame)
+                    reply = self._lobby_frame(connection, address, frame)
                     if isinstance(reply, Peer):
                         return reply
-                    await self._send_within(connection, reply)
+                    if not await self._lobby_reply(connection, reply, deadline):
+                        return None
             except _Refused as refused:
                 code = refused.error.error_code
                 self.counters.refused[code.name if code else str(refused.error.code)] += 1
@@ -261,41 +281,41 @@ class Relay:
         await self._refuse(connection, GoAway(0, "relay shutting down"))
         return None
 
-    def _lobby_frame(self, connection: FrameConnection, frame: Frame) -> Frame | Peer:
+    def _lobby_frame(self, connection: FrameConnection, address: str, frame: Frame) -> Frame | Peer:
         if isinstance(frame, Join):
-            return self._join(connection, frame)
+            return self._join(connection, address, frame)
         if isinstance(frame, CreateRoom):
-            return self._create_room(connection, frame)
+            return self._create_room(address, frame)
         if isinstance(frame, Ping):
             return Pong(frame.data)
         raise _Refused(
             Error.from_code(ErrorCode.BAD_FRAME, f"{frame.kind.name} is not allowed before JOIN")
         )
 
-    def _create_room(self, connection: FrameConnection, frame: CreateRoom) -> RoomCreated:
+    def _create_room(self, address: str, frame: CreateRoom) -> RoomCreated:
         if frame.version != WIRE_VERSION:
             raise _Refused(Error.from_code(ErrorCode.UNSUPPORTED_VERSION))
         secret = self.creation_secret
         if secret is not None and not hmac.compare_digest(frame.creation_secret, secret):
             raise _Refused(Error.from_code(ErrorCode.FORBIDDEN))
         limiter = self._limiter("create")
-        if not limiter.allow(connection.peer, trio.current_time()):
+        if not limiter.allow(address, trio.current_time()):
             raise _Refused(Error.from_code(ErrorCode.RATE_LIMITED))
         issued = self.keyring.mint(now=int(self.wall_clock()), ttl=self.room_ttl)
         self.counters.rooms_created += 1
         logger.debug("room %s created", room_tag(issued.ticket.room_id))
         return RoomCreated(issued.ticket.to_bytes(), issued.token_a, issued.token_b)
 
-    def _join(self, connection: FrameConnection, frame: Join) -> Peer:
+    def _join(self, connection: FrameConnection, address: str, frame: Join) -> Peer:
         if frame.version != WIRE_VERSION:
             raise _Refused(Error.from_code(ErrorCode.UNSUPPORTED_VERSION))
-        if not self._limiter("join").allow(connection.peer, trio.current_time()):
+        if not self._limiter("join").allow(address, trio.current_time()):
             raise _Refused(Error.from_code(ErrorCode.RATE_LIMITED))
         now = int(self.wall_clock())
         ticket = self._verify(frame, now)
         if self.burned.is_burned(ticket.room_id, now):
             raise _Refused(Error.from_code(ErrorCode.BURNED))
-        return self._seat(connection, ticket, frame)
+        return self._seat(connection, address, ticket, frame)
 
     def _verify(self, frame: Join, now: int) -> Ticket:
         try:
@@ -306,7 +326,7 @@ class Relay:
                     raise _Refused(Error.from_code(code)) from exc
             raise _Refused(Error.from_code(ErrorCode.BAD_FRAME)) from exc
 
-    def _seat(self, connection: FrameConnection, ticket: Ticket, frame: Join) -> Peer:
+    def _seat(self, connection: FrameConnection, address: str, ticket: Ticket, frame: Join) -> Peer:
         room = self._rooms.get(ticket.room_id)
         if room is None:
             # The ticket is valid through the second `expires`; the room ends
@@ -319,7 +339,10 @@ class Relay:
         old = room.seats.get(seat)
         if old is not None:
             old.terminate(Error.from_code(ErrorCode.SEAT_TAKEN))
-        peer = Peer(self, room, seat, connection)
+        # An address-less transport (a Unix socket) gets no shared budget:
+        # "" is every such client, as for the other per-address limits.
+        queue = self._queues.setdefault(address, AddressQueue()) if address else None
+        peer = Peer(self, room, seat, connection, queue, address=address)
         room.seats[seat] = peer
         self._peers.add(peer)
         self.counters.peers += 1
@@ -349,9 +372,24 @@ class Relay:
             self._join_limiter = RateLimiter(self.limits.join_rate)
         return self._join_limiter
 
-    async def _send_within(self, connection: FrameConnection, frame: Frame) -> None:
-        with trio.fail_after(self.limits.close_timeout):
+    async def _lobby_reply(
+        self, connection: FrameConnection, frame: Frame, deadline: float
+    ) -> bool:
+        """Write a lobby reply by the lobby's deadline and within ``write_timeout``.
+
+        A client that sends and never reads (PINGs, say) blocks the write.
+        Cut short, a write may leave half a frame on the wire, so no ERROR
+        can follow it: the connection closes without a frame, counted as a
+        ``join`` timeout (the lobby's deadline came first) or a ``write``
+        one.  Returns False when it closed so.
+        """
+        write_by = trio.current_time() + self.limits.write_timeout
+        with trio.move_on_at(min(deadline, write_by)) as timer:
             await connection.send(frame)
+        if not timer.cancelled_caught:
+            return True
+        self.counters.timeouts["write" if write_by < deadline else "join"] += 1
+        return False
 
     async def _refuse(self, connection: FrameConnection, frame: Frame) -> None:
         """Best effort: the last frame before closing, within ``close_timeout``."""

@@ -33,6 +33,13 @@ class RelayCounters:
     queued_bulk_bytes: int = 0
     queued_bulk_high_water: int = 0
     queued_control_frames: int = 0
+    queued_bytes: int = 0
+    queued_high_water: int = 0
+
+    def add_queued(self, cost: int) -> None:
+        self.queued_bytes += cost
+        if self.queued_bytes > self.queued_high_water:
+            self.queued_high_water = self.queued_bytes
 
     def add_queued_bulk(self, n: int) -> None:
         self.queued_bulk_bytes += n
@@ -55,6 +62,8 @@ class RelayCounters:
             queued_bulk_bytes=self.queued_bulk_bytes,
             queued_bulk_high_water=self.queued_bulk_high_water,
             queued_control_frames=self.queued_control_frames,
+            queued_bytes=self.queued_bytes,
+            queued_high_water=self.queued_high_water,
         )
 
 
@@ -79,6 +88,10 @@ class RelayStatistics:
             the relay's bulk lanes right now; bounded by the windows.
         queued_bulk_high_water: the largest ``queued_bulk_bytes`` seen.
         queued_control_frames: frames waiting in control lanes right now.
+        queued_bytes: what every lane holds now, both lanes and writes in
+            progress, each frame counted as its payload plus
+            :data:`~m42d.relay.room.FRAME_COST`; bounded per peer, per address.
+        queued_high_water: the largest ``queued_bytes`` seen.
     """
 
     rooms: int
@@ -96,3 +109,5 @@ class RelayStatistics:
     queued_bulk_bytes: int
     queued_bulk_high_water: int
     queued_control_frames: int
+    queued_bytes: int = 0
+    queued_high_water: int = 0

@@ -8,10 +8,13 @@ URLs: ``ws://`` and ``wss://`` (``http://`` and ``https://`` are aliases).
 Listening without a port uses 8042; connecting uses the scheme's usual port
 (80/443), which is what a relay behind a load balancer publishes.
 
-Paths: ``/m42/v1`` (room creation) and ``/m42/v1/room/<room id, 32 hex>``
-(joins), after any path prefix of the client URL.  The room id is in the
-path so a load balancer can hash on it and keep both seats on one node; the
-relay itself trusts only the ticket in JOIN.  Other paths get HTTP 404.
+Paths: ``/m42/v1`` (room creation) and ``/m42/v1/room/<room id, 32
+lowercase hex>`` (joins), after the path of the client URL with its
+trailing ``/`` removed (:func:`room_path`); the relay accepts them after any
+prefix.  The room id is in the path so a load balancer can hash on it and
+keep both seats on one node; the relay itself trusts only the ticket in
+JOIN.  A plain HTTP request gets 426 on an m42 path and 404 elsewhere
+(:mod:`m42d_ws.http`).
 
 A message holds ``kind:u8 | body`` (``m42d.wire.encode``); a message longer
 than one frame is closed with 1009, a text message is a protocol error.
@@ -22,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import socket
 import ssl
 from collections.abc import AsyncIterator, Sequence
@@ -69,7 +71,6 @@ PATH: Final = "/m42/v1"
 HANDSHAKE_TIMEOUT: Final = 10.0
 CLOSE_TIMEOUT: Final = 2.0
 MESSAGE_QUEUE: Final = 4
-_PATH_RE: Final = re.compile(r"/m42/v1(?:/room/[0-9a-fA-F]{32})?")
 
 
 def room_path(prefix: str = "", room_id: bytes | None = None) -> str:
@@ -235,9 +236,7 @@ class WebSocketListener:
                         raw, self._ssl_context, server_side=True, https_compatible=True
                     )
                     await stream.do_handshake()
-                connection = await accept_websocket(
-                    stream, transport=self._scheme, peer=peer, path_re=_PATH_RE
-                )
+                connection = await accept_websocket(stream, transport=self._scheme, peer=peer)
             except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionClosed):
                 connection = None
         if connection is None:

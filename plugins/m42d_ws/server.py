@@ -15,42 +15,56 @@ text message is a :class:`~m42d.errors.WireError`), a message longer than
 and reported as :class:`~m42d.errors.ConnectionClosed` after the messages
 that came before it, and closing sends a close frame and waits (briefly) for
 the answer so the last frames are not lost to a TCP reset.
+
+Work is bounded per turn (the relay is one event loop): wsproto parses
+lazily, one frame per event, so frames are pulled from it at most
+:data:`~m42d.transport.FRAMES_PER_TURN` (and
+:data:`~m42d.transport.BYTES_PER_TURN` payload bytes) between two
+checkpoints, and a message may come in at most :data:`MAX_FRAGMENTS`
+frames (1009 beyond).  A message in 65,601 one-byte fragments used to keep
+the loop busy for 1.3 s.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
-import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Final, final
 
+import h11
 import trio
-from wsproto import ConnectionType, WSConnection
+from wsproto import ConnectionType
 from wsproto.connection import Connection, ConnectionState
 from wsproto.events import (
-    AcceptConnection,
     BytesMessage,
     CloseConnection,
+    Event,
     Message,
     Ping,
-    RejectConnection,
-    RejectData,
-    Request,
     TextMessage,
 )
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from m42d.errors import ConnectionClosed, WireError
-from m42d.transport import READ_SIZE, acquire_send_lock
+from m42d.transport import BYTES_PER_TURN, FRAMES_PER_TURN, READ_SIZE, acquire_send_lock
 from m42d.wire import MAX_FRAME, Frame, Relayed, decode, encode, relayed_message
+from m42d_ws import http
 
 __all__ = ["ServerWebSocket", "accept_websocket"]
 
 CLOSE_TIMEOUT: Final = 2.0
 CLOSE_DRAIN_LIMIT: Final = 1 << 20
 """Bytes read while waiting for the answer to our close, at most (then the socket closes)."""
+CLOSE_DRAIN_FRAMES: Final = 4 * FRAMES_PER_TURN
+"""Frames parsed while waiting for that answer, at most: a client still sending a
+flood of tiny fragments would otherwise cost ~20 us a frame for the whole wait."""
 MESSAGE_TOO_BIG: Final = 1009
+MAX_FRAGMENTS: Final = 128
+"""WebSocket frames one message may be split into.  Browsers and the common
+libraries send a message in one frame, or in 4 KiB pieces (17 for the
+largest relay frame); parsing a frame costs ~20 us, so this bounds a
+message's parsing cost to a few ms."""
 _NORMAL: Final = 1000
 
 AnyStream = trio.SocketStream | trio.SSLStream[trio.SocketStream]
@@ -77,7 +91,15 @@ class ServerWebSocket:
         self._messages: collections.deque[bytes] = collections.deque()
         self._partial = bytearray()
         """A message arriving in several frames (or pieces): one buffer, so a client
-        sending MAX_FRAME one-byte fragments costs MAX_FRAME bytes, not an object each."""
+        sending many small fragments costs their bytes, not an object each."""
+        self._fragments = 0
+        """Frames of the message in ``_partial`` so far."""
+        self._events: Iterator[Event] | None = ws.events()
+        """wsproto's events for the bytes it holds (parsed lazily, one frame per
+        event); None once they are used up and the socket must be read."""
+        self._turn_frames = 0
+        self._turn_bytes = 0
+        """Frames and payload bytes taken from wsproto since the last checkpoint."""
         self._ending: BaseException | None = None
         """What to raise once the messages before it are taken (close, 1009, text)."""
         self._close_code: int | None = None
@@ -167,47 +189,64 @@ class ServerWebSocket:
         return items
 
     async def _fill(self) -> None:
-        """Read until at least one whole message is queued, or raise how the connection ended."""
+        """Parse until at least one whole message is queued, or raise how the connection ended.
+
+        Cancel-safe: what was parsed stays queued (``_messages``,
+        ``_partial``) and the rest stays in wsproto's buffer.
+        """
         while not self._messages:
             if self._ending is not None:
                 raise self._ending
-            try:
-                data = await self._stream.receive_some(READ_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                self._unusable = True
-                self._end(ConnectionClosed("websocket connection broken"), 1006)
-                raise ConnectionClosed("websocket connection broken") from exc
-            if not data:
-                self._unusable = True
-                self._end(ConnectionClosed("websocket closed (no close frame)"), 1006)
-                continue
-            try:
-                self._ws.receive_data(_as_bytes(data))
-            except RemoteProtocolError as exc:  # pragma: no cover - wsproto closes with 1002
-                self._unusable = True
-                self._end(ConnectionClosed(f"websocket protocol error: {exc}"), 1002)
-                continue
-            await self._handle_events()
+            if self._events is None:
+                await self._read()
+            else:
+                await self._handle_events()
+
+    async def _read(self) -> None:
+        try:
+            data = await self._stream.receive_some(READ_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self._unusable = True
+            self._end(ConnectionClosed("websocket connection broken"), 1006)
+            raise ConnectionClosed("websocket connection broken") from exc
+        # receive_some is a checkpoint: a new turn begins.
+        self._turn_frames = self._turn_bytes = 0
+        if not data:
+            self._unusable = True
+            self._end(ConnectionClosed("websocket closed (no close frame)"), 1006)
+            return
+        try:
+            self._ws.receive_data(_as_bytes(data))
+        except RemoteProtocolError as exc:  # pragma: no cover - wsproto closes with 1002
+            self._unusable = True
+            self._end(ConnectionClosed(f"websocket protocol error: {exc}"), 1002)
+            return
+        self._events = self._ws.events()
 
     async def _handle_events(self) -> None:
-        for event in self._ws.events():
+        """Take events from wsproto until they run out or the turn is used up.
+
+        When the turn is used up with messages queued, they go to the caller
+        first (the next call begins with the checkpoint); without any, this
+        checkpoints and goes on.
+        """
+        events = self._events
+        while events is not None:
             if self._ending is not None:
-                continue  # nothing after the end counts
+                self._events = None  # nothing after the end counts: parse no more
+                return
+            if self._turn_frames >= FRAMES_PER_TURN or self._turn_bytes >= BYTES_PER_TURN:
+                if self._messages:
+                    return
+                await trio.lowlevel.checkpoint()
+                self._turn_frames = self._turn_bytes = 0
+            event = next(events, None)
+            if event is None:
+                self._events = None
+                return
+            self._turn_frames += 1
             if isinstance(event, BytesMessage):
-                partial = self._partial
-                if len(partial) + len(event.data) > self._max_message:
-                    partial.clear()
-                    await self._close(MESSAGE_TOO_BIG, "message too big")
-                    self._end(ConnectionClosed(f"websocket closed ({MESSAGE_TOO_BIG})"))
-                    continue
-                if event.message_finished and not partial:
-                    self._messages.append(bytes(event.data))  # wsproto unmasks into bytearrays
-                elif event.message_finished:
-                    partial += event.data
-                    self._messages.append(bytes(partial))
-                    partial.clear()
-                else:
-                    partial += event.data
+                await self._on_bytes(event)
             elif isinstance(event, TextMessage):
                 self._end(WireError("text message: relay frames travel in binary messages"))
             elif isinstance(event, Ping):
@@ -226,6 +265,29 @@ class ServerWebSocket:
                 what = "protocol error" if parse_failed else "closed"
                 self._end(ConnectionClosed(f"websocket {what} ({event.code})"))
             # Pong: nothing to do.
+
+    async def _on_bytes(self, event: BytesMessage) -> None:
+        data = event.data
+        self._turn_bytes += len(data)
+        partial = self._partial
+        if event.frame_finished:  # a frame that arrived in pieces is still one frame
+            self._fragments += 1
+        if len(partial) + len(data) > self._max_message or self._fragments > MAX_FRAGMENTS:
+            partial.clear()
+            self._fragments = 0
+            await self._close(MESSAGE_TOO_BIG, "message too big")
+            self._end(ConnectionClosed(f"websocket closed ({MESSAGE_TOO_BIG})"))
+            return
+        if event.message_finished:
+            self._fragments = 0
+            if not partial:
+                self._messages.append(bytes(data))  # wsproto unmasks into bytearrays
+            else:
+                partial += data
+                self._messages.append(bytes(partial))
+                partial.clear()
+        else:
+            partial += data
 
     def _end(self, error: BaseException, code: int | None = None) -> None:
         if self._ending is None:
@@ -260,11 +322,12 @@ class ServerWebSocket:
     async def _close_handshake(self) -> None:
         if self._ws.state is ConnectionState.OPEN:
             await self._close(_NORMAL, "")
-        drained = 0
+        drained = parsed = 0
         while (
             self._ws.state is not ConnectionState.CLOSED
             and not self._unusable
             and drained < CLOSE_DRAIN_LIMIT
+            and parsed < CLOSE_DRAIN_FRAMES
         ):
             try:
                 data = await self._stream.receive_some(READ_SIZE)
@@ -280,88 +343,84 @@ class ServerWebSocket:
             for event in self._ws.events():
                 if isinstance(event, CloseConnection) and self._ws.state is ConnectionState.OPEN:
                     return  # a parse failure: nothing more will be understood
+                parsed += 1
+                if parsed >= CLOSE_DRAIN_FRAMES:
+                    return
+                if parsed % FRAMES_PER_TURN == 0:
+                    await trio.lowlevel.checkpoint()  # the same bound as _handle_events
 
 
 async def accept_websocket(
-    stream: AnyStream, *, transport: str, peer: str, path_re: re.Pattern[str]
+    stream: AnyStream, *, transport: str, peer: str
 ) -> ServerWebSocket | None:
-    """Read the upgrade request; accept it on an m42 path, else answer 404 (or 400) and close.
+    """Read the request; upgrade it on an m42 path, else answer it (m42d_ws.http) and close.
 
-    Returns None when the request was refused or the client went away; the
-    caller bounds the time this may take.
+    Returns None when the request was answered or the client went away;
+    the caller bounds the time this may take.
     """
-    ws = WSConnection(ConnectionType.SERVER)
+    request = await _read_request(stream)
+    if request is None:
+        return None
+    if isinstance(request, int):  # not HTTP/1.1, or a head over HEAD_LIMIT
+        await _answer(stream, http.error_answer(request))
+        return None
+    event, trailing = request
+    if not (http.is_websocket_upgrade(event) and http.is_m42_path(event.target)):
+        await _answer(stream, http.answer_plain(event), head=event.method == b"HEAD")
+        return None
+    answer = http.accept_upgrade(event)
+    if isinstance(answer, http.PlainAnswer):
+        await _answer(stream, answer)
+        return None
+    try:
+        await stream.send_all(answer)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        return None
+    # From here on only the frame protocol runs: no handshake state is kept.
+    ws = Connection(ConnectionType.SERVER)
+    if trailing:
+        # RFC 6455 has the client wait for the 101, but frames sent right
+        # behind the request (JOIN, often) must not vanish: parsed by the
+        # first receive, like any others.
+        ws.receive_data(trailing)
+    return ServerWebSocket(stream, ws, transport=transport, peer=peer)
+
+
+async def _read_request(stream: AnyStream) -> tuple[h11.Request, bytes] | int | None:
+    """The request head and any bytes after it; an HTTP status to refuse with; None: gone."""
+    connection = h11.Connection(h11.SERVER, max_incomplete_event_size=http.HEAD_LIMIT)
+    request: h11.Request | None = None
     while True:
         try:
-            data = await stream.receive_some(READ_SIZE)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            event = connection.next_event()
+        except h11.RemoteProtocolError as exc:
+            return exc.error_status_hint if request is None else None
+        if event is h11.NEED_DATA:
+            try:
+                data = await stream.receive_some(READ_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                return None
+            if not data:
+                return None
+            connection.receive_data(_as_bytes(data))
+        elif isinstance(event, h11.Request):
+            request = event
+            if not http.is_websocket_upgrade(event):
+                return event, b""  # answered at once; the connection then closes
+        elif event is h11.PAUSED and request is not None:
+            # An upgrade request, complete: what follows is the new protocol.
+            return request, bytes(connection.trailing_data[0])
+        elif isinstance(event, h11.ConnectionClosed):
             return None
-        if not data:
-            return None
-        try:
-            ws.receive_data(_as_bytes(data))
-            events = list(ws.events())
-        except RemoteProtocolError as exc:
-            # Not a WebSocket upgrade, or not HTTP at all: wsproto's suggested
-            # answer (a 400), as trio-websocket sent.
-            if isinstance(exc.event_hint, RejectConnection):
-                await _send_quietly(stream, ws, exc.event_hint)
-            return None
-        except (UnicodeError, ValueError):
-            # Header bytes h11 accepts but wsproto cannot decode (a non-ASCII
-            # Connection or Sec-WebSocket-* value, a Host that is not IDNA).
-            await _send_quietly(stream, ws, RejectConnection(status_code=400))
-            return None
-        for event in events:
-            if isinstance(event, Request):
-                if not path_re.fullmatch(event.target.split("?", 1)[0]):
-                    await _refuse(stream, ws, 404)
-                    return None
-                try:
-                    await stream.send_all(ws.send(AcceptConnection()))
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                    return None
-                # From here on only the frame protocol is needed: keeping just
-                # it drops the handshake's h11 state (~5 KiB per connection).
-                assert ws.connection is not None
-                # RFC 6455 has the client wait for the 101, but bytes sent
-                # right behind the request must not vanish: wsproto's server
-                # side leaves them in h11 (public ``trailing_data``, reached
-                # through wsproto's private handshake object, so looked up).
-                h11_connection = getattr(ws.handshake, "_h11_connection", None)
-                trailing = getattr(h11_connection, "trailing_data", (b"", False))[0]
-                if trailing:
-                    ws.connection.receive_data(bytes(trailing))
-                connection = ServerWebSocket(stream, ws.connection, transport=transport, peer=peer)
-                # Frames the client sent right behind its request (JOIN, often).
-                await connection._handle_events()
-                return connection
+        # EndOfMessage (and Data of a body nobody should send): read on.
 
 
-async def _send_quietly(
-    stream: AnyStream, ws: WSConnection, *events: RejectConnection | RejectData
-) -> None:
-    """A refusal is best effort: the client may already be gone."""
-    with contextlib.suppress(
-        trio.BrokenResourceError, trio.ClosedResourceError, OSError, LocalProtocolError
-    ):
-        await stream.send_all(b"".join([ws.send(event) for event in events]))
+async def _answer(stream: AnyStream, answer: http.PlainAnswer, *, head: bool = False) -> None:
+    """A refusal or plain answer is best effort: the client may already be gone."""
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        await stream.send_all(http.serialize(answer, head=head))
 
 
 def _as_bytes(data: bytes | bytearray) -> bytes:
     """trio's streams return bytes; the type allows bytearray, wsproto's does not."""
     return data if isinstance(data, bytes) else bytes(data)
-
-
-async def _refuse(stream: AnyStream, ws: WSConnection, status: int) -> None:
-    body = b"not found\n"
-    await _send_quietly(
-        stream,
-        ws,
-        RejectConnection(
-            status_code=status,
-            headers=[(b"content-length", str(len(body)).encode())],
-            has_body=True,
-        ),
-        RejectData(data=body),
-    )
