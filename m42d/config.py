@@ -196,6 +196,46 @@ def check_host_port(key: str, value: Any) -> str | None:
     return value
 
 
+_STORE_SCHEMES: Final = ("redis", "rediss", "unix")
+_NODE_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+
+
+def check_store_url(key: str, value: Any) -> str | None:
+    """``redis://host:port/db``, ``rediss://`` (TLS) or ``unix:///path.sock`` of Valkey/Redis.
+
+    The URL may carry a password, so no message ever repeats it.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or value != value.strip():
+        raise ConfigError(f"{key} must be a URL such as redis://127.0.0.1:6379/0")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - parsing it is the check
+    except ValueError as exc:
+        raise ConfigError(f"{key} is not a valid URL (redis://host:port/db)") from exc
+    if parts.scheme not in _STORE_SCHEMES:
+        raise ConfigError(
+            f"{key} must start with one of {', '.join(s + '://' for s in _STORE_SCHEMES)}"
+        )
+    if parts.scheme == "unix" and not parts.path.startswith("/"):
+        raise ConfigError(f"{key}: a unix:// store URL needs an absolute socket path")
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ConfigError(f"{key} has no host")
+    return value
+
+
+def check_node_name(key: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _NODE_NAME.fullmatch(value):
+        raise ConfigError(
+            f"{key} must be 1 to 63 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return value
+
+
 def _validator(check: _Check) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
     def validate(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         check(attribute.name, value)
@@ -286,6 +326,10 @@ class RelayConfig:
     tls_cert: Path | None = _field(None, _optional_path)  # noqa: RUF009 (attrs.field)
     tls_key: Path | None = _field(None, _optional_path)  # noqa: RUF009 (attrs.field)
     metrics_listen: str | None = _field(None, check_host_port)
+    store_url: str | None = _field(None, check_store_url, repr=False)
+    """Valkey/Redis shared by several nodes (docs/scale-out.md); None: a single node."""
+    node_name: str | None = _field(None, check_node_name)
+    """This node's name among those sharing the store; None: a random one per start."""
     limits: Limits = attrs.field(factory=Limits)
 
     def __attrs_post_init__(self) -> None:
@@ -395,6 +439,8 @@ def merge_cli(
     state_dir: Path | str | None = None,
     log_level: str | None = None,
     log_addresses: bool | None = None,
+    store_url: str | None = None,
+    node_name: str | None = None,
 ) -> RelayConfig:
     """Return ``config`` with the command-line options that were given (not None) applied.
 
@@ -410,6 +456,10 @@ def merge_cli(
         changes["log_level"] = _log_level("--log-level", log_level)
     if log_addresses is not None:
         changes["log_addresses"] = _boolean("--log-addresses", log_addresses)
+    if store_url is not None:
+        changes["store_url"] = check_store_url("--store", store_url)
+    if node_name is not None:
+        changes["node_name"] = check_node_name("--node", node_name)
     return attrs.evolve(config, **changes)
 
 

@@ -27,6 +27,7 @@ first SIGTERM/SIGINT; ``WATCHDOG=1`` from a trio task when the unit sets
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import logging
 import signal
@@ -51,6 +52,7 @@ from m42d.config import (
 )
 from m42d.errors import ConfigError, M42Error
 from m42d.metrics import MetricsServer, build_registry, open_metrics_server
+from m42d.relay.cluster import Cluster, new_node_name
 from m42d.relay.limits import RelayLimits
 from m42d.relay.server import Relay, serve_relay
 from m42d.relay.state import (
@@ -61,6 +63,7 @@ from m42d.relay.state import (
     rotate_key_file,
     tls_paths,
 )
+from m42d.relay.store import open_store
 from m42d.transport import FrameListener, Transport, format_url, load_transports
 
 __all__ = [
@@ -152,6 +155,8 @@ def resolve_config(args: argparse.Namespace) -> RelayConfig:
         state_dir=getattr(args, "state_dir", None),
         log_level=getattr(args, "log_level", None),
         log_addresses=True if getattr(args, "log_addresses", False) else None,
+        store_url=getattr(args, "store", None),
+        node_name=getattr(args, "node", None),
     )
     metrics: str | None = getattr(args, "metrics", None)
     if metrics is not None:
@@ -285,6 +290,34 @@ async def serve(
     inherited = dict(inherited or {})
     metrics_socks = list(inherited.pop(METRICS_FD_NAME, ()))
     relay = build_relay(config, state)
+    async with contextlib.AsyncExitStack() as stack:
+        if config.store_url is not None:
+            store = await stack.enter_async_context(open_store(config.store_url))
+            node = config.node_name or new_node_name()
+            relay.cluster = Cluster(store, node)
+            log.info("node %s, sharing burns and rooms through the store", node)
+        await _serve(
+            config,
+            state,
+            relay,
+            reload_config,
+            inherited,
+            metrics_socks,
+            status_interval,
+            task_status,
+        )
+
+
+async def _serve(
+    config: RelayConfig,
+    state: RelayState,
+    relay: Relay,
+    reload_config: Callable[[], RelayConfig] | None,
+    inherited: Inherited,
+    metrics_socks: list[socket.socket],
+    status_interval: float,
+    task_status: trio.TaskStatus[None],
+) -> None:
     listeners = await open_listeners(config, state, load_transports(), inherited)
     metrics: MetricsServer | None = None
     try:
@@ -480,6 +513,9 @@ def _describe(config: RelayConfig) -> list[str]:
         f"tls: {tls}",
         f"log_level: {config.log_level}; log_addresses: {str(config.log_addresses).lower()}",
         f"metrics_listen: {config.metrics_listen or 'off'}",
+        "store_url: "
+        + ("set (shared with other nodes)" if config.store_url else "not set (a single node)"),
+        f"node_name: {config.node_name or 'random per start'}",
         "limits: " + ", ".join(f"{k}={v}" for k, v in attrs.asdict(limits).items()),
     ]
 
@@ -591,6 +627,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="serve Prometheus metrics and /healthz on HOST:PORT, e.g. 127.0.0.1:9442 "
         "(default: the config's metrics_listen, else off)",
+    )
+    serve_parser.add_argument(
+        "--store",
+        metavar="URL",
+        help="Valkey/Redis shared with the other nodes behind one load balancer, e.g. "
+        "redis://10.0.0.5:6379/0 or unix:///run/valkey/valkey.sock (docs/scale-out.md; "
+        "default: the config's store_url, else none: a single node)",
+    )
+    serve_parser.add_argument(
+        "--node",
+        metavar="NAME",
+        help="this node's name among those sharing the store (default: random per start)",
     )
     serve_parser.set_defaults(func=_cmd_serve)
 

@@ -222,6 +222,17 @@ class RelayCollector(Collector):
             "Frames waiting in the relay's control lanes now.",
             value=s.queued_control_frames,
         )
+        if s.store_up is not None:
+            yield GaugeMetricFamily(
+                "m42d_store_up",
+                "1 while the shared store (Valkey/Redis) answers, else 0.",
+                value=int(s.store_up),
+            )
+            yield CounterMetricFamily(
+                "m42d_rooms_moved",
+                "Lone seats told to reconnect because another node holds their room.",
+                value=s.rooms_moved,
+            )
 
 
 _STARTED: Final = time.time()

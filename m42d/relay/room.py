@@ -90,6 +90,7 @@ from m42d.wire import (
     Error,
     ErrorCode,
     Frame,
+    GoAway,
     Joined,
     Lane,
     PeerDown,
@@ -179,7 +180,7 @@ class RoomHost(Protocol):
     @property
     def counters(self) -> RelayCounters: ...
 
-    def burn(self, peer: Peer) -> None:
+    async def burn(self, peer: Peer) -> None:
         """Burn ``peer``'s room: deny-list it and close both seats."""
         ...
 
@@ -316,6 +317,13 @@ class Peer:
         finally:
             self._detach()
             self.closing = True
+
+    def go_away(self, reason: str) -> None:
+        """Ask the client to reconnect (GOAWAY 0), and close if it has not left by close_timeout."""
+        if self.closing:
+            return
+        self.put_relay(GoAway(0, reason))
+        self._stop_after(self.limits.close_timeout)
 
     def terminate(self, final: Error) -> None:
         """Leave the seat now; the writer sends ``final`` and closes."""
@@ -575,7 +583,7 @@ class Peer:
         elif isinstance(frame, Pong):
             pass
         elif isinstance(frame, Burn):
-            self.host.burn(self)
+            await self.host.burn(self)
         else:
             self.terminate(
                 Error.from_code(ErrorCode.BAD_FRAME, f"{frame.kind.name} is not allowed after JOIN")

@@ -37,9 +37,11 @@ import trio
 
 from m42d.errors import M42Error, TicketError, TransportError, WireError
 from m42d.relay.burns import BurnList, MemoryBurnList
+from m42d.relay.cluster import Cluster
 from m42d.relay.limits import RateLimiter, RelayLimits, address_key
 from m42d.relay.room import AddressQueue, Peer, Room, room_tag
 from m42d.relay.stats import RelayCounters, RelayStatistics
+from m42d.relay.store import StoreUnavailable
 from m42d.ticket import (
     BadSeatToken,
     BadTicketMac,
@@ -104,6 +106,7 @@ class Relay:
         room_ttl: seconds a new room's ticket stays valid.
         log_addresses: allow client addresses in log lines.
         wall_clock: unix time in seconds, for ticket expiry (tests replace it).
+        cluster: shared burns and room holders with other nodes, when configured.
     """
 
     keyring: TicketKeyRing
@@ -113,6 +116,8 @@ class Relay:
     room_ttl: int = DEFAULT_ROOM_TTL
     log_addresses: bool = False
     wall_clock: Callable[[], float] = time.time
+    cluster: Cluster | None = None
+    """This node's shared state with other nodes (docs/scale-out.md); None: a single node."""
     counters: RelayCounters = attrs.field(factory=RelayCounters, init=False)
     _rooms: dict[bytes, Room] = attrs.field(factory=dict, init=False, repr=False)
     _peers: set[Peer] = attrs.field(factory=set, init=False, repr=False)
@@ -133,7 +138,10 @@ class Relay:
 
     def statistics(self) -> RelayStatistics:
         """A snapshot of the counters (numbers only, safe to publish)."""
-        return self.counters.snapshot()
+        stats = self.counters.snapshot()
+        if self.cluster is None:
+            return stats
+        return attrs.evolve(stats, store_up=self.cluster.available, rooms_moved=self.cluster.moved)
 
     def stop(self) -> None:
         """Begin a graceful stop (safe to call from a signal-handling task, more than once)."""
@@ -220,8 +228,25 @@ class Relay:
 
     # -- RoomHost ------------------------------------------------------------------
 
-    def burn(self, peer: Peer) -> None:
+    async def burn(self, peer: Peer) -> None:
         room = peer.room
+        if self.cluster is not None:
+            # Shared first: a burn the other nodes would not know of is no burn.
+            try:
+                await self.cluster.burn(
+                    room.room_id, room.expires, self._seconds_left(room.expires)
+                )
+            except StoreUnavailable:
+                logger.warning(
+                    "burn of room %s refused: shared store unreachable", room_tag(room.room_id)
+                )
+                peer.terminate(
+                    Error.from_code(
+                        ErrorCode.UNAVAILABLE,
+                        "burn refused: the relay's shared store is unreachable; try again",
+                    )
+                )
+                return
         try:
             self.burned.burn(room.room_id, room.expires)
         except M42Error:
@@ -243,6 +268,23 @@ class Relay:
         if not room.seats and self._rooms.get(room.room_id) is room:
             del self._rooms[room.room_id]
             self.counters.rooms -= 1
+            if self.cluster is not None:
+                self.cluster.emptied(room.room_id)
+
+    # -- RoomDirectory (m42d.relay.cluster) ---------------------------------------------
+
+    def lone_rooms(self) -> list[bytes]:
+        return [room_id for room_id, room in self._rooms.items() if len(room.seats) == 1]
+
+    def move_room(self, room_id: bytes) -> None:
+        room = self._rooms.get(room_id)
+        if room is None:
+            return
+        for peer in list(room.seats.values()):
+            peer.go_away("this room is served by another relay node now; reconnect")
+
+    def _seconds_left(self, expires: int) -> float:
+        return max(0.0, expires + 1 - self.wall_clock())
 
     # -- lobby ----------------------------------------------------------------------
 
@@ -258,7 +300,7 @@ class Relay:
                     if timer.cancelled_caught:
                         self.counters.timeouts["join"] += 1
                         raise _Refused(Error.from_code(ErrorCode.JOIN_TIMEOUT))
-                    reply = self._lobby_frame(connection, address, frame)
+                    reply = await self._lobby_frame(connection, address, frame)
                     if isinstance(reply, Peer):
                         return reply
                     if not await self._lobby_reply(connection, reply, deadline):
@@ -281,9 +323,11 @@ class Relay:
         await self._refuse(connection, GoAway(0, "relay shutting down"))
         return None
 
-    def _lobby_frame(self, connection: FrameConnection, address: str, frame: Frame) -> Frame | Peer:
+    async def _lobby_frame(
+        self, connection: FrameConnection, address: str, frame: Frame
+    ) -> Frame | Peer:
         if isinstance(frame, Join):
-            return self._join(connection, address, frame)
+            return await self._join(connection, address, frame)
         if isinstance(frame, CreateRoom):
             return self._create_room(address, frame)
         if isinstance(frame, Ping):
@@ -306,7 +350,7 @@ class Relay:
         logger.debug("room %s created", room_tag(issued.ticket.room_id))
         return RoomCreated(issued.ticket.to_bytes(), issued.token_a, issued.token_b)
 
-    def _join(self, connection: FrameConnection, address: str, frame: Join) -> Peer:
+    async def _join(self, connection: FrameConnection, address: str, frame: Join) -> Peer:
         if frame.version != WIRE_VERSION:
             raise _Refused(Error.from_code(ErrorCode.UNSUPPORTED_VERSION))
         if not self._limiter("join").allow(address, trio.current_time()):
@@ -315,6 +359,21 @@ class Relay:
         ticket = self._verify(frame, now)
         if self.burned.is_burned(ticket.room_id, now):
             raise _Refused(Error.from_code(ErrorCode.BURNED))
+        if self.cluster is not None:
+            # A store round trip only here, and only on a node with a store:
+            # a single node's join stays free of awaits, as before.
+            try:
+                burned = await self.cluster.is_burned(
+                    ticket.room_id, self._seconds_left(ticket.expires)
+                )
+            except StoreUnavailable as exc:
+                raise _Refused(
+                    Error.from_code(
+                        ErrorCode.UNAVAILABLE, "the relay's shared store is unreachable; try again"
+                    )
+                ) from exc
+            if burned:
+                raise _Refused(Error.from_code(ErrorCode.BURNED))
         return self._seat(connection, address, ticket, frame)
 
     def _verify(self, frame: Join, now: int) -> Ticket:
@@ -348,6 +407,8 @@ class Relay:
         self.counters.peers += 1
         self.counters.joins += 1
         peer.start_session(room.other(seat))
+        if self.cluster is not None:
+            self.cluster.joined(room.room_id, room.expires)
         if self.log_addresses:
             logger.info(
                 "seat %s of room %s joined from %s",
@@ -420,6 +481,8 @@ async def serve_relay(
         async with trio.open_nursery() as accepting:
             for listener in listeners:
                 await accepting.start(_run_listener, listener, relay, connections)
+            if relay.cluster is not None:
+                await accepting.start(relay.cluster.run, relay)
             task_status.started()
             await stop_requested.wait()
             accepting.cancel_scope.cancel()

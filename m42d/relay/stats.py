@@ -88,6 +88,7 @@ class RelayStatistics:
             the relay's bulk lanes right now; bounded by the windows.
         queued_bulk_high_water: the largest ``queued_bulk_bytes`` seen.
         queued_control_frames: frames waiting in control lanes right now.
+        store_up / rooms_moved: the shared store's state (several nodes only).
         queued_bytes: what every lane holds now, both lanes and writes in
             progress, each frame counted as its payload plus
             :data:`~m42d.relay.room.FRAME_COST`; bounded per peer, per address.
@@ -111,3 +112,7 @@ class RelayStatistics:
     queued_control_frames: int
     queued_bytes: int = 0
     queued_high_water: int = 0
+    store_up: bool | None = None
+    """Whether the shared store answered the last call (None: no store configured)."""
+    rooms_moved: int = 0
+    """Lone seats told to reconnect because another node holds their room."""
