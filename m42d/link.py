@@ -41,7 +41,7 @@ PIN_SIZE: Final = 32
 MAX_RELAY_URL_LENGTH: Final = 1024
 """Generous for any real address, small enough to keep links QR-friendly."""
 MAX_LINK_LENGTH: Final = MAX_RELAY_URL_LENGTH + 256
-"""The longest fragment (with a pin) is 176 characters; 256 leaves slack for a version 2."""
+"""The longest fragment (with a pin) is 175 characters; 256 leaves slack for a version 2."""
 
 UNIX_SCHEME: Final = "unix"
 DEFAULT_PORTS: Final[dict[str, int]] = {

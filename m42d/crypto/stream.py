@@ -9,7 +9,7 @@ Vizár as used by age: the nonce is the chunk counter plus a flag that is set
 only on the final chunk.  That one bit is what makes truncation detectable;
 the counter is what makes reordering, skipping and splicing detectable.
 
-Rules and invariants (normative text: docs/protocol.d/40-stream.md):
+Rules and invariants (normative text: docs/protocol.md, "File STREAM encryption"):
 
 * Plaintext is cut into chunks of exactly ``CHUNK_SIZE`` bytes; only the
   final chunk may be shorter.  The final chunk is empty only when the whole
