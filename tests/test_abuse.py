@@ -48,7 +48,7 @@ import trio
 
 from m42d.errors import TransportError, WireError
 from m42d.relay import RelayLimits
-from m42d.relay.room import address_queue_bound
+from m42d.relay.lanes import address_queue_bound
 from m42d.transport import (
     FrameConnection,
     StreamFrameConnection,

@@ -13,12 +13,11 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from m42d.relay import RelayLimits
-from m42d.relay.room import (
+from m42d.relay import Occupant, RelayLimits
+from m42d.relay.lanes import (
     FRAME_COST,
     RELAY_FRAME_SIZE,
     WRITE_COPIES,
-    Peer,
     address_queue_bound,
     peer_queue_bound,
 )
@@ -30,10 +29,10 @@ from tests.test_relay_harness import Harness, expect, make_harness, receive
 ATTACKER = "203.0.113.66"
 
 
-def lane_bytes(peer: Peer) -> int:
+def lane_bytes(peer: Occupant) -> int:
     """What ``peer``'s lanes hold now, counted from the frames themselves."""
     total = 0
-    for item in [*peer.control, *(peer.bulk or ())]:
+    for item in [*peer.lanes.control, *(peer.lanes.bulk or ())]:
         if isinstance(item, Relayed):
             total += item.size + FRAME_COST
         elif isinstance(item, Control | Bulk):
@@ -94,7 +93,7 @@ async def test_an_attacker_holding_n_rooms_stays_within_the_per_address_bound(
     assert stats.queued_high_water <= peers * peer_queue_bound(limits)
     # The accounting is exact: the lanes, plus the batches being written
     # (their frames and WRITE_COPIES copies of them).
-    copies = sum(peer._copies for peer in harness.relay._peers)
+    copies = sum(peer.lanes.copies for peer in harness.relay._peers)
     assert stats.queued_bytes == held(harness) + copies + copies // WRITE_COPIES
     del seats
 

@@ -34,7 +34,8 @@ from __future__ import annotations
 
 from m42d.relay.burns import BurnList, MemoryBurnList
 from m42d.relay.limits import RateLimiter, RelayLimits
-from m42d.relay.room import Peer, Room, room_tag
+from m42d.relay.occupant import Occupant
+from m42d.relay.room import Room, room_tag
 from m42d.relay.server import DEFAULT_ROOM_TTL, Relay, serve_relay
 from m42d.relay.stats import RelayStatistics
 
@@ -42,7 +43,7 @@ __all__ = [
     "DEFAULT_ROOM_TTL",
     "BurnList",
     "MemoryBurnList",
-    "Peer",
+    "Occupant",
     "RateLimiter",
     "Relay",
     "RelayLimits",

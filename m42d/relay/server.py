@@ -38,8 +38,10 @@ import trio
 from m42d.errors import M42Error, TicketError, TransportError, WireError
 from m42d.relay.burns import BurnList, MemoryBurnList
 from m42d.relay.cluster import Cluster
+from m42d.relay.lanes import AddressQueue
 from m42d.relay.limits import RateLimiter, RelayLimits, address_key
-from m42d.relay.room import AddressQueue, Peer, Room, room_tag
+from m42d.relay.occupant import Occupant
+from m42d.relay.room import Room, room_tag
 from m42d.relay.stats import RelayCounters, RelayStatistics
 from m42d.relay.store import StoreUnavailable
 from m42d.ticket import (
@@ -120,11 +122,11 @@ class Relay:
     """This node's shared state with other nodes (docs/scale-out.md); None: a single node."""
     counters: RelayCounters = attrs.field(factory=RelayCounters, init=False)
     _rooms: dict[bytes, Room] = attrs.field(factory=dict, init=False, repr=False)
-    _peers: set[Peer] = attrs.field(factory=set, init=False, repr=False)
+    _peers: set[Occupant] = attrs.field(factory=set, init=False, repr=False)
     _per_address: Counter[str] = attrs.field(factory=Counter, init=False, repr=False)
     _handshaking: Counter[str] = attrs.field(factory=Counter, init=False, repr=False)
     _handshake_keys: dict[str, tuple[str, int]] = attrs.field(factory=dict, init=False, repr=False)
-    """Peer -> (its key when admitted, handshakes in flight): release() must give
+    """Occupant -> (its key when admitted, handshakes in flight): release() must give
     back what admit() took even if a reload changed ``ipv6_prefix`` meanwhile."""
     _lobby: set[trio.CancelScope] = attrs.field(factory=set, init=False, repr=False)
     _queues: dict[str, AddressQueue] = attrs.field(factory=dict, init=False, repr=False)
@@ -142,6 +144,14 @@ class Relay:
         if self.cluster is None:
             return stats
         return attrs.evolve(stats, store_up=self.cluster.available, rooms_moved=self.cluster.moved)
+
+    def stop_requested(self) -> trio.Event:
+        """An event :meth:`stop` sets (set already if it was called); serve_relay waits on it."""
+        event = trio.Event()
+        if self.stopping:
+            event.set()
+        self._stop_requested = event
+        return event
 
     def stop(self) -> None:
         """Begin a graceful stop (safe to call from a signal-handling task, more than once)."""
@@ -228,7 +238,7 @@ class Relay:
 
     # -- RoomHost ------------------------------------------------------------------
 
-    async def burn(self, peer: Peer) -> None:
+    async def burn(self, peer: Occupant) -> None:
         room = peer.room
         if self.cluster is not None:
             # Shared first: a burn the other nodes would not know of is no burn.
@@ -257,7 +267,7 @@ class Relay:
         for seated in list(room.seats.values()):
             seated.terminate(Error.from_code(ErrorCode.BURNED))
 
-    def forget(self, peer: Peer) -> None:
+    def forget(self, peer: Occupant) -> None:
         if peer in self._peers:
             self._peers.discard(peer)
             self.counters.peers -= 1
@@ -288,7 +298,7 @@ class Relay:
 
     # -- lobby ----------------------------------------------------------------------
 
-    async def _lobby_phase(self, connection: FrameConnection, address: str) -> Peer | None:
+    async def _lobby_phase(self, connection: FrameConnection, address: str) -> Occupant | None:
         """Answer CREATE_ROOM and PING until a JOIN is admitted; None when refused."""
         deadline = trio.current_time() + self.limits.join_timeout
         with trio.CancelScope() as lobby:
@@ -301,7 +311,7 @@ class Relay:
                         self.counters.timeouts["join"] += 1
                         raise _Refused(Error.from_code(ErrorCode.JOIN_TIMEOUT))
                     reply = await self._lobby_frame(connection, address, frame)
-                    if isinstance(reply, Peer):
+                    if isinstance(reply, Occupant):
                         return reply
                     if not await self._lobby_reply(connection, reply, deadline):
                         return None
@@ -325,7 +335,7 @@ class Relay:
 
     async def _lobby_frame(
         self, connection: FrameConnection, address: str, frame: Frame
-    ) -> Frame | Peer:
+    ) -> Frame | Occupant:
         if isinstance(frame, Join):
             return await self._join(connection, address, frame)
         if isinstance(frame, CreateRoom):
@@ -350,7 +360,7 @@ class Relay:
         logger.debug("room %s created", room_tag(issued.ticket.room_id))
         return RoomCreated(issued.ticket.to_bytes(), issued.token_a, issued.token_b)
 
-    async def _join(self, connection: FrameConnection, address: str, frame: Join) -> Peer:
+    async def _join(self, connection: FrameConnection, address: str, frame: Join) -> Occupant:
         if frame.version != WIRE_VERSION:
             raise _Refused(Error.from_code(ErrorCode.UNSUPPORTED_VERSION))
         if not self._limiter("join").allow(address, trio.current_time()):
@@ -385,13 +395,22 @@ class Relay:
                     raise _Refused(Error.from_code(code)) from exc
             raise _Refused(Error.from_code(ErrorCode.BAD_FRAME)) from exc
 
-    def _seat(self, connection: FrameConnection, address: str, ticket: Ticket, frame: Join) -> Peer:
+    def _seat(
+        self, connection: FrameConnection, address: str, ticket: Ticket, frame: Join
+    ) -> Occupant:
         room = self._rooms.get(ticket.room_id)
         if room is None:
             # The ticket is valid through the second `expires`; the room ends
             # a second later, measured on trio's clock from the wall clock now.
             ends_at = trio.current_time() + (ticket.expires + 1 - self.wall_clock())
-            room = Room(ticket.room_id, ticket.expires, ends_at)
+            limits = self.limits
+            room = Room(
+                ticket.room_id,
+                ticket.expires,
+                ends_at,
+                window=limits.bulk_window,
+                max_payload=limits.max_payload,
+            )
             self._rooms[ticket.room_id] = room
             self.counters.rooms += 1
         seat = frame.seat
@@ -401,12 +420,12 @@ class Relay:
         # An address-less transport (a Unix socket) gets no shared budget:
         # "" is every such client, as for the other per-address limits.
         queue = self._queues.setdefault(address, AddressQueue()) if address else None
-        peer = Peer(self, room, seat, connection, queue, address=address)
+        peer = Occupant(self, room, seat, connection, queue, address=address)
         room.seats[seat] = peer
         self._peers.add(peer)
         self.counters.peers += 1
         self.counters.joins += 1
-        peer.start_session(room.other(seat))
+        peer.start_session()
         if self.cluster is not None:
             self.cluster.joined(room.room_id, room.expires)
         if self.log_addresses:
@@ -473,10 +492,7 @@ async def serve_relay(
     A listener that crashes is logged and the others keep serving.
     Cancelling it from outside stops at once, without grace.
     """
-    stop_requested = trio.Event()
-    relay._stop_requested = stop_requested
-    if relay.stopping:
-        stop_requested.set()
+    stop_requested = relay.stop_requested()
     async with trio.open_nursery() as connections:
         async with trio.open_nursery() as accepting:
             for listener in listeners:

@@ -91,7 +91,7 @@ class RelayStatistics:
         store_up / rooms_moved: the shared store's state (several nodes only).
         queued_bytes: what every lane holds now, both lanes and writes in
             progress, each frame counted as its payload plus
-            :data:`~m42d.relay.room.FRAME_COST`; bounded per peer, per address.
+            :data:`~m42d.relay.lanes.FRAME_COST`; bounded per peer, per address.
         queued_high_water: the largest ``queued_bytes`` seen.
     """
 
