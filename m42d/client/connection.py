@@ -170,8 +170,8 @@ class RelayConnection:
         self._dirty = True
         self._wakeup.set()
 
-    def send(self, frame: Frame) -> None:
-        """Queue a frame of our own for the relay (BURN); it goes on the next connection too."""
+    def queue(self, frame: Frame) -> None:
+        """Queue a frame of our own for the relay (BURN); between connections, for the next one."""
         self._relay_out.append(frame)
 
     def restart(self, reason: str) -> None:

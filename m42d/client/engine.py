@@ -281,7 +281,7 @@ class Client:
     def burn(self) -> None:
         """Ask the relay to burn the room: both seats are closed and it cannot be joined again."""
         self._burn_requested = True
-        self._relay.send(Burn())
+        self._relay.queue(Burn())
         self._changed()
 
     def close(self) -> None:
