@@ -1,4 +1,9 @@
-"""``m42 chat`` driven through a scripted stdin against an engine peer."""
+"""``m42 chat``: through ``main()`` on a scripted stdin, and its screen driven directly.
+
+The direct tests feed :class:`~m42d.cli.chat.ChatScreen` typed lines and
+engine events and read the lines it writes: a recording engine for the
+command table, real engines on an in-process relay for the whole path.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,19 @@ import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import attrs
 import pytest
 import trio
 import trio.lowlevel
+import trio.testing
 
-from m42d.cli import main
+from m42d.cli import EXIT_ERROR, EXIT_OK, EXIT_REFUSED, main
+from m42d.cli.chat import CHAT_CONTINUATION, CHAT_HELP, COMMANDS, ChatScreen, run_chat
+from m42d.cli.running import with_client
 from m42d.client import events as ev
+from m42d.client.engine import Client
+from m42d.errors import M42Error
+from m42d.session import FileCode
 from tests.client_harness import Recorder, RelayUnderTest, running_relay
 
 
@@ -131,3 +143,368 @@ async def test_chat_session(
     assert "peer offers offer.txt" in out
     assert (down_a / "offer.txt").read_bytes() == b"from b"
     assert "no changed peer key" in out
+
+
+# -- the chat screen, driven directly (no terminal, no thread, no main()) ---------------------
+
+T = "12:00:00"
+
+
+@attrs.define
+class Lines:
+    """A ChatOutput that keeps every line, and lets a test wait for one."""
+
+    lines: list[str] = attrs.field(factory=list)
+    _changed: trio.Event = attrs.field(factory=trio.Event)
+
+    def show(self, line: str) -> None:
+        self.lines.append(line)
+        self._changed.set()
+        self._changed = trio.Event()
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    def take(self) -> list[str]:
+        taken, self.lines = self.lines, []
+        return taken
+
+    async def wait_for(self, needle: str, limit: float = 20.0) -> None:
+        with trio.fail_after(limit):
+            while needle not in self.text:
+                await self._changed.wait()
+
+
+@attrs.define
+class FakeEngine:
+    """A ChatEngine that records what the screen asked of it."""
+
+    words: tuple[str, ...] = ()
+    calls: list[tuple[object, ...]] = attrs.field(factory=list)
+    trust_error: M42Error | None = None
+    send_error: OSError | None = None
+    next_id: int = 0
+
+    @property
+    def safety_words(self) -> tuple[str, ...]:
+        return self.words
+
+    def send_text(self, text: str) -> int:
+        self.calls.append(("text", text))
+        return len([c for c in self.calls if c[0] == "text"])
+
+    async def send_file(self, path: Path, name: str | None = None) -> int:
+        if self.send_error is not None:
+            raise self.send_error
+        self.next_id += 1
+        self.calls.append(("send_file", path, self.next_id))
+        return self.next_id
+
+    def outgoing_size(self, file_id: int) -> int:
+        return 2048
+
+    def accept_file(self, file_id: int) -> Path:
+        self.calls.append(("accept", file_id))
+        return Path("partial")
+
+    def reject_file(
+        self, file_id: int, reason: str = "declined", code: FileCode = FileCode.DECLINED
+    ) -> None:
+        self.calls.append(("reject", file_id, reason, code))
+
+    def cancel_file(self, file_id: int) -> None:
+        self.calls.append(("cancel", file_id))
+
+    def trust(self) -> None:
+        if self.trust_error is not None:
+            raise self.trust_error
+        self.calls.append(("trust",))
+
+    def burn(self) -> None:
+        self.calls.append(("burn",))
+
+
+def screen_on(engine: FakeEngine | Client) -> tuple[ChatScreen, Lines]:
+    out = Lines()
+    return ChatScreen(engine, out, clock=lambda: T), out
+
+
+async def test_lines_become_texts_and_unknown_commands_are_not_sent() -> None:
+    engine = FakeEngine()
+    screen, out = screen_on(engine)
+    assert not await screen.enter("hello")
+    assert not await screen.enter("//not a command")
+    assert not await screen.enter("   ")
+    assert not await screen.enter("/nonsense \x1b[2J")
+    assert not await screen.enter("y")  # no offer waits: an ordinary text
+    assert engine.calls == [("text", "hello"), ("text", "/not a command"), ("text", "y")]
+    assert out.take() == [
+        f"[{T}] you: hello  (sent #1)",
+        f"[{T}] you: /not a command  (sent #2)",
+        "! unknown command /nonsense; /help lists them",
+        f"[{T}] you: y  (sent #3)",
+    ]
+    assert not screen.show(ev.Delivered(2))
+    assert out.take() == [f"[{T}] \u2713 delivered #2: /not a command"]
+
+
+async def test_help_lists_every_command_of_the_table() -> None:
+    screen, out = screen_on(FakeEngine())
+    await screen.enter("/help")
+    assert out.take() == [CHAT_HELP]
+    for command in COMMANDS:
+        assert f"  {command.name}" in CHAT_HELP or f" {command.name} " in CHAT_HELP
+    assert [c.name for c in COMMANDS] == [
+        "/send", "/verify", "/accept", "/reject", "/cancel", "/trust", "/burn", "/quit", "/help"
+    ]  # fmt: skip
+
+
+async def test_offers_are_answered_oldest_first_in_any_case() -> None:
+    engine = FakeEngine()
+    screen, out = screen_on(engine)
+    screen.show(ev.FileOffer(7, "a.txt", 10))
+    screen.show(ev.FileOffer(8, "b\x1b[2J.txt", 4096))
+    assert out.take() == [
+        f"[{T}] * peer offers a.txt (10 B); accept? (y/n)",
+        f"[{T}] * peer offers b\\x1b[2J.txt (4.0 KiB); accept? (y/n)",
+    ]
+    await screen.enter("YES")
+    await screen.enter("/reject")
+    assert engine.calls == [("accept", 7), ("reject", 8, "declined", FileCode.DECLINED)]
+    assert out.take() == [f"[{T}] * receiving a.txt", f"[{T}] * refused b\\x1b[2J.txt"]
+    await screen.enter("/accept")
+    await screen.enter("/reject")
+    assert out.take() == ["! no file offer to accept", "! no file offer to refuse"]
+    assert len(engine.calls) == 2
+
+
+async def test_send_checks_the_path_and_reports_what_fails(tmp_path: Path) -> None:
+    engine = FakeEngine()
+    screen, out = screen_on(engine)
+    (tmp_path / "doc.txt").write_bytes(b"x")
+    await screen.enter("/send")
+    await screen.enter(f"/send {tmp_path / 'missing'}")
+    await screen.enter(f"/send {tmp_path}")  # a directory
+    assert out.take() == ["! usage: /send PATH (an existing file)"] * 3
+    await screen.enter(f"/send   {tmp_path / 'doc.txt'}  ")
+    assert engine.calls == [("send_file", tmp_path / "doc.txt", 1)]
+    assert out.take() == [f"[{T}] * offering doc.txt (2.0 KiB)"]
+    engine.send_error = PermissionError(13, "Permission denied")
+    await screen.enter(f"/send {tmp_path / 'doc.txt'}")
+    assert out.take() == ["! cannot send: [Errno 13] Permission denied"]
+
+
+async def test_cancel_stops_every_transfer_in_both_directions(tmp_path: Path) -> None:
+    engine = FakeEngine()
+    screen, out = screen_on(engine)
+    await screen.enter("/cancel")
+    assert out.take() == ["! no transfer to cancel"]
+    (tmp_path / "out.bin").write_bytes(b"x")
+    await screen.enter(f"/send {tmp_path / 'out.bin'}")
+    screen.show(ev.FileOffer(20, "in.bin", 10))
+    await screen.enter("y")
+    out.take()
+    engine.calls.clear()
+    await screen.enter("/cancel")
+    assert engine.calls == [
+        ("cancel", 1),
+        ("reject", 20, "cancelled by the receiver", FileCode.CANCELLED),
+    ]
+    assert out.take() == [f"[{T}] * cancelled out.bin", f"[{T}] * cancelled in.bin"]
+    await screen.enter("/cancel")
+    assert out.take() == ["! no transfer to cancel"]
+
+
+async def test_a_finished_transfer_is_not_cancelled_again() -> None:
+    engine = FakeEngine()
+    screen, out = screen_on(engine)
+    screen.show(ev.FileOffer(3, "in.bin", 10))
+    await screen.enter("y")
+    screen.show(ev.FileDone(3, False, "in.bin", 10, "/down/in.bin"))
+    assert out.take()[-1] == f"[{T}] * saved /down/in.bin"
+    await screen.enter("/cancel")
+    assert out.take() == ["! no transfer to cancel"]
+
+
+async def test_verify_trust_burn_and_quit() -> None:
+    engine = FakeEngine()
+    screen, out = screen_on(engine)
+    await screen.enter("/verify")
+    engine.words = ("alpha", "bravo", "charlie")
+    await screen.enter("/verify")
+    engine.trust_error = M42Error("no changed peer key to trust \x07")
+    await screen.enter("/trust")
+    engine.trust_error = None
+    await screen.enter("/trust")
+    await screen.enter("/burn")
+    assert out.take() == [
+        "no secure session yet",
+        "safety words: alpha bravo charlie",
+        "! no changed peer key to trust \\x07",
+        "* trusting the new key; reconnecting the session",
+        "* burning the room",
+    ]
+    assert engine.calls == [("trust",), ("burn",)]
+    assert not screen.leaving
+    assert await screen.enter("/quit")
+    assert screen.leaving
+    assert screen.exit_code == EXIT_OK
+
+
+async def test_events_from_the_peer_and_the_relay_are_escaped() -> None:
+    screen, out = screen_on(FakeEngine())
+    screen.show(ev.TextIn(1, "evil \x1b[2J\n[12:00:00] * saved /etc/passwd"))
+    screen.show(ev.Reconnecting(0.5, "relay said \x1b[31mno"))
+    screen.show(ev.Reconnecting(1.0, "again"))
+    screen.show(ev.Connected("ws://relay"))
+    screen.show(ev.FileFailed(4, True, "x\x1b.bin", 7, "peer says \x1b[2J"))
+    screen.show(ev.Problem("odd \x1b frame"))
+    assert out.take() == [
+        f"[{T}] peer: evil \\x1b[2J\n{CHAT_CONTINUATION}[12:00:00] * saved /etc/passwd",
+        f"[{T}] * connection lost (relay said \\x1b[31mno); retrying in 0.5 s",
+        f"[{T}] * still no relay (again); retrying in 1.0 s",
+        f"[{T}] * connected to the relay again",
+        f"[{T}] ! sending x\\x1b.bin failed: peer says \\x1b[2J",
+        f"[{T}] ! odd \\x1b frame",
+    ]
+    assert "\x1b" not in out.text
+
+
+async def test_peer_offline_is_shown_unless_we_are_leaving() -> None:
+    screen, out = screen_on(FakeEngine())
+    screen.show(ev.PeerUp())
+    screen.show(ev.PeerDown())
+    screen.leave()
+    screen.show(ev.PeerDown())
+    assert out.take() == [f"[{T}] * peer online", f"[{T}] * peer offline"]
+
+
+@pytest.mark.parametrize(("code", "exit_code"), [(411, EXIT_REFUSED), (None, EXIT_ERROR)])
+async def test_a_fatal_problem_ends_the_chat(code: int | None, exit_code: int) -> None:
+    screen, out = screen_on(FakeEngine())
+    assert not screen.show(ev.Problem("passing trouble"))
+    assert screen.exit_code == EXIT_OK
+    assert screen.show(ev.Problem("the room was burned", fatal=True, code=code))
+    assert screen.exit_code == exit_code
+    assert screen.leaving
+    assert out.take()[-1] == f"[{T}] ! the room was burned"
+
+
+async def test_progress_shows_a_line_a_second_and_always_the_last(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    screen, out = screen_on(FakeEngine())
+    for done in (0, 10, 20):
+        screen.show(ev.Progress(5, False, "big.bin", done, 100, 10.0, 8.0))
+    await trio.sleep(1.0)
+    screen.show(ev.Progress(5, False, "big.bin", 30, 100, 10.0, 7.0))
+    screen.show(ev.Progress(5, False, "big.bin", 100, 100, 10.0, 0.0))
+    shown = [line.split("(")[1].split(")")[0] for line in out.take()]
+    assert shown == ["0%", "30%", "100%"]
+    await screen.enter("/cancel")  # a transfer seen only through its progress counts too
+    assert out.take() == [f"[{T}] * cancelled big.bin"]
+
+
+async def test_screen_on_real_engines_sends_and_accepts_files(
+    ws_relay: RelayUnderTest, tmp_path: Path
+) -> None:
+    """The screen drives a real engine; its caller feeds it the engine's events."""
+    link_a, link_b = ws_relay.links()
+    down_a, down_b = tmp_path / "a", tmp_path / "b"
+    down_a.mkdir()
+    down_b.mkdir()
+    (tmp_path / "doc.txt").write_bytes(b"file body")
+    (tmp_path / "offer.txt").write_bytes(b"from b")
+    a = ws_relay.client(link_a, tmp_path, download_dir=down_a)
+    screen, out = screen_on(a)
+
+    async def feed() -> None:
+        async for event in a.events:
+            screen.show(event)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(feed)
+        await nursery.start(a.run)
+        b = Recorder(ws_relay.client(link_b, tmp_path, download_dir=down_b, accept="all"))
+        nursery.start_soon(b.run)
+        await nursery.start(b.client.run)
+        await out.wait_for("secure session; safety words:")
+        await screen.enter("hello b")
+        await out.wait_for("delivered #1: hello b")
+        await screen.enter(f"/send {tmp_path / 'doc.txt'}")
+        await out.wait_for("\u2713 doc.txt delivered")
+        assert (down_b / "doc.txt").read_bytes() == b"file body"
+        await b.client.send_file(tmp_path / "offer.txt")
+        await out.wait_for("accept? (y/n)")
+        await screen.enter("y")
+        await out.wait_for("* saved ")
+        assert (down_a / "offer.txt").read_bytes() == b"from b"
+        await screen.enter("/trust")
+        await out.wait_for("no changed peer key")
+        await b.wait_for(lambda r: [t.text for t in r.of(ev.TextIn)] == ["hello b"])
+        nursery.cancel_scope.cancel()
+
+
+@attrs.define
+class QueuedInput:
+    """A ChatInput fed by the test; closing it is the end of input."""
+
+    send: trio.MemorySendChannel[str]
+    receive: trio.MemoryReceiveChannel[str]
+
+    @classmethod
+    def make(cls) -> QueuedInput:
+        send, receive = trio.open_memory_channel[str](16)
+        return cls(send, receive)
+
+    async def read_line(self) -> str | None:
+        try:
+            return await self.receive.receive()
+        except trio.EndOfChannel:
+            return None
+
+
+@pytest.mark.parametrize("ending", ["/quit", "end of input"])
+async def test_run_chat_leaves_on_quit_or_end_of_input(
+    ws_relay: RelayUnderTest, tmp_path: Path, ending: str
+) -> None:
+    """run_chat feeds the screen from an input and from the engine until the user leaves."""
+    link_a, link_b = ws_relay.links()
+    a = ws_relay.client(link_a, tmp_path)
+    screen, out = screen_on(a)
+    lines = QueuedInput.make()
+    result: list[int] = []
+    finished = trio.Event()
+
+    async def body(client: Client) -> int:
+        return await run_chat(client, screen, lines, seat=link_a.seat)
+
+    async def chat() -> None:
+        result.append(await with_client(a, body))
+        finished.set()
+
+    async with trio.open_nursery() as nursery:
+        b = Recorder(ws_relay.client(link_b, tmp_path))
+        nursery.start_soon(b.run)
+        await nursery.start(b.client.run)
+        nursery.start_soon(chat)
+        await out.wait_for("secure session")
+        b.client.send_text("from b")
+        await out.wait_for("peer: from b")
+        await lines.send.send("bye b")
+        if ending == "/quit":
+            await lines.send.send("/quit")
+        else:
+            await lines.send.aclose()
+        with trio.fail_after(20):
+            await finished.wait()
+        await b.wait_for(lambda r: [t.text for t in r.of(ev.TextIn)] == ["bye b"])
+        await b.wait_for(lambda r: r.of(ev.PeerDown))
+        nursery.cancel_scope.cancel()
+    assert result == [EXIT_OK]
+    assert out.lines[0] == "m42 chat, seat A.  /help for commands."
+    assert "you: bye b  (sent #1)" in out.text
+    # Our own leaving ends the connection, which the engine reports as the
+    # peer going away: the screen knows it is leaving and does not say so.
+    assert "peer offline" not in out.text

@@ -17,8 +17,16 @@ from pathlib import Path
 import pytest
 import trio
 
-from m42d import cli
-from m42d.cli import EXIT_KEY_CHANGED, EXIT_REFUSED, EXIT_TIMEOUT, EXIT_USAGE, main
+from m42d.cli import (
+    EXIT_KEY_CHANGED,
+    EXIT_REFUSED,
+    EXIT_TIMEOUT,
+    EXIT_USAGE,
+    chat,
+    main,
+    output,
+    trust,
+)
 from m42d.client import events as ev
 from m42d.link import Link
 from m42d.ticket import Seat
@@ -311,13 +319,13 @@ def test_progress_on_a_terminal_is_one_line_redrawn(monkeypatch: pytest.MonkeyPa
     """Many progress events make one redrawn line; a message clears it first; 100% ends it."""
     err = _FakeStderr(tty=True)
     monkeypatch.setattr(sys, "stderr", err)
-    view = cli._ProgressView()
-    monkeypatch.setattr(cli, "_PROGRESS", view)
+    view = output.ProgressView()
+    monkeypatch.setattr(output, "PROGRESS", view)
     for done in range(0, 100, 10):
         view.show(_progress(done))
     assert err.getvalue().count("\n") == 0
     assert err.getvalue().count("\r\x1b[K") == 10
-    cli._eprint("m42: secure session")
+    output.eprint("m42: secure session")
     assert err.getvalue().endswith("\r\x1b[Km42: secure session\n")
     view.show(_progress(100))
     assert err.getvalue().endswith("(100%) at 10 B/s\n")
@@ -328,7 +336,7 @@ def test_progress_in_a_log_is_a_line_now_and_then(monkeypatch: pytest.MonkeyPatc
     """Not a terminal: no control characters, the first and the last line, none in between."""
     err = _FakeStderr(tty=False)
     monkeypatch.setattr(sys, "stderr", err)
-    view = cli._ProgressView()
+    view = output.ProgressView()
     for done in range(0, 101, 10):
         view.show(_progress(done))
     lines = err.getvalue().splitlines()
@@ -409,11 +417,13 @@ async def test_send_marks_every_further_line_of_a_text_it_shows(
 
 def test_every_further_line_of_a_text_is_marked_on_every_path() -> None:
     """recv and send use the plain marker, trust and chat one aligned under their prefix."""
-    assert cli._text_block(HOSTILE_TEXT) == ("hello\n  | m42: saved /home/you/invoice.pdf\\x1b[2J")
-    assert cli._text_block("a\nb\n", cli.TRUST_CONTINUATION) == "a\n      | b\n      | "
-    assert cli._text_block("one line") == "one line"
-    assert cli._text_block("x\u2028y\rz") == "x\\u2028y\\x0dz"  # other line breaks: escaped
-    assert cli.CHAT_CONTINUATION.index("|") == len("[12:34:56] ")  # after the time stamp
+    assert output.text_block(HOSTILE_TEXT) == (
+        "hello\n  | m42: saved /home/you/invoice.pdf\\x1b[2J"
+    )
+    assert output.text_block("a\nb\n", trust.TRUST_CONTINUATION) == "a\n      | b\n      | "
+    assert output.text_block("one line") == "one line"
+    assert output.text_block("x\u2028y\rz") == "x\\u2028y\\x0dz"  # other line breaks: escaped
+    assert chat.CHAT_CONTINUATION.index("|") == len("[12:34:56] ")  # after the time stamp
 
 
 def test_no_core_dumps_while_holding_secrets(tmp_path: Path) -> None:

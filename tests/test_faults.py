@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 import trio
 
-from m42d.client import engine
 from m42d.client import events as ev
+from m42d.client import incoming
 from m42d.client.engine import Client
 from m42d.client.keystore import FileKeyStore
 from m42d.link import Link
@@ -205,7 +205,7 @@ async def test_disk_full_on_a_real_tmpfs(
 ) -> None:
     # The engine keeps 16 MiB free on purpose; on a 2 MiB disk nothing would
     # be accepted at all, so the margin goes for this test.
-    monkeypatch.setattr(engine, "FREE_SPACE_MARGIN", 0)
+    monkeypatch.setattr(incoming, "FREE_SPACE_MARGIN", 0)
     await disk_full_scene(relay, tmp_path, small_tmpfs, small_tmpfs / "filler")
 
 
@@ -214,7 +214,7 @@ async def test_disk_full_writer_fails_with_enospc(
 ) -> None:
     down = tmp_path / "down"
     down.mkdir()
-    real = engine._pwrite_all
+    real = incoming._pwrite_all
     calls = {"n": 0}
 
     def pwrite_until_full(fd: int, data: bytes, offset: int) -> None:
@@ -223,7 +223,7 @@ async def test_disk_full_writer_fails_with_enospc(
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real(fd, data, offset)
 
-    monkeypatch.setattr(engine, "_pwrite_all", pwrite_until_full)
+    monkeypatch.setattr(incoming, "_pwrite_all", pwrite_until_full)
     await disk_full_scene(relay, tmp_path, down, None)
     assert calls["n"] == 6  # the first failure ended the transfer
 
@@ -254,7 +254,7 @@ async def test_sender_not_told_delivered_when_the_receiver_cannot_save(
     def fail(*_args: object) -> Path:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(engine, "_link_into_place", fail)
+    monkeypatch.setattr(incoming, "_link_into_place", fail)
     down = tmp_path / "down"
     down.mkdir()
     (tmp_path / "f.bin").write_bytes(os.urandom(100_000))

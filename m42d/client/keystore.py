@@ -27,14 +27,15 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final, final
+from typing import Any, Final, Protocol, final
 
 import attrs
 
 from m42d.errors import ConfigError
+from m42d.session import KeyStore
 from m42d.ticket import Seat
 
-__all__ = ["FORMAT", "FileKeyStore", "KeyStoreError", "default_key_dir"]
+__all__ = ["FORMAT", "FileKeyStore", "KeyStoreError", "SeatKeyStore", "default_key_dir"]
 
 FORMAT: Final = "m42-keys"
 VERSION: Final = 1
@@ -43,6 +44,14 @@ KEY_SIZE: Final = 32
 
 class KeyStoreError(ConfigError):
     """A key file is unreadable or damaged; the message names the file, never a key."""
+
+
+class SeatKeyStore(KeyStore, Protocol):
+    """The session's :class:`~m42d.session.KeyStore`, plus forgetting a room after a burn."""
+
+    def forget(self, room_id: bytes, seat: Seat) -> bool:
+        """Delete the seat's keys for the room; True if there were any."""
+        ...
 
 
 def default_key_dir(environ: Mapping[str, str] | None = None) -> Path:

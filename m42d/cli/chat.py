@@ -1,0 +1,465 @@
+"""``m42 chat``: the interactive screen, its command table, and the terminal it runs on.
+
+:class:`ChatScreen` is the chat itself, without a terminal or a thread: its
+caller feeds it the lines the user typed (:meth:`ChatScreen.enter`) and the
+engine's events (:meth:`ChatScreen.show`), and it writes whole lines to a
+:class:`ChatOutput`.  Commands are rows of :data:`COMMANDS` (``/help`` is
+made from them).  :func:`cmd_chat` wires it to stdin and stdout
+(:mod:`m42d.cli.terminal`) and runs it beside the engine until ``/quit``,
+the end of input, a fatal relay error or a signal.
+
+Everything that came from the peer or the relay is escaped before it is
+shown; a text of several lines has its further lines marked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Final, Protocol, TextIO, final
+
+import attrs
+import trio
+
+from m42d.cli.exits import EXIT_ERROR, EXIT_OK, EXIT_REFUSED, UsageError
+from m42d.cli.links import isatty, key_store, read_link
+from m42d.cli.output import (
+    eprint,
+    human_size,
+    key_changed_message,
+    progress_line,
+    sas_line,
+    text_block,
+)
+from m42d.cli.running import FLUSH_TIMEOUT, Leaving, finish, with_client
+from m42d.cli.terminal import TerminalInput, TerminalOutput
+from m42d.client import events as ev
+from m42d.client.engine import Client
+from m42d.client.names import escape_text
+from m42d.errors import M42Error
+from m42d.session import FileCode
+from m42d.ticket import Seat
+
+__all__ = [
+    "CHAT_CONTINUATION",
+    "CHAT_HELP",
+    "COMMANDS",
+    "ChatCommand",
+    "ChatEngine",
+    "ChatInput",
+    "ChatOutput",
+    "ChatScreen",
+    "cmd_chat",
+    "run_chat",
+]
+
+CHAT_CONTINUATION: Final = "           | "  # under "[HH:MM:SS] "
+PROGRESS_LINE_EVERY: Final = 1.0
+"""Seconds between two progress lines of one file (the last one always shows)."""
+OFFER_ANSWERS: Final = frozenset({"y", "yes", "n", "no", "/accept", "/reject"})
+"""Lines that answer the oldest pending offer (in any case) instead of being sent."""
+
+
+class ChatOutput(Protocol):
+    """Where the screen writes; every line is already escaped."""
+
+    def show(self, line: str) -> None:
+        """One line (or a block of lines) for the user."""
+        ...
+
+
+class ChatInput(Protocol):
+    """Where the user's lines come from."""
+
+    async def read_line(self) -> str | None:
+        """The next line typed, without its newline; None at the end of input."""
+        ...
+
+
+class ChatEngine(Protocol):
+    """What the screen asks of the engine (a :class:`~m42d.client.engine.Client`)."""
+
+    @property
+    def safety_words(self) -> tuple[str, ...]: ...
+
+    def send_text(self, text: str) -> int: ...
+
+    async def send_file(self, path: Path, name: str | None = None) -> int: ...
+
+    def outgoing_size(self, file_id: int) -> int: ...
+
+    def accept_file(self, file_id: int) -> Path: ...
+
+    def reject_file(self, file_id: int, reason: str = ..., code: FileCode = ...) -> None: ...
+
+    def cancel_file(self, file_id: int) -> None: ...
+
+    def trust(self) -> None: ...
+
+    def burn(self) -> None: ...
+
+
+def stamp() -> str:
+    """The time stamp in front of a chat line."""
+    return time.strftime("%H:%M:%S")
+
+
+def _user_path(text: str) -> Path:
+    return Path(os.path.expanduser(text))
+
+
+@final
+class ChatScreen:
+    """The chat: typed lines become texts or commands, engine events become lines.
+
+    Args:
+        engine: the engine the commands act on.
+        output: where the lines go.
+        clock: the time stamp in front of a line.
+
+    :attr:`exit_code` is what ``m42 chat`` exits with once the chat ends.
+    """
+
+    def __init__(
+        self, engine: ChatEngine, output: ChatOutput, *, clock: Callable[[], str] = stamp
+    ) -> None:
+        self._engine = engine
+        self._output = output
+        self._clock = clock
+        self.exit_code = EXIT_OK
+        self._leaving = False
+        self._relay_lost = False
+        self._sent: dict[int, str] = {}
+        """Our texts not yet delivered, by seq (a preview goes into the "delivered" line)."""
+        self._transfers: dict[tuple[int, bool], str] = {}
+        """Files in flight, (file id, outgoing) -> name, for /cancel."""
+        self._offers: deque[ev.FileOffer] = deque()
+        self._last_progress: dict[tuple[int, bool], float] = {}
+
+    @property
+    def leaving(self) -> bool:
+        """The chat is ending (a ``PEER_DOWN`` now is our own leaving, not shown)."""
+        return self._leaving
+
+    def leave(self) -> None:
+        self._leaving = True
+
+    def greet(self, seat: Seat) -> None:
+        self._say(f"m42 chat, seat {seat.value}.  /help for commands.")
+
+    # -- typed lines -----------------------------------------------------------------------
+
+    async def enter(self, text: str) -> bool:
+        """Handle one typed line; True when the user asked to leave."""
+        if not text.strip():
+            return False
+        word, _, rest = text.strip().partition(" ")
+        if self._offers and text.strip().lower() in OFFER_ANSWERS:
+            self._answer_offer(text.strip().lower() in ("y", "yes", "/accept"))
+            return False
+        command = COMMANDS_BY_NAME.get(word)
+        if command is not None:
+            leave = await command.run(self, rest.strip())
+            if leave:
+                self.leave()
+            return leave
+        if word.startswith("/") and not word.startswith("//"):
+            self._say(f"! unknown command {escape_text(word)}; /help lists them")
+            return False
+        self._send_text(text[1:] if text.startswith("//") else text)
+        return False
+
+    def _send_text(self, message: str) -> None:
+        try:
+            seq = self._engine.send_text(message)
+        except M42Error as exc:
+            self._say(f"! {escape_text(str(exc))}")
+            return
+        self._sent[seq] = message
+        self._stamped(f"you: {escape_text(message)}  (sent #{seq})")
+
+    def _answer_offer(self, accept: bool) -> None:
+        offer = self._offers.popleft()
+        if not accept:
+            with contextlib.suppress(M42Error):
+                self._engine.reject_file(offer.file_id)
+            self._stamped(f"* refused {escape_text(offer.name)}")
+            return
+        try:
+            self._engine.accept_file(offer.file_id)
+        except (OSError, M42Error) as exc:
+            self._stamped(f"! cannot accept: {escape_text(str(exc))}")
+            return
+        self._transfers[(offer.file_id, False)] = offer.name
+        self._stamped(f"* receiving {escape_text(offer.name)}")
+
+    # -- the commands (rows of COMMANDS) ---------------------------------------------------
+
+    async def send_file(self, rest: str) -> bool:
+        path = _user_path(rest)
+        if not rest or not await trio.to_thread.run_sync(path.is_file):
+            self._say("! usage: /send PATH (an existing file)")
+            return False
+        try:
+            file_id = await self._engine.send_file(path)
+        except (OSError, M42Error) as exc:
+            self._say(f"! cannot send: {escape_text(str(exc))}")
+            return False
+        self._transfers[(file_id, True)] = path.name
+        size = self._engine.outgoing_size(file_id)
+        self._stamped(f"* offering {escape_text(path.name)} ({human_size(size)})")
+        return False
+
+    async def verify(self, rest: str) -> bool:
+        words = self._engine.safety_words
+        self._say(f"safety words: {sas_line(words)}" if words else "no secure session yet")
+        return False
+
+    async def accept_offer(self, rest: str) -> bool:
+        """Reached only when no offer waits (an answer to one is handled before the table)."""
+        self._say("! no file offer to accept")
+        return False
+
+    async def reject_offer(self, rest: str) -> bool:
+        """Reached only when no offer waits (an answer to one is handled before the table)."""
+        self._say("! no file offer to refuse")
+        return False
+
+    async def cancel_transfers(self, rest: str) -> bool:
+        if not self._transfers:
+            self._say("! no transfer to cancel")
+        for (file_id, outgoing), name in list(self._transfers.items()):
+            self._transfers.pop((file_id, outgoing), None)
+            with contextlib.suppress(M42Error):
+                if outgoing:
+                    self._engine.cancel_file(file_id)
+                else:
+                    self._engine.reject_file(
+                        file_id, "cancelled by the receiver", FileCode.CANCELLED
+                    )
+            self._stamped(f"* cancelled {escape_text(name)}")
+        return False
+
+    async def trust_key(self, rest: str) -> bool:
+        try:
+            self._engine.trust()
+        except M42Error as exc:
+            self._say(f"! {escape_text(str(exc))}")
+            return False
+        self._say("* trusting the new key; reconnecting the session")
+        return False
+
+    async def burn_room(self, rest: str) -> bool:
+        self._engine.burn()
+        self._say("* burning the room")
+        return False
+
+    async def quit(self, rest: str) -> bool:
+        return True
+
+    async def help(self, rest: str) -> bool:
+        self._say(CHAT_HELP)
+        return False
+
+    # -- engine events ------------------------------------------------------------------------
+
+    def show(self, event: ev.ClientEvent) -> bool:
+        """Show one engine event; True when it ends the chat (the relay refused us for good)."""
+        if isinstance(event, ev.PeerUp):
+            self._stamped("* peer online")
+        elif isinstance(event, ev.PeerDown):
+            if not self._leaving:
+                self._stamped("* peer offline")
+        elif isinstance(event, ev.Connected):
+            if self._relay_lost:
+                self._stamped("* connected to the relay again")
+            self._relay_lost = False
+        elif isinstance(event, ev.Reconnecting):
+            # One line for the loss, quieter lines for each retry.
+            what = "still no relay" if self._relay_lost else "connection lost"
+            self._stamped(
+                f"* {what} ({escape_text(event.reason)}); retrying in {event.delay:.1f} s"
+            )
+            self._relay_lost = True
+        elif isinstance(event, ev.SafetyWords):
+            first = " (first contact: compare these words by voice)" if event.first_contact else ""
+            self._stamped(f"* secure session; safety words: {sas_line(event.words)}{first}")
+        elif isinstance(event, ev.KeyChanged):
+            self._say(key_changed_message(event))
+        elif isinstance(event, ev.TextIn):
+            self._stamped(f"peer: {text_block(event.text, CHAT_CONTINUATION)}")
+        elif isinstance(event, ev.Delivered):
+            preview = self._sent.pop(event.seq, "")
+            self._stamped(f"\u2713 delivered #{event.seq}: {escape_text(preview[:40])}")
+        elif isinstance(event, ev.FileOffer):
+            self._offers.append(event)
+            self._stamped(
+                f"* peer offers {escape_text(event.name)} ({human_size(event.size)}); accept? (y/n)"
+            )
+        else:
+            return self._show_file_or_problem(event)
+        return False
+
+    def _show_file_or_problem(self, event: ev.ClientEvent) -> bool:
+        if isinstance(event, ev.Progress):
+            key = (event.file_id, event.outgoing)
+            self._transfers.setdefault(key, event.name)
+            now = trio.current_time()
+            last = self._last_progress.get(key, -math.inf)
+            if event.done >= event.size or now - last >= PROGRESS_LINE_EVERY:
+                self._last_progress[key] = now
+                self._stamped(progress_line(event))
+        elif isinstance(event, ev.FileDone):
+            self._transfers.pop((event.file_id, event.outgoing), None)
+            if event.outgoing:
+                self._stamped(f"\u2713 {escape_text(event.name)} delivered")
+            else:
+                self._stamped(f"* saved {escape_text(str(event.path))}")
+        elif isinstance(event, ev.FileFailed):
+            self._transfers.pop((event.file_id, event.outgoing), None)
+            side = "sending" if event.outgoing else "receiving"
+            self._stamped(f"! {side} {escape_text(event.name)} failed: {escape_text(event.reason)}")
+        elif isinstance(event, ev.Problem):
+            self._stamped(f"! {escape_text(event.message)}")
+            if event.fatal:
+                self.exit_code = EXIT_REFUSED if event.code is not None else EXIT_ERROR
+                self.leave()
+                return True
+        return False
+
+    # -- output ---------------------------------------------------------------------------------
+
+    def _say(self, line: str) -> None:
+        self._output.show(line)
+
+    def _stamped(self, line: str) -> None:
+        self._output.show(f"[{self._clock()}] {line}")
+
+
+@final
+@attrs.frozen
+class ChatCommand:
+    """One row of the command table: what to type, what it does, and the method that does it."""
+
+    name: str
+    usage: str
+    """The argument, as /help shows it ("" for none)."""
+    summary: str
+    run: Callable[[ChatScreen, str], Awaitable[bool]]
+    """Called with the rest of the line (stripped); True to leave the chat."""
+
+
+COMMANDS: Final = (
+    ChatCommand("/send", "PATH", "send a file", ChatScreen.send_file),
+    ChatCommand("/verify", "", "show the safety words again", ChatScreen.verify),
+    ChatCommand("/accept", "", "take the offered file", ChatScreen.accept_offer),
+    ChatCommand("/reject", "", "refuse it (also: y / n)", ChatScreen.reject_offer),
+    ChatCommand("/cancel", "", "stop every transfer", ChatScreen.cancel_transfers),
+    ChatCommand("/trust", "", "accept a changed key", ChatScreen.trust_key),
+    ChatCommand("/burn", "", "destroy the room", ChatScreen.burn_room),
+    ChatCommand("/quit", "", "leave (Ctrl-C too)", ChatScreen.quit),
+    ChatCommand("/help", "", "this text", ChatScreen.help),
+)
+"""Every chat command, in the order /help lists them (two a line)."""
+
+COMMANDS_BY_NAME: Final = {command.name: command for command in COMMANDS}
+
+
+def _help_text() -> str:
+    """Two commands a line, in the table's order: the left column wider (for /send PATH)."""
+
+    def cell(command: ChatCommand, width: int) -> str:
+        return f"{(command.name + ' ' + command.usage).strip():<{width}}{command.summary}"
+
+    rows = []
+    for at in range(0, len(COMMANDS), 2):
+        left = cell(COMMANDS[at], 13)
+        pair = COMMANDS[at + 1 : at + 2]
+        rows.append(f"  {left:<35} {cell(pair[0], 10)}" if pair else f"  {left}")
+    return "\n".join(["commands:", *rows, "anything else is sent as a message"])
+
+
+CHAT_HELP: Final = _help_text()
+
+
+async def run_chat(client: Client, screen: ChatScreen, lines: ChatInput, *, seat: Seat) -> int:
+    """Run ``screen`` on ``client`` until the chat ends; the exit code.
+
+    Ctrl-C, kill or a closed terminal leaves like /quit: the
+    acknowledgements owed still go out.  A second one leaves at once.
+    """
+    done = trio.Event()
+    shown = trio.Event()
+
+    def end() -> None:
+        screen.leave()  # not our peer's leaving: no "peer offline" line
+        done.set()
+
+    async def show() -> None:
+        async for event in client.events:
+            if screen.show(event):
+                end()
+        end()
+        shown.set()
+
+    async def read_input() -> None:
+        while (line := await lines.read_line()) is not None:
+            if await screen.enter(line):
+                break
+        end()
+
+    leave = Leaving()
+    screen.greet(seat)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(show)
+        nursery.start_soon(read_input)
+        await nursery.start(leave.watch)
+        with leave.work:
+            await done.wait()
+        if leave.signals:
+            end()
+            with contextlib.suppress(OSError):
+                eprint("\nbye")
+            if leave.signals[0] != signal.SIGINT:
+                screen.exit_code = leave.exit_code
+        with leave.leaving:
+            # Texts that arrive while leaving are shown (their
+            # acknowledgements went out), not swallowed.
+            await finish(client)
+            with trio.move_on_after(FLUSH_TIMEOUT):
+                await shown.wait()
+        nursery.cancel_scope.cancel()
+    return screen.exit_code
+
+
+async def cmd_chat(args: argparse.Namespace, stdin: TextIO) -> int:
+    if args.link == "-":
+        raise UsageError(
+            "chat reads messages from stdin; give the link with --link-file or M42_LINK"
+        )
+    link = read_link(args, stdin)
+    download = Path(args.out)
+    await trio.to_thread.run_sync(lambda: download.mkdir(parents=True, exist_ok=True))
+    client = Client(
+        link,
+        key_store(args),
+        download_dir=download,
+        accept="all" if args.accept else "ask",
+        max_size=args.max_size,
+    )
+    out = sys.stdout
+    screen = ChatScreen(client, TerminalOutput(out))
+    lines = TerminalInput(stdin, out, erase_echo=isatty(stdin) and isatty(out))
+
+    async def body(client: Client) -> int:
+        return await run_chat(client, screen, lines, seat=link.seat)
+
+    return await with_client(client, body)

@@ -1,0 +1,52 @@
+"""How ``m42`` ends: its exit codes, and the error that means "the command line is wrong".
+
+The codes are documented in docs/client.md and in ``m42 --help``; scripts
+rely on them, so a code never changes its meaning.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Final
+
+from m42d.errors import M42Error
+
+__all__ = [
+    "EXIT_CODES",
+    "EXIT_ERROR",
+    "EXIT_HANGUP",
+    "EXIT_INTERRUPTED",
+    "EXIT_KEY_CHANGED",
+    "EXIT_OK",
+    "EXIT_REFUSED",
+    "EXIT_TERMINATED",
+    "EXIT_TIMEOUT",
+    "EXIT_USAGE",
+    "UsageError",
+]
+
+EXIT_OK: Final = 0
+EXIT_ERROR: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_TIMEOUT: Final = 3
+EXIT_KEY_CHANGED: Final = 4
+EXIT_REFUSED: Final = 5
+EXIT_HANGUP: Final = 128 + signal.SIGHUP
+EXIT_INTERRUPTED: Final = 128 + signal.SIGINT
+EXIT_TERMINATED: Final = 128 + signal.SIGTERM
+
+EXIT_CODES: Final = {
+    EXIT_OK: "success",
+    EXIT_ERROR: "error",
+    EXIT_USAGE: "usage error (bad option, missing or malformed link)",
+    EXIT_TIMEOUT: "timed out",
+    EXIT_KEY_CHANGED: "the peer's key changed (compare the safety words, then run 'm42 trust')",
+    EXIT_REFUSED: "refused by the relay",
+    EXIT_HANGUP: "the terminal closed (SIGHUP)",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+    EXIT_TERMINATED: "terminated (SIGTERM)",
+}
+
+
+class UsageError(M42Error):
+    """The command line is wrong; exit code 2."""
