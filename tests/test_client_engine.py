@@ -172,6 +172,28 @@ async def test_offer_asked_and_refusals(relay: RelayUnderTest, tmp_path: Path) -
         nursery.cancel_scope.cancel()
 
 
+async def test_an_event_handed_over_under_cancellation_is_not_lost(
+    relay: RelayUnderTest, tmp_path: Path
+) -> None:
+    """A reader cancelled by a cut while it hands an event to the UI must not drop it.
+
+    trio's ``send()`` checks for cancellation before it sends; the engine
+    used to take the event off its queue first, so a text shown and
+    acknowledged (the sender saw "delivered") could vanish on the
+    receiving side when its connection was cut at that moment.
+    """
+    link_a, _ = relay.links()
+    client = relay.client(link_a, tmp_path)
+    client._emit(ev.PeerUp())
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await client._deliver_ui()  # cancelled before anything is sent
+    client._emit(ev.PeerDown())
+    await client._deliver_ui()
+    got = [client.events.receive_nowait(), client.events.receive_nowait()]
+    assert got == [ev.PeerUp(), ev.PeerDown()]
+
+
 async def test_reconnect_after_cut_loses_nothing(relay: RelayUnderTest, tmp_path: Path) -> None:
     down = tmp_path / "down"
     down.mkdir()

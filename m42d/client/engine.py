@@ -146,6 +146,9 @@ class Client:
         self.events: trio.MemoryReceiveChannel[ev.ClientEvent] = receive
         self._ui: deque[ev.ClientEvent] = deque()
         self._lock = trio.StrictFIFOLock()
+        self._ui_lock = trio.StrictFIFOLock()
+        self._session_events: deque[Event] = deque()
+        """Events taken from the session and not handled yet (see _process)."""
         self._kick = trio.Event()
         self._peer = False
         self._run_scope: trio.CancelScope | None = None
@@ -474,21 +477,32 @@ class Client:
         self._kick.set()
 
     async def _deliver_ui(self) -> None:
-        while self._ui:
-            event = self._ui.popleft()
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await self._event_send.send(event)
+        # An event leaves the queue only once it is sent: the caller may be
+        # cancelled while the channel is full (a reader whose connection was
+        # cut), and trio's send() then has not sent it.  One task at a time,
+        # or two would send the same event.
+        async with self._ui_lock:
+            ui = self._ui
+            while ui:
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await self._event_send.send(ui[0])
+                ui.popleft()
 
     # -- session events -------------------------------------------------------------------
 
     async def _process(self) -> None:
         async with self._lock:
+            # One event at a time from a queue of our own: the caller may be
+            # cancelled in any await of a handler (a reader whose connection
+            # was cut), and the events after the one it was handling must
+            # still be handled by the next call, not lost with the list.
+            pending = self._session_events
             while True:
-                events = self.session.events()
-                if not events:
-                    break
-                for event in events:
-                    await self._handle(event)
+                if not pending:
+                    pending.extend(self.session.events())
+                    if not pending:
+                        break
+                await self._handle(pending.popleft())
             self._wake_writer()
             await self._deliver_ui()
 
