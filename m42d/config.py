@@ -15,26 +15,25 @@ Only :func:`load_config` and :func:`with_credentials` touch the file system
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, final
 from urllib.parse import urlsplit
 
 import attrs
 
+from m42d.checks import boolean, checked, checks_of, positive_int
 from m42d.errors import ConfigError, LinkError
 from m42d.link import parse_relay_url
-from m42d.relay.limits import FRAME_COST
-from m42d.wire import MAX_PAYLOAD, MAX_SECRET
+from m42d.relay.limits import RelayLimits
+from m42d.wire import MAX_SECRET
 
 __all__ = [
     "CREDENTIAL_CREATION_SECRET",
     "LOG_LEVELS",
-    "Limits",
     "RelayConfig",
     "load_config",
     "merge_cli",
@@ -48,53 +47,11 @@ LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 CREDENTIAL_CREATION_SECRET: Final = "creation-secret"
 """File name looked up in ``$CREDENTIALS_DIRECTORY`` (systemd ``LoadCredential=``)."""
 
-MIN_PAYLOAD: Final = 1024
-"""Lower bound for ``limits.max_payload``: below it even control messages would not fit."""
-
-MAX_BULK_WINDOW: Final = 0xFFFF_FFFF
-"""Credit travels as a 32-bit count on the wire."""
-
 MAX_ROOM_TTL: Final = 366 * 24 * 3600
 """Upper bound for ``room_ttl``: tickets are bearer credentials; a year is already generous."""
 
-MAX_SHUTDOWN_GRACE: Final = 0xFFFF_FFFF / 1000
-"""GOAWAY carries the grace period as a 32-bit count of milliseconds (~49.7 days)."""
-
 _PORT_ZERO: Final = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://(?:\[[^\]/]*\]|[^/:\[]*)):0(/|$)")
 _HOST_SCHEMES: Final = frozenset({"ws", "wss", "http", "https", "tls", "tcp"})
-
-
-# --- checks shared by attrs validators and the TOML loader -------------------
-#
-# A check takes the full key name (for the message) and the raw value and
-# returns the value, or raises ConfigError.  Keeping one function per rule
-# means a Limits built in code and a Limits read from TOML are held to
-# exactly the same rules and produce the same sentence.
-
-_Check = Callable[[str, Any], Any]
-
-
-def _positive_int(key: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{key} must be a positive integer")
-    return value
-
-
-def _positive_number(key: str, value: Any) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ConfigError(f"{key} must be a positive number")
-    return float(value)
-
-
-def _boolean(key: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{key} must be true or false")
-    return value
 
 
 def _log_level(key: str, value: Any) -> str:
@@ -104,7 +61,7 @@ def _log_level(key: str, value: Any) -> str:
 
 
 def _room_ttl(key: str, value: Any) -> int:
-    _positive_int(key, value)
+    positive_int(key, value)
     if value > MAX_ROOM_TTL:
         raise ConfigError(f"{key} must be at most {MAX_ROOM_TTL} seconds (366 days)")
     return int(value)
@@ -236,101 +193,25 @@ def check_node_name(key: str, value: Any) -> str | None:
     return value
 
 
-def _validator(check: _Check) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
-    def validate(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-        check(attribute.name, value)
-
-    return validate
-
-
-def _field(default: Any, check: _Check, **kwargs: Any) -> Any:
-    return attrs.field(
-        default=default, validator=_validator(check), metadata={"check": check}, **kwargs
-    )
-
-
-@final
-@attrs.frozen
-class Limits:
-    """Resource limits of the relay; every one bounds memory, file descriptors or abuse.
-
-    Times are seconds, sizes bytes, rates events per minute per client address.
-    """
-
-    max_connections: int = _field(10_000, _positive_int)
-    max_connections_per_address: int = _field(64, _positive_int)
-    join_timeout: float = _field(10.0, _positive_number)
-    idle_timeout: float = _field(120.0, _positive_number)
-    ping_interval: float = _field(30.0, _positive_number)
-    max_payload: int = _field(MAX_PAYLOAD, _positive_int)
-    bulk_window: int = _field(1024 * 1024, _positive_int)
-    control_queue: int = _field(256, _positive_int)
-    control_window: int = _field(512 * 1024, _positive_int)
-    max_queued_per_address: int = _field(8 * 1024 * 1024, _positive_int)
-    create_rate: int = _field(30, _positive_int)
-    join_rate: int = _field(120, _positive_int)
-    shutdown_grace: float = _field(5.0, _positive_number)
-    ipv6_prefix: int = _field(64, _positive_int)
-
-    def __attrs_post_init__(self) -> None:
-        # Rules across fields: each one, if broken, makes the relay misbehave
-        # in a way no single value would show.
-        if self.ping_interval >= self.idle_timeout:
-            raise ConfigError(
-                "ping_interval must be less than idle_timeout, or idle peers that "
-                "answer pings would still be dropped"
-            )
-        if not MIN_PAYLOAD <= self.max_payload <= MAX_PAYLOAD:
-            raise ConfigError(
-                f"max_payload must be between {MIN_PAYLOAD} and {MAX_PAYLOAD} bytes "
-                f"(the wire maximum; clients send file chunks of exactly {MAX_PAYLOAD})"
-            )
-        if self.bulk_window > MAX_BULK_WINDOW:
-            raise ConfigError(f"bulk_window must be at most {MAX_BULK_WINDOW} (32-bit credit)")
-        if self.bulk_window < self.max_payload:
-            raise ConfigError(
-                "bulk_window must be at least max_payload, or a full bulk frame could never be sent"
-            )
-        if self.max_connections_per_address > self.max_connections:
-            raise ConfigError("max_connections_per_address must not exceed max_connections")
-        if self.control_window < self.max_payload + FRAME_COST:
-            raise ConfigError(
-                f"control_window must be at least max_payload + {FRAME_COST} "
-                "(one full frame and what it costs to queue)"
-            )
-        if self.max_queued_per_address < self.control_window + self.bulk_window:
-            raise ConfigError(
-                "max_queued_per_address must be at least control_window + bulk_window "
-                "(one peer's two lanes)"
-            )
-        if self.ipv6_prefix > 128:
-            raise ConfigError("ipv6_prefix must be between 1 and 128 (bits of an IPv6 address)")
-        if self.shutdown_grace > MAX_SHUTDOWN_GRACE:
-            raise ConfigError(
-                f"shutdown_grace must be at most {MAX_SHUTDOWN_GRACE:.0f} seconds "
-                "(GOAWAY carries it as 32-bit milliseconds)"
-            )
-
-
 @final
 @attrs.frozen
 class RelayConfig:
     """Everything ``m42d serve`` needs to know, after file, credentials and command line."""
 
-    listen: tuple[str, ...] = _field(("ws://127.0.0.1:8042", "tls://127.0.0.1:8043"), _listen)
-    state_dir: Path | None = _field(None, _optional_path)  # noqa: RUF009 (attrs.field)
-    room_ttl: int = _field(7 * 24 * 3600, _room_ttl)
-    creation_secret: str | None = _field(None, _optional_secret, repr=False)
-    log_addresses: bool = _field(False, _boolean)
-    log_level: str = _field("info", _log_level)
-    tls_cert: Path | None = _field(None, _optional_path)  # noqa: RUF009 (attrs.field)
-    tls_key: Path | None = _field(None, _optional_path)  # noqa: RUF009 (attrs.field)
-    metrics_listen: str | None = _field(None, check_host_port)
-    store_url: str | None = _field(None, check_store_url, repr=False)
+    listen: tuple[str, ...] = checked(("ws://127.0.0.1:8042", "tls://127.0.0.1:8043"), _listen)
+    state_dir: Path | None = checked(None, _optional_path)  # noqa: RUF009 (attrs.field)
+    room_ttl: int = checked(7 * 24 * 3600, _room_ttl)
+    creation_secret: str | None = checked(None, _optional_secret, repr=False)
+    log_addresses: bool = checked(False, boolean)
+    log_level: str = checked("info", _log_level)
+    tls_cert: Path | None = checked(None, _optional_path)  # noqa: RUF009 (attrs.field)
+    tls_key: Path | None = checked(None, _optional_path)  # noqa: RUF009 (attrs.field)
+    metrics_listen: str | None = checked(None, check_host_port)
+    store_url: str | None = checked(None, check_store_url, repr=False)
     """Valkey/Redis shared by several nodes (docs/scale-out.md); None: a single node."""
-    node_name: str | None = _field(None, check_node_name)
+    node_name: str | None = checked(None, check_node_name)
     """This node's name among those sharing the store; None: a random one per start."""
-    limits: Limits = attrs.field(factory=Limits)
+    limits: RelayLimits = attrs.field(factory=RelayLimits)
 
     def __attrs_post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -341,10 +222,6 @@ class RelayConfig:
 
 _TOP_ONLY_KEYS: Final = frozenset({"creation_secret_file"})
 _PATH_KEYS: Final = frozenset({"state_dir", "tls_cert", "tls_key", "creation_secret_file"})
-
-
-def _checks(cls: type[Any]) -> dict[str, _Check]:
-    return {a.name: a.metadata["check"] for a in attrs.fields(cls) if "check" in a.metadata}
 
 
 def _resolve(base_dir: Path, value: Any) -> Any:
@@ -378,8 +255,8 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Re
         ConfigError: naming the first key that is unknown, mistyped or out of range.
     """
     base = base_dir if base_dir is not None else Path.cwd()
-    top_checks = _checks(RelayConfig)
-    limit_checks = _checks(Limits)
+    top_checks = checks_of(RelayConfig)
+    limit_checks = checks_of(RelayLimits)
     top: dict[str, Any] = {}
     for key, value in data.items():
         if key == "limits":
@@ -406,7 +283,7 @@ def parse_config(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Re
             raise ConfigError(f"unknown option 'limits.{key}'")
         limits[key] = limit_checks[key](f"limits.{key}", value)
     try:
-        top["limits"] = Limits(**limits)
+        top["limits"] = RelayLimits(**limits)
     except ConfigError as exc:
         raise ConfigError(f"limits.{exc}") from exc
     return RelayConfig(**top)
@@ -455,7 +332,7 @@ def merge_cli(
     if log_level is not None:
         changes["log_level"] = _log_level("--log-level", log_level)
     if log_addresses is not None:
-        changes["log_addresses"] = _boolean("--log-addresses", log_addresses)
+        changes["log_addresses"] = boolean("--log-addresses", log_addresses)
     if store_url is not None:
         changes["store_url"] = check_store_url("--store", store_url)
     if node_name is not None:

@@ -43,7 +43,6 @@ import trio
 
 from m42d import PROTOCOL_VERSION, __version__, systemd
 from m42d.config import (
-    Limits,
     RelayConfig,
     check_host_port,
     load_config,
@@ -53,7 +52,6 @@ from m42d.config import (
 from m42d.errors import ConfigError, M42Error
 from m42d.metrics import MetricsServer, build_registry, open_metrics_server
 from m42d.relay.cluster import Cluster, new_node_name
-from m42d.relay.limits import RelayLimits
 from m42d.relay.server import Relay, serve_relay
 from m42d.relay.state import (
     RelayState,
@@ -71,7 +69,6 @@ __all__ = [
     "build_relay",
     "main",
     "open_listeners",
-    "relay_limits",
     "resolve_config",
     "serve",
 ]
@@ -206,11 +203,6 @@ async def _handle_signals(
             relay.stop()
 
 
-def relay_limits(limits: Limits) -> RelayLimits:
-    """The relay core's limits from the configured ones (same names and units)."""
-    return RelayLimits(**attrs.asdict(limits))
-
-
 def _secret_bytes(config: RelayConfig) -> bytes | None:
     return None if config.creation_secret is None else config.creation_secret.encode("utf-8")
 
@@ -218,7 +210,7 @@ def _secret_bytes(config: RelayConfig) -> bytes | None:
 def build_relay(config: RelayConfig, state: RelayState) -> Relay:
     return Relay(
         keyring=state.ticket_keys,
-        limits=relay_limits(config.limits),
+        limits=config.limits,
         burned=state.deny_list,
         creation_secret=_secret_bytes(config),
         room_ttl=config.room_ttl,
@@ -235,7 +227,7 @@ def _reloader(
     def reload() -> None:
         # Everything that can fail runs before anything changes: all or nothing.
         new = reload_config() if reload_config is not None else config
-        limits = relay_limits(new.limits)
+        limits = new.limits
         state.reload()
         relay.keyring = state.ticket_keys
         relay.limits = limits

@@ -11,7 +11,6 @@ import attrs
 import pytest
 
 from m42d.config import (
-    Limits,
     RelayConfig,
     check_host_port,
     check_listen_url,
@@ -21,6 +20,7 @@ from m42d.config import (
     with_credentials,
 )
 from m42d.errors import ConfigError, M42Error
+from m42d.relay.limits import RelayLimits
 from m42d.wire import MAX_PAYLOAD, MAX_SECRET, CreateRoom, decode, encode
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "operations.md"
@@ -74,7 +74,7 @@ def test_defaults_match_the_documented_values() -> None:
     assert config.tls_key is None
     assert config.metrics_listen is None
     limits = config.limits
-    assert limits == Limits()
+    assert limits == RelayLimits()
     assert (limits.max_connections, limits.max_connections_per_address) == (10_000, 64)
     assert (limits.join_timeout, limits.idle_timeout, limits.ping_interval) == (10.0, 120.0, 30.0)
     assert limits.max_payload == MAX_PAYLOAD == 65_600
@@ -84,6 +84,7 @@ def test_defaults_match_the_documented_values() -> None:
     assert limits.ipv6_prefix == 64
     assert limits.control_window == 512 * 1024
     assert limits.max_queued_per_address == 8 * 1024 * 1024
+    assert (limits.write_timeout, limits.close_timeout) == (30.0, 2.0)
 
 
 def test_full_file_loads_every_key(tmp_path: Path) -> None:
@@ -102,7 +103,7 @@ def test_full_file_loads_every_key(tmp_path: Path) -> None:
     assert config.tls_cert == tmp_path.resolve() / "certs" / "relay.pem"
     assert config.tls_key == Path("/etc/m42d/relay.key")
     assert config.metrics_listen == "[::1]:9442"
-    assert config.limits == Limits(
+    assert config.limits == RelayLimits(
         max_connections=500,
         max_connections_per_address=8,
         join_timeout=5.0,
@@ -326,7 +327,7 @@ def test_bad_overrides_name_the_option(kwargs: dict[str, Any], message: str) -> 
 
 def test_values_built_in_code_are_checked_too() -> None:
     with pytest.raises(ConfigError, match=r"^join_timeout must be a positive number$"):
-        Limits(join_timeout=-1)
+        RelayLimits(join_timeout=-1)
     with pytest.raises(ConfigError, match="room_ttl"):
         RelayConfig(room_ttl=0)
     with pytest.raises(ConfigError, match="tls_cert and tls_key"):
@@ -383,7 +384,7 @@ def test_documented_example_config_parses(tmp_path: Path) -> None:
     every -= {"store_url", "node_name"}
     assert "# store_url = " in match.group(1)
     assert "# node_name = " in match.group(1)
-    every |= {"creation_secret_file"} | {f"limits.{a.name}" for a in attrs.fields(Limits)}
+    every |= {"creation_secret_file"} | {f"limits.{a.name}" for a in attrs.fields(RelayLimits)}
     assert every <= documented | {"limits"}
     assert config.creation_secret == "documented"
 

@@ -17,16 +17,16 @@ import trio.testing
 
 from m42d import __version__
 from m42d import daemon as daemon_mod
-from m42d.config import RelayConfig
+from m42d.config import RelayConfig, parse_config
 from m42d.daemon import (
     build_parser,
     build_relay,
     main,
     open_listeners,
-    relay_limits,
     resolve_config,
 )
 from m42d.errors import ConfigError, M42Error
+from m42d.relay.limits import RelayLimits
 from m42d.relay.server import Relay
 from m42d.relay.state import CERT_FILE, KEY_RING_FILE, RelayState, certificate_pin, pin_to_text
 from m42d.transport import load_transports
@@ -336,11 +336,13 @@ def test_reloader_applies_new_config_all_or_nothing(tmp_path: Path) -> None:
     assert relay.room_ttl == config.room_ttl
 
 
-def test_relay_limits_mapping() -> None:
-    limits = RelayConfig().limits
-    mapped = relay_limits(attrs.evolve(limits, bulk_window=2 * 1024 * 1024))
-    assert mapped.bulk_window == 2 * 1024 * 1024
-    assert mapped.join_timeout == limits.join_timeout
+def test_the_configured_limits_are_the_relays() -> None:
+    """One set of limits: what the file says is what the relay gets."""
+    config = parse_config({"limits": {"bulk_window": 2 * 1024 * 1024, "write_timeout": 9.5}})
+    state_limits = config.limits
+    assert isinstance(state_limits, RelayLimits)
+    assert state_limits.bulk_window == 2 * 1024 * 1024
+    assert state_limits.write_timeout == 9.5
 
 
 async def test_serve_logs_listeners_and_stops_on_sigterm(

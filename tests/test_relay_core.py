@@ -366,11 +366,11 @@ async def test_malformed_bytes_are_refused_before_and_after_join(harness: Harnes
 
 
 async def test_payload_over_max_payload_is_413(nursery: trio.Nursery) -> None:
-    harness = make_harness(nursery, RelayLimits(max_payload=1000, bulk_window=5000))
-    for frame in (Control(b"c" * 1001), Bulk(b"b" * 1001)):
+    harness = make_harness(nursery, RelayLimits(max_payload=1024, bulk_window=5120))
+    for frame in (Control(b"c" * 1025), Bulk(b"b" * 1025)):
         room = harness.mint()
         a = await harness.join(room, Seat.A)
-        assert (await expect(a, Joined)).max_payload == 1000
+        assert (await expect(a, Joined)).max_payload == 1024
         await a.send(frame)
         assert (await expect(a, Error)).code == ErrorCode.TOO_LARGE
 

@@ -7,7 +7,7 @@ How the daemon runs it::
 
     relay = Relay(
         keyring,                              # TicketKeyRing from the state directory
-        limits=RelayLimits(**attrs.asdict(config.limits)),
+        limits=config.limits,                 # a RelayLimits, from the [limits] table
         burned=state.deny_list,               # anything with is_burned()/burn()
         creation_secret=secret_bytes_or_None,
         room_ttl=config.room_ttl,

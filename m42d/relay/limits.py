@@ -1,26 +1,39 @@
 """Numbers that bound the relay, and the per-address rate limiter.
 
-:class:`RelayLimits` uses the same field names and units as
-``m42d.config.Limits`` (so the daemon maps one onto the other with
-``RelayLimits(**attrs.asdict(config.limits))``) plus two write deadlines the
-configuration does not expose yet.
+:class:`RelayLimits` is the one set of limits: the configuration's
+``[limits]`` table builds it, the relay reads it.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Final, final
+from typing import Final, final
 
 import attrs
 
+from m42d.checks import checked, positive_int, positive_number
 from m42d.errors import ConfigError
 from m42d.wire import MAX_PAYLOAD
 
-__all__ = ["FRAME_COST", "RateLimiter", "RelayLimits", "address_key"]
+__all__ = [
+    "FRAME_COST",
+    "MAX_BULK_WINDOW",
+    "MAX_SHUTDOWN_GRACE",
+    "MIN_PAYLOAD",
+    "RateLimiter",
+    "RelayLimits",
+    "address_key",
+]
 
 MIB: Final = 1024 * 1024
 CONTROL_WINDOW: Final = 512 * 1024
 QUEUED_PER_ADDRESS: Final = 8 * MIB
+MIN_PAYLOAD: Final = 1024
+"""Lower bound for ``max_payload``: below it even control messages would not fit."""
+MAX_BULK_WINDOW: Final = 0xFFFF_FFFF
+"""Credit travels as a 32-bit count on the wire."""
+MAX_SHUTDOWN_GRACE: Final = 0xFFFF_FFFF / 1000
+"""GOAWAY carries the grace period as a 32-bit count of milliseconds (~49.7 days)."""
 FRAME_COST: Final = 128
 """Bytes a queued frame is counted as on top of its payload: the ``Relayed``
 object, its ``bytes`` header and the lane's slot.  tracemalloc measures 111
@@ -29,55 +42,76 @@ for the allocator.  Without it, 1 MiB of credit spent in 1-byte BULK frames
 held ~111 MiB."""
 
 
-def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not value > 0:
-        raise ConfigError(f"{attribute.name} must be positive")
-
-
 @final
 @attrs.frozen
 class RelayLimits:
-    """Resource limits; times are seconds, sizes bytes, rates events per minute per address."""
+    """Resource limits of the relay; every one bounds memory, file descriptors or abuse.
 
-    max_connections: int = attrs.field(default=10_000, validator=_positive)
-    max_connections_per_address: int = attrs.field(default=64, validator=_positive)
-    join_timeout: float = attrs.field(default=10.0, validator=_positive)
-    idle_timeout: float = attrs.field(default=120.0, validator=_positive)
-    ping_interval: float = attrs.field(default=30.0, validator=_positive)
-    max_payload: int = attrs.field(default=MAX_PAYLOAD, validator=_positive)
-    bulk_window: int = attrs.field(default=MIB, validator=_positive)
-    control_queue: int = attrs.field(default=256, validator=_positive)
-    control_window: int = attrs.field(default=CONTROL_WINDOW, validator=_positive)
-    """Bytes the control lane towards one peer may hold (a frame: payload + :data:`FRAME_COST`)."""
-    max_queued_per_address: int = attrs.field(default=QUEUED_PER_ADDRESS, validator=_positive)
-    """Bytes queued towards all the peers of one client address, both lanes."""
-    create_rate: int = attrs.field(default=30, validator=_positive)
-    join_rate: int = attrs.field(default=120, validator=_positive)
-    shutdown_grace: float = attrs.field(default=5.0, validator=_positive)
-    write_timeout: float = attrs.field(default=30.0, validator=_positive)
-    """A write to a client that does not progress for this long closes it (it is not reading)."""
-    ipv6_prefix: int = attrs.field(default=64, validator=_positive)
+    Times are seconds, sizes bytes, rates events per minute per client address.
+    The daemon reads them from the ``[limits]`` table of its configuration
+    (``m42d.config``), with the same names; code builds them directly.
+    """
+
+    max_connections: int = checked(10_000, positive_int)
+    max_connections_per_address: int = checked(64, positive_int)
+    join_timeout: float = checked(10.0, positive_number)
+    idle_timeout: float = checked(120.0, positive_number)
+    ping_interval: float = checked(30.0, positive_number)
+    max_payload: int = checked(MAX_PAYLOAD, positive_int)
+    bulk_window: int = checked(1024 * 1024, positive_int)
+    control_queue: int = checked(256, positive_int)
+    control_window: int = checked(CONTROL_WINDOW, positive_int)
+    """Bytes the control lane towards one connection may hold (a frame: payload + FRAME_COST)."""
+    max_queued_per_address: int = checked(QUEUED_PER_ADDRESS, positive_int)
+    """Bytes queued towards all the connections of one client address, both lanes."""
+    create_rate: int = checked(30, positive_int)
+    join_rate: int = checked(120, positive_int)
+    shutdown_grace: float = checked(5.0, positive_number)
+    ipv6_prefix: int = checked(64, positive_int)
     """IPv6 clients count as one address per prefix of this length (see :func:`address_key`)."""
-    close_timeout: float = attrs.field(default=2.0, validator=_positive)
+    write_timeout: float = checked(30.0, positive_number)
+    """A write to a client that does not progress for this long closes it (it is not reading)."""
+    close_timeout: float = checked(2.0, positive_number)
     """Deadline for the last ERROR or GOAWAY write before a connection is closed."""
 
     def __attrs_post_init__(self) -> None:
-        if self.max_payload > MAX_PAYLOAD:
-            raise ConfigError(f"max_payload must be at most {MAX_PAYLOAD} bytes")
+        # Rules across fields: each one, if broken, makes the relay misbehave
+        # in a way no single value would show.
+        if self.ping_interval >= self.idle_timeout:
+            raise ConfigError(
+                "ping_interval must be less than idle_timeout, or idle peers that "
+                "answer pings would still be dropped"
+            )
+        if not MIN_PAYLOAD <= self.max_payload <= MAX_PAYLOAD:
+            raise ConfigError(
+                f"max_payload must be between {MIN_PAYLOAD} and {MAX_PAYLOAD} bytes "
+                f"(the wire maximum; clients send file chunks of exactly {MAX_PAYLOAD})"
+            )
+        if self.bulk_window > MAX_BULK_WINDOW:
+            raise ConfigError(f"bulk_window must be at most {MAX_BULK_WINDOW} (32-bit credit)")
         if self.bulk_window < self.max_payload:
-            raise ConfigError("bulk_window must be at least max_payload")
-        if self.bulk_window > 0xFFFF_FFFF:
-            raise ConfigError("bulk_window must fit in 32 bits")
-        if self.ipv6_prefix > 128:
-            raise ConfigError("ipv6_prefix must be at most 128")
+            raise ConfigError(
+                "bulk_window must be at least max_payload, or a full bulk frame could never be sent"
+            )
+        if self.max_connections_per_address > self.max_connections:
+            raise ConfigError("max_connections_per_address must not exceed max_connections")
         if self.control_window < self.max_payload + FRAME_COST:
-            raise ConfigError("control_window must hold one frame of max_payload")
+            raise ConfigError(
+                f"control_window must be at least max_payload + {FRAME_COST} "
+                "(one full frame and what it costs to queue)"
+            )
         if self.max_queued_per_address < self.control_window + self.bulk_window:
             raise ConfigError(
-                "max_queued_per_address must hold one peer's lanes (control_window + bulk_window)"
+                "max_queued_per_address must be at least control_window + bulk_window "
+                "(one peer's two lanes)"
             )
-        if self.shutdown_grace * 1000 > 0xFFFF_FFFF:
-            raise ConfigError("shutdown_grace must fit GOAWAY's 32-bit milliseconds")
+        if self.ipv6_prefix > 128:
+            raise ConfigError("ipv6_prefix must be between 1 and 128 (bits of an IPv6 address)")
+        if self.shutdown_grace > MAX_SHUTDOWN_GRACE:
+            raise ConfigError(
+                f"shutdown_grace must be at most {MAX_SHUTDOWN_GRACE:.0f} seconds "
+                "(GOAWAY carries it as 32-bit milliseconds)"
+            )
 
 
 def address_key(peer: str, ipv6_prefix: int) -> str:
