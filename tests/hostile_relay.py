@@ -291,7 +291,7 @@ class HostileRelay:
             swap.events[seat].extend(session.events())
             out = [
                 Control(payload)
-                for _lane, payload in session.data_to_send()
+                for payload in session.data_to_send()
                 if not (swap.quiet and payload[:1] == bytes([Envelope.RESET]))
             ]
             conn = self.seats.get(seat)

@@ -125,7 +125,8 @@ class Pair:
         for _ in range(rounds):
             batch = self._collect()
             for seat in (Seat.A, Seat.B):
-                batch = [(seat, p) for p in self.side(seat).session.data_to_send()] + batch
+                made = self.side(seat).session.data_to_send()
+                batch = [(seat, (Lane.CONTROL, p)) for p in made] + batch
             if not batch:
                 return
             for seat, packet in batch:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import struct
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Final
@@ -31,6 +31,7 @@ from m42d.ticket import Seat, TicketKeyRing
 from m42d.wire import MAX_PAYLOAD, Bulk, Control, Credit, Error, ErrorCode, Frame, Joined, Ping
 from tests.client_harness import Recorder
 from tests.hostile_relay import RELAY_URL, HostileRelay, chunk_header
+from tests.session_peer import RandomTap
 
 SESSION: Final = {"handshake_timeout": 1.5, "probe_after": 0.5, "stall_after": 0.5}
 STEP: Final = 15.0
@@ -64,9 +65,16 @@ async def _run(client: Client, codes: list[int], ended: trio.Event, *, task_stat
 
 @asynccontextmanager
 async def pair_on(
-    hostile: HostileRelay, tmp_path: Path, links: tuple[Link, Link] | None = None, **options: Any
+    hostile: HostileRelay,
+    tmp_path: Path,
+    links: tuple[Link, Link] | None = None,
+    seat_options: Mapping[Seat, Mapping[str, Any]] | None = None,
+    **options: Any,
 ) -> AsyncIterator[Pair]:
-    """Two engines with key files on disk; B saves files into ``tmp_path/down``."""
+    """Two engines with key files on disk; B saves files into ``tmp_path/down``.
+
+    ``seat_options`` adds Session options for one seat or both.
+    """
     down = tmp_path / "down"
     down.mkdir(exist_ok=True)
     link_a, link_b = links or hostile.links()
@@ -85,7 +93,7 @@ async def pair_on(
                 backoff_base=0.01,
                 backoff_cap=0.2,
                 tick_interval=0.05,
-                session_options=SESSION,
+                session_options={**SESSION, **(seat_options or {}).get(link.seat, {})},
                 **options,
             )
             recorder = Recorder(client)
@@ -126,7 +134,10 @@ async def test_a_peer_streaming_past_its_offer_fills_no_disk(tmp_path: Path) -> 
     src.write_bytes(b"x")
     async with trio.open_nursery() as nursery:
         hostile = HostileRelay.make(nursery)
-        async with pair_on(hostile, tmp_path, max_size=1000) as p:
+        drawn = RandomTap()  # seat A's randomness: the hostile peer knows its file keys
+        async with pair_on(
+            hostile, tmp_path, seat_options={Seat.A: {"random": drawn}}, max_size=1000
+        ) as p:
             await both_established(p)
             forged: list[int] = []
 
@@ -135,7 +146,7 @@ async def test_a_peer_streaming_past_its_offer_fills_no_disk(tmp_path: Path) -> 
                 if seat is not Seat.A or header is None:
                     return [frame]
                 file_id = header[0]
-                sealer = StreamEncryptor(p.a.client.session._out_files[file_id].key)
+                sealer = StreamEncryptor(drawn.file_key(file_id))
                 out = []
                 for index in range(64):  # 4 MiB for a file of one byte
                     forged.append(index)
@@ -237,7 +248,7 @@ def _hs1_payload(room_id: bytes) -> bytes:
     """A genuine HS1 (message 1 needs no secret): the relay can replay it at will."""
     session = Session(Seat.A, room_id, os.urandom(32), MemoryKeyStore())
     session.peer_online(0.0)
-    [(_lane, payload)] = session.data_to_send()
+    [payload] = session.data_to_send()
     return payload
 
 
@@ -338,18 +349,19 @@ async def test_a_relay_that_never_reads_holds_no_growing_queue_and_counts_as_dea
 
 
 async def test_a_text_over_the_cap_fails_alone_and_is_not_sent_again(tmp_path: Path) -> None:
+    """A's engine refuses a text over the cap; one that reaches B over B's cap all the
+    same fails alone.  B runs with a cap below A's (B's session option), which B
+    sees exactly as a text from a peer that broke the 1 MiB rule
+    (tests/test_session.py plays that peer itself, record by record)."""
+    cap = 4096
     async with trio.open_nursery() as nursery:
         hostile = HostileRelay.make(nursery)
-        async with pair_on(hostile, tmp_path) as p:
+        async with pair_on(hostile, tmp_path, seat_options={Seat.B: {"max_text": cap}}) as p:
             await both_established(p)
             with pytest.raises(Exception, match="send it as a file instead"):
                 p.a.client.send_text("x" * (MAX_TEXT + 1))
-            # A sender that breaks the rule all the same:
-            session = p.a.client.session
-            seq = session._next_seq
-            session._next_seq += 1
-            session._unacked[seq] = "x" * (MAX_TEXT + 1)
-            session._emit_text(seq, b"x" * (MAX_TEXT + 1))
+            # Over the receiver's cap all the same:
+            seq = p.a.client.send_text("x" * (cap + 1))
             after = p.a.client.send_text("and then this")
             await p.a.wait_for(lambda r: {d.seq for d in r.of(ev.Delivered)} == {after}, STEP)
             await p.a.wait_for(lambda r: r.of(ev.TextFailed), STEP)
@@ -360,7 +372,7 @@ async def test_a_text_over_the_cap_fails_alone_and_is_not_sent_again(tmp_path: P
             assert [t.text for t in p.b.of(ev.TextIn)] == ["and then this"]
             problems = [e.message for e in p.b.of(ev.Problem)]
             assert problems == [
-                f"refused a text of {MAX_TEXT + 1} bytes, over the {MAX_TEXT}-byte cap "
+                f"refused a text of {cap + 1} bytes, over the {cap}-byte cap "
                 "from the peer (not shown)"
             ]
             assert not p.a.of(ev.Problem)  # no session failure, no re-handshake

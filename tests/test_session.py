@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import os
+import struct
+import tracemalloc
 
 import pytest
 
 from m42d.crypto.noise import KeyPair
-from m42d.crypto.stream import CHUNK_SIZE
+from m42d.crypto.stream import CHUNK_SIZE, FileKey, StreamEncryptor
 from m42d.errors import LocalProtocolError
 from m42d.session import (
+    BULK_HEADER,
     MAX_RECORD,
     MAX_TEXT,
     PAD_BUCKET,
     Envelope,
+    FileChunk,
     FileCode,
     FileCompleted,
     FileDelivered,
@@ -35,10 +39,22 @@ from m42d.session import (
     derive_psk,
     encode_record,
 )
+from m42d.session.phases import TRANSITIONS, Phase, Phases, Trigger
+from m42d.session.records import (
+    TEXT_PART,
+    U64,
+    Offer,
+    decode_fixed,
+    decode_offer,
+    decode_reason,
+    decode_text_refused,
+    text_bodies,
+)
 from m42d.ticket import Seat
 from m42d.wire import Lane
 
-from .session_harness import Packet, Pair
+from .session_harness import Packet, Pair, Side
+from .session_peer import ScriptedPeer
 
 
 def texts(side_events: list[object]) -> list[str]:
@@ -349,7 +365,7 @@ def test_wrong_room_secret_fails_on_both_sides() -> None:
     assert pair.a.session.data_to_send() == []
     pair.now = 31.0
     pair.a.session.tick(pair.now)
-    assert [p[1][0] for p in pair.a.session.data_to_send()] == [Envelope.HS1]
+    assert [p[0] for p in pair.a.session.data_to_send()] == [Envelope.HS1]
 
 
 def test_key_swapping_middle_fails_on_both_sides() -> None:
@@ -364,9 +380,9 @@ def test_key_swapping_middle_fails_on_both_sides() -> None:
         _lane, payload = packet
         if seat is Seat.A:  # A -> attacker (as B) ; attacker (as A) -> B
             fake_b.receive_control(payload)
-            return list(fake_a.data_to_send())
+            return [(Lane.CONTROL, p) for p in fake_a.data_to_send()]
         fake_a.receive_control(payload)
-        return list(fake_b.data_to_send())
+        return [(Lane.CONTROL, p) for p in fake_b.data_to_send()]
 
     fake_a.peer_online(0.0)
     fake_b.peer_online(0.0)
@@ -408,11 +424,11 @@ def test_tampered_text_never_shown() -> None:
     # Run a bounded number of steps: A keeps re-handshaking, every record is tampered.
     for _ in range(5):
         for p in pair.a.session.data_to_send():
-            for lane, payload in flip(Seat.A, p):
+            for lane, payload in flip(Seat.A, (Lane.CONTROL, p)):
                 if lane is Lane.CONTROL:
                     pair.b.session.receive_control(payload)
         for p in pair.b.session.data_to_send():
-            for lane, payload in flip(Seat.B, p):
+            for lane, payload in flip(Seat.B, (Lane.CONTROL, p)):
                 if lane is Lane.CONTROL:
                     pair.a.session.receive_control(payload)
         pair.a.events.extend(pair.a.session.events())
@@ -600,19 +616,18 @@ def test_local_misuse_errors() -> None:
     ],
 )
 def test_malformed_records_end_the_session(rtype: int, body: bytes, reason: str) -> None:
-    pair = Pair.make()
-    pair.connect()
-    pair.a.session._emit_record(rtype, body)  # type: ignore[arg-type]
-    pair.pump()
-    failures = [e.reason for e in pair.b.of(SessionFailed)]
+    peer = ScriptedPeer.against()
+    peer.connect()
+    peer.send(rtype, body)
+    failures = [e.reason for e in peer.of(SessionFailed)]
     assert failures
     assert reason in failures[0]
-    assert pair.b.session.established  # and it recovered by itself
+    assert peer.resets, "B tells A at once"
+    assert peer.session.established  # and it recovered by itself
+    assert peer.handshakes == 2
 
 
 def _offer_body(name: bytes, name_len: int | None = None) -> bytes:
-    import struct
-
     head = struct.pack(">QQ32s32sH", 7, 3, bytes(32), bytes(32), len(name))
     if name_len is not None:
         head = head[:-2] + struct.pack(">H", name_len)
@@ -627,43 +642,41 @@ def _offer_body(name: bytes, name_len: int | None = None) -> bytes:
     ],
 )
 def test_malformed_offers(body: bytes, reason: str) -> None:
-    pair = Pair.make()
-    pair.connect()
-    pair.a.session._emit_record(RecordType.FILE_OFFER, body)
-    pair.pump()
-    assert reason in pair.b.of(SessionFailed)[0].reason
+    peer = ScriptedPeer.against()
+    peer.connect()
+    peer.send(RecordType.FILE_OFFER, body)
+    assert reason in peer.of(SessionFailed)[0].reason
 
 
 def test_text_protocol_violations() -> None:
-    import struct
-
-    pair = Pair.make(max_text=100)
-    pair.connect()
-    s = pair.a.session
-    s._emit_record(RecordType.TEXT, struct.pack(">QB", 1, 0) + b"part")
-    s._emit_record(RecordType.TEXT, struct.pack(">QB", 2, 1) + b"other")
-    pair.pump()
-    assert "interleaved" in pair.b.of(SessionFailed)[0].reason
-    pair.b.events.clear()
-    s._emit_record(RecordType.TEXT, struct.pack(">QB", 9, 1) + b"after a gap")
-    pair.pump()
-    assert "sequence gap" in pair.b.of(SessionFailed)[0].reason
+    peer = ScriptedPeer.against(max_text=100)
+    peer.connect()
+    peer.send(RecordType.TEXT, struct.pack(">QB", 1, 0) + b"part")
+    peer.send(RecordType.TEXT, struct.pack(">QB", 2, 1) + b"other")
+    assert "interleaved" in peer.of(SessionFailed)[0].reason
+    peer.events.clear()
+    assert peer.session.established  # a fresh session after B's RESET
+    peer.send(RecordType.TEXT, struct.pack(">QB", 9, 1) + b"after a gap")
+    assert "sequence gap" in peer.of(SessionFailed)[0].reason
+    assert texts(peer.events) == []
+    assert peer.records(RecordType.ACK) == []
 
 
 def test_accept_past_end_and_unknown_file_ignored() -> None:
-    import struct
-
-    pair = Pair.make()
-    pair.connect()
-    fid = pair.send_file(Seat.A, b"abc")
-    pair.pump()
-    pair.b.session._emit_record(RecordType.FILE_ACCEPT, struct.pack(">QQ", 999, 0))
-    pair.pump()
-    assert pair.b.of(SessionFailed) == []
-    assert pair.a.of(SessionFailed) == []
-    pair.b.session._emit_record(RecordType.FILE_ACCEPT, struct.pack(">QQ", fid, 50))
-    pair.pump()
-    assert "past the end" in pair.a.of(SessionFailed)[0].reason
+    peer = ScriptedPeer.against()
+    peer.connect()
+    fid = peer.session.offer_file("abc.txt", 3)
+    peer.take()
+    assert [decode_offer(b).file_id for b in peer.records(RecordType.FILE_OFFER)] == [fid]
+    peer.send(RecordType.FILE_ACCEPT, struct.pack(">QQ", 999, 0))
+    assert peer.of(SessionFailed) == []
+    assert peer.resets == []
+    # A transfer it does not have: the sender says so (FILE_CANCEL), nothing more.
+    assert [decode_reason(b)[:2] for b in peer.records(RecordType.FILE_CANCEL)] == [
+        (999, FileCode.CANCELLED)
+    ]
+    peer.send(RecordType.FILE_ACCEPT, struct.pack(">QQ", fid, 50))
+    assert "past the end" in peer.of(SessionFailed)[0].reason
 
 
 def test_handshake_envelope_misuse() -> None:
@@ -696,13 +709,13 @@ def test_handshake_timeout_then_retry() -> None:
     a = pair.a.session
     a.peer_online(0.0)
     hs1 = a.data_to_send()
-    assert [p[1][0] for p in hs1] == [Envelope.HS1]
+    assert [p[0] for p in hs1] == [Envelope.HS1]
     a.tick(10.0)
     assert a.events() == []
     a.tick(31.0)
     evs = a.events()
     assert any(isinstance(e, SessionFailed) and "timed out" in e.reason for e in evs)
-    assert [p[1][0] for p in a.data_to_send()] == [Envelope.HS1]  # first retry is immediate
+    assert [p[0] for p in a.data_to_send()] == [Envelope.HS1]  # first retry is immediate
     assert a.safety_words == ()
 
 
@@ -801,37 +814,26 @@ def test_failed_save_is_reported_to_the_sender() -> None:
 # -- a hostile peer (second review) -------------------------------------------------
 
 
-def _lying_sender(offered: int, chunks: int, *, final_at: int | None) -> tuple[Pair, int]:
+def _lying_sender(offered: int, chunks: int, *, final_at: int | None) -> ScriptedPeer:
     """A peer that offers ``offered`` bytes, then streams ``chunks`` valid full chunks.
 
     The chunks are sealed with the file's real key (only the peer has it), so
     they authenticate; ``final_at`` marks one of them as the last (None: none is).
     """
-    from m42d.crypto.stream import StreamEncryptor
-    from m42d.session import BULK_HEADER
-
-    pair = Pair.make()
-    pair.connect()
-    fid = pair.a.session.offer_file("tiny.txt", offered)
-    key = pair.a.session._out_files[fid].key
+    peer = ScriptedPeer.against()
+    peer.connect()
+    fid = 7
+    key = FileKey(key=os.urandom(32), salt=os.urandom(32))
+    peer.send(RecordType.FILE_OFFER, Offer(fid, offered, key.key, key.salt, "tiny.txt").encode())
+    assert peer.of(FileOffered) == [FileOffered(fid, "tiny.txt", offered)]
+    peer.session.accept_file(fid)
+    peer.take()
+    assert peer.records(RecordType.FILE_ACCEPT) == [struct.pack(">QQ", fid, 0)]
     sealer = StreamEncryptor(key)
-
-    def forge(seat: Seat, packet: Packet) -> list[Packet]:
-        if seat is Seat.A and packet[0] is Lane.BULK:
-            return [
-                (
-                    Lane.BULK,
-                    BULK_HEADER.pack(fid, i)
-                    + sealer.encrypt_chunk(i, bytes(CHUNK_SIZE), last=i == final_at),
-                )
-                for i in range(chunks)
-            ]
-        return [packet]
-
-    pair.a.files[fid] = bytes(offered)
-    pair.middle = forge
-    pair.pump()
-    return pair, fid
+    for i in range(chunks):
+        chunk = sealer.encrypt_chunk(i, bytes(CHUNK_SIZE), last=i == final_at)
+        peer.send_bulk(BULK_HEADER.pack(fid, i) + chunk)
+    return peer
 
 
 @pytest.mark.parametrize(
@@ -848,30 +850,22 @@ def test_data_past_the_offered_size_is_refused_at_the_first_byte(
 ) -> None:
     """The receiver's limits (--max-size, free space) were checked against the
     offer: not one byte past it is passed on to be written."""
-    pair, fid = _lying_sender(offered, chunks, final_at=final_at)
-    pair.b.session.accept_file(fid)
-    pair.pump()
-    assert len(pair.b.received.get(fid, b"")) <= offered
-    assert pair.b.of(FileCompleted) == []
-    assert all(p.done <= offered for p in pair.b.of(FileProgress))
-    [failed] = pair.b.of(FileFailed)
+    peer = _lying_sender(offered, chunks, final_at=final_at)
+    assert sum(len(c.data) for c in peer.of(FileChunk)) <= offered
+    assert peer.of(FileCompleted) == []
+    assert all(p.done <= offered for p in peer.of(FileProgress))
+    [failed] = peer.of(FileFailed)
     assert failed.code == FileCode.MISMATCH
     assert f"more than the {offered} bytes offered" in failed.reason
     # The sender hears it (FILE_REJECT) and the session itself stands.
-    assert [e.code for e in pair.a.of(FileFailed)] == [FileCode.MISMATCH]
-    assert not pair.a.of(SessionFailed)
-    assert not pair.b.of(SessionFailed)
-    assert pair.a.session.established
-    assert pair.b.session.established
-
-
-def _send_ignoring_the_cap(session: Session, data: bytes) -> int:
-    """What a sender that breaks the 1 MiB rule does: queue and send it anyway."""
-    seq = session._next_seq
-    session._next_seq += 1
-    session._unacked[seq] = data.decode("utf-8", errors="surrogateescape")
-    session._emit_text(seq, data)
-    return seq
+    assert [decode_reason(b)[1] for b in peer.records(RecordType.FILE_REJECT)] == [
+        FileCode.MISMATCH
+    ]
+    assert not peer.of(SessionFailed)
+    assert not peer.resets
+    assert peer.session.established
+    peer.send_text(1, b"still here")
+    assert texts(peer.events) == ["still here"]
 
 
 @pytest.mark.parametrize(
@@ -885,21 +879,52 @@ def _send_ignoring_the_cap(session: Session, data: bytes) -> int:
 def test_a_text_the_receiver_cannot_show_fails_alone_and_is_not_resent(
     data: bytes, reason: str
 ) -> None:
-    pair = Pair.make()
-    pair.connect()
-    seq = _send_ignoring_the_cap(pair.a.session, data)
-    after = pair.a.session.send_text("the next one")
-    pair.pump()
+    """A sender that breaks the 1 MiB (or the UTF-8) rule, seen by the receiver."""
+    peer = ScriptedPeer.against()
+    peer.connect()
+    peer.send_text(1, data)
+    peer.send_text(2, b"the next one")
     # The receiver refuses that item; the session carries on.
-    assert pair.b.of(TextRefused) == [TextRefused(seq, len(data), reason)]
+    assert peer.of(TextRefused) == [TextRefused(1, len(data), reason)]
+    assert texts(peer.events) == ["the next one"]
+    assert not peer.of(SessionFailed)
+    assert not peer.resets
+    # Protocol 2: the sender hears TEXT_REFUSED, never "delivered", for it.
+    assert [decode_fixed(U64, b, "ACK") for b in peer.records(RecordType.ACK)] == [(2,)]
+    assert [decode_text_refused(b) for b in peer.records(RecordType.TEXT_REFUSED)] == [(1, reason)]
+    # A sender that re-sends it after a fresh session is refused again, not shown.
+    peer.session.peer_offline()
+    peer.connect()
+    peer.send_text(1, data)
+    assert len(peer.of(TextRefused)) == 1
+    assert texts(peer.events) == ["the next one"]
+    assert [decode_fixed(U64, b, "ACK") for b in peer.records(RecordType.ACK)] == [(2,)]
+    assert [decode_text_refused(b) for b in peer.records(RecordType.TEXT_REFUSED)] == [
+        (1, reason),
+        (1, reason),
+    ]
+
+
+def test_a_refused_text_is_reported_to_its_sender_and_not_sent_again() -> None:
+    """The sender's side of a refusal: a receiver with a lower cap than its sender
+    refuses a text exactly as one whose peer broke the 1 MiB rule."""
+    room, secret = os.urandom(16), os.urandom(32)
+    a = Session(Seat.A, room, secret, MemoryKeyStore())
+    b = Session(Seat.B, room, secret, MemoryKeyStore(), max_text=100)
+    pair = Pair(Side(a), Side(b))
+    pair.connect()
+    seq = a.send_text("x" * 101)
+    after = a.send_text("the next one")
+    pair.pump()
+    reason = "a text of 101 bytes, over the 100-byte cap"
+    assert pair.b.of(TextRefused) == [TextRefused(seq, 101, reason)]
     assert texts(pair.b.events) == ["the next one"]
     assert not pair.a.of(SessionFailed)
     assert not pair.b.of(SessionFailed)
-    assert pair.a.session.unacked_texts == 0
+    assert a.unacked_texts == 0
     # Protocol 2: the sender hears TEXT_REFUSED, never "delivered", for it.
     assert {e.seq for e in pair.a.of(TextDelivered)} == {after}
-    assert [e.seq for e in pair.a.of(TextRejected)] == [seq]
-    assert pair.a.of(TextRejected)[0].reason == reason
+    assert pair.a.of(TextRejected) == [TextRejected(seq, reason)]
     # A fresh session (a reconnect) does not bring it back.
     sent_before = len(pair.wire_log)
     pair.disconnect()
@@ -910,20 +935,26 @@ def test_a_text_the_receiver_cannot_show_fails_alone_and_is_not_resent(
 
 
 def test_the_receiver_never_holds_more_than_the_cap_of_a_long_text() -> None:
-    pair = Pair.make()
-    pair.connect()
-    _send_ignoring_the_cap(pair.a.session, b"y" * (4 * MAX_TEXT))
-    held = 0
-
-    def watch(_seat: Seat, packet: Packet) -> list[Packet]:
-        nonlocal held
-        held = max(held, len(pair.b.session._partial_text))
-        return [packet]
-
-    pair.middle = watch
-    pair.pump()
-    assert held <= MAX_TEXT
-    assert len(pair.b.of(TextRefused)) == 1
+    """Memory the receiver keeps while the parts of a 4 MiB text arrive, measured
+    by tracemalloc around each delivery: at most the 1 MiB cap (and the slack of
+    a growing bytearray), never the text."""
+    peer = ScriptedPeer.against()
+    peer.connect()
+    payloads = [peer.seal(RecordType.TEXT, b) for b in text_bodies(1, b"y" * (4 * MAX_TEXT))]
+    assert len(payloads) > 4 * MAX_TEXT // TEXT_PART
+    held = peak = 0
+    tracemalloc.start()
+    try:
+        for payload in payloads:
+            before, _ = tracemalloc.get_traced_memory()
+            peer.session.receive_control(payload)
+            held += tracemalloc.get_traced_memory()[0] - before
+            peak = max(peak, held)
+    finally:
+        tracemalloc.stop()
+    peer.take()
+    assert MAX_TEXT // 2 < peak <= MAX_TEXT + MAX_TEXT // 4
+    assert len(peer.of(TextRefused)) == 1
 
 
 def test_the_sender_refuses_a_text_over_the_cap_before_sending_anything() -> None:
@@ -991,10 +1022,41 @@ def test_another_session_version_is_named_on_both_sides(payload: bytes, said: st
     failed = [e.reason for e in b.events() if isinstance(e, SessionFailed)]
     assert len(failed) == 1
     assert said in failed[0]
-    reset = [p for _lane, p in b.data_to_send() if p[0] == Envelope.RESET]
+    reset = [p for p in b.data_to_send() if p[0] == Envelope.RESET]
     assert reset == [bytes([Envelope.RESET]) + HS_ID.pack(7) + bytes([2])]
     a = pair.a.session
     a.peer_online(0.0)
-    hs_id = HS_ID.unpack_from(a.data_to_send()[0][1], 1)[0]
+    hs_id = HS_ID.unpack_from(a.data_to_send()[0], 1)[0]
     a.receive_control(bytes([Envelope.RESET]) + HS_ID.pack(hs_id) + bytes([2]))
     assert any("another version" in e.reason for e in a.events() if isinstance(e, SessionFailed))
+
+
+# -- the phase table ---------------------------------------------------------------
+
+
+def test_every_phase_change_is_a_row_of_the_table() -> None:
+    phases = Phases()
+    assert phases.phase is Phase.OFFLINE
+    assert phases.fire(Trigger.PEER_ONLINE) is Phase.HANDSHAKE
+    assert phases.fire(Trigger.ESTABLISH) is Phase.ESTABLISHED
+    assert phases.fire(Trigger.KEY_CHANGED) is Phase.BLOCKED
+    # A move the table does not have is the machine's bug, and the phase stays.
+    with pytest.raises(LocalProtocolError, match="cannot install new keys while blocked"):
+        phases.fire(Trigger.ESTABLISH)
+    assert phases.phase is Phase.BLOCKED
+    assert phases.fire(Trigger.TRUST) is Phase.OFFLINE
+    with pytest.raises(LocalProtocolError, match="cannot start a fresh handshake while offline"):
+        phases.fire(Trigger.START)
+
+
+def test_what_the_outside_can_cause_is_legal_in_every_phase() -> None:
+    """The glue and the peer can cause these at any time: none may raise."""
+    for phase in Phase:
+        for trigger in (Trigger.PEER_ONLINE, Trigger.PEER_OFFLINE, Trigger.FAIL_OFFLINE):
+            assert (phase, trigger) in TRANSITIONS
+    assert {p for p, t in TRANSITIONS if t is Trigger.FAIL} == set(Phase) - {Phase.OFFLINE}
+    assert {p for p, t in TRANSITIONS if t is Trigger.HS1} == set(Phase) - {Phase.BLOCKED}
+    # Only the user's trust leaves BLOCKED.
+    assert {t for (p, t), to in TRANSITIONS.items() if p is Phase.BLOCKED and to is not p} == {
+        Trigger.TRUST
+    }

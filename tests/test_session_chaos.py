@@ -18,11 +18,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from m42d import session as session_module
-from m42d.crypto.stream import CHUNK_SIZE
+from m42d.crypto.stream import CHUNK_SIZE, FileKey, StreamEncryptor
 from m42d.errors import LocalProtocolError
 from m42d.session import (
+    BULK_HEADER,
     Envelope,
+    FileCode,
     FileCompleted,
     FileDelivered,
     FileFailed,
@@ -33,12 +34,13 @@ from m42d.session import (
     SessionFailed,
     TextDelivered,
     TextReceived,
-    _parse_hello_body,
 )
+from m42d.session.records import Offer, decode_hello, decode_reason
 from m42d.ticket import Seat
 from m42d.wire import Lane
 
 from .session_harness import Packet, Pair
+from .session_peer import ScriptedPeer, initiator_handshake
 
 
 def settle(pair: Pair, rounds: int = 10, step: float = 31.0) -> None:
@@ -179,7 +181,7 @@ def test_record_dropped_at_renewal_is_detected_not_acked(direction: str) -> None
     else:
         pair.now = 200.0
         pair.a.session.tick(pair.now)
-        for _lane, payload in pair.a.session.data_to_send():  # only HS1 reaches B
+        for payload in pair.a.session.data_to_send():  # only HS1 reaches B
             pair.b.session.receive_control(payload)
         armed["on"] = True
         sender.session.send_text("t1")  # on the old keys, dropped
@@ -197,7 +199,7 @@ def test_forged_hs1_does_not_stall_an_established_responder() -> None:
     pair.connect()
     forger = Pair.make(room_id=pair.a.session.room_id).a.session
     forger.peer_online(0.0)
-    hs1 = forger.data_to_send()[0][1]
+    hs1 = forger.data_to_send()[0]
     pair.b.session.receive_control(hs1)  # the relay injects it
     pair.b.session.data_to_send()  # B's HS2 goes to the forger, not to A
     pair.a.session.send_text("still flowing")
@@ -292,16 +294,23 @@ def test_lost_cancel_is_answered_later() -> None:
 
 
 def test_unknown_cancel_code_from_peer_is_echoed_not_fatal() -> None:
-    pair = Pair.make()
-    pair.connect()
-    fid = pair.send_file(Seat.A, b"abc")
-    pair.pump()
-    pair.a.session._emit_record(RecordType.FILE_CANCEL, struct.pack(">QH", fid, 999))
-    pair.pump()
-    assert [e.code for e in pair.b.of(FileFailed)] == [999]
-    pair.a.session._send_offer(pair.a.session._out_files[fid])  # a re-offer
-    pair.pump()
-    assert [e.code for e in pair.a.of(FileFailed)] == [999]
+    peer = ScriptedPeer.against()
+    peer.connect()
+    offer = Offer(7, 3, os.urandom(32), os.urandom(32), "abc.txt")
+    peer.send(RecordType.FILE_OFFER, offer.encode())
+    peer.send(RecordType.FILE_CANCEL, struct.pack(">QH", offer.file_id, 999))
+    assert [(e.file_id, e.code) for e in peer.of(FileFailed)] == [(offer.file_id, 999)]
+    peer.send(RecordType.FILE_OFFER, offer.encode())  # a re-offer: the code is echoed
+    assert [decode_reason(b)[:2] for b in peer.records(RecordType.FILE_REJECT)] == [
+        (offer.file_id, 999)
+    ]
+    # And as the sender: a FILE_REJECT with a code it does not know is reported as is.
+    fid = peer.session.offer_file("mine.txt", 3)
+    peer.take()
+    peer.send(RecordType.FILE_REJECT, struct.pack(">QH", fid, 999))
+    assert [(e.file_id, e.outgoing, e.code) for e in peer.of(FileFailed)][1:] == [(fid, True, 999)]
+    assert not peer.of(SessionFailed)
+    assert not peer.resets
 
 
 def test_tampered_chunk_is_fetched_again() -> None:
@@ -344,7 +353,7 @@ def test_old_key_records_during_renewal_are_kept() -> None:
     pair.connect()
     pair.now = 200.0
     pair.a.session.tick(pair.now)  # A sends HS1(renew)
-    for _lane, payload in pair.a.session.data_to_send():
+    for payload in pair.a.session.data_to_send():
         pair.b.session.receive_control(payload)
     pair.b.session.send_text("sent on the old keys")  # B is still established
     pair.pump()
@@ -372,14 +381,14 @@ def test_garbage_hs1_cannot_end_an_established_session() -> None:
     pair.connect()
     b = pair.b.session
     b.receive_control(bytes([Envelope.HS1]) + b"\x00\x00\x00\x07" + b"junk")
-    forger = Pair.make(room_id=b.room_id).a.session
-    hs = forger._new_handshake(initiator=True)
+    forged_secret = os.urandom(32)  # a forger without R: message 1 needs none
+    hs = initiator_handshake(b.room_id, forged_secret)
     b.receive_control(bytes([Envelope.HS1]) + b"\x00\x00\x00\x08" + hs.write_message(b"\x07"))
     assert b.established
     assert b.events() == []
     fresh = Pair.make(room_id=b.room_id)
     fresh.b.session.peer_online(0.0)
-    hs = forger._new_handshake(initiator=True)
+    hs = initiator_handshake(b.room_id, forged_secret)
     fresh.b.session.receive_control(
         bytes([Envelope.HS1]) + b"\x00\x00\x00\x09" + hs.write_message(b"\x07")
     )
@@ -389,13 +398,14 @@ def test_garbage_hs1_cannot_end_an_established_session() -> None:
 
 
 def test_text_sequence_gap_is_a_failure_and_recovers() -> None:
-    pair = Pair.make()
-    pair.connect()
-    pair.a.session._emit_record(RecordType.TEXT, struct.pack(">QB", 7, 1) + b"skipped ahead")
-    pair.pump()
-    assert any("sequence gap" in e.reason for e in pair.b.of(SessionFailed))
-    assert texts(pair, Seat.B) == []
-    assert pair.b.session.established
+    peer = ScriptedPeer.against()
+    peer.connect()
+    peer.send(RecordType.TEXT, struct.pack(">QB", 7, 1) + b"skipped ahead")
+    assert any("sequence gap" in e.reason for e in peer.of(SessionFailed))
+    assert [e.text for e in peer.of(TextReceived)] == []
+    assert peer.records(RecordType.ACK) == []
+    assert peer.session.established
+    assert peer.handshakes == 2
 
 
 def test_renew_answered_fresh_resends() -> None:
@@ -425,25 +435,50 @@ def test_renew_answered_fresh_resends() -> None:
 
 def test_hello_parsing() -> None:
     with pytest.raises(SessionError, match="bad length"):
-        _parse_hello_body(b"short")
+        decode_hello(b"short")
     with pytest.raises(SessionError, match="seq 0"):
-        _parse_hello_body(struct.pack(">QQQ", 1, 0, 0))
+        decode_hello(struct.pack(">QQQ", 1, 0, 0))
 
 
-def test_finished_transfers_are_forgotten_beyond_the_cap(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(session_module, "MAX_FINISHED_INCOMING", 2)
-    pair = Pair.make()
-    pair.connect()
-    for i in range(4):
-        fid = pair.send_file(Seat.A, b"x", f"f{i}")
-        pair.pump()
-        pair.b.session.accept_file(fid)
-        pair.pump()
-    pair.send_file(Seat.A, b"y", "last")
-    pair.pump()
-    assert len(pair.b.session._in_files) <= 3
+def test_finished_transfers_are_forgotten_beyond_the_cap() -> None:
+    """The receiver answers re-offers of the 1,024 most recently finished
+    transfers, and forgets older ones (a re-offer of one is a new offer)."""
+    peer = ScriptedPeer.against()
+    peer.connect()
+    offers = [
+        Offer(i, 1, os.urandom(32), os.urandom(32), f"f{i}")
+        for i in range(1, 1024 + 3)  # docs/protocol.md, "Files": the 1,024 most recent
+    ]
+    for offer in offers[:2]:  # received and stored
+        key = FileKey(key=offer.key, salt=offer.salt)
+        peer.send(RecordType.FILE_OFFER, offer.encode())
+        peer.session.accept_file(offer.file_id)
+        peer.send_bulk(
+            BULK_HEADER.pack(offer.file_id, 0)
+            + StreamEncryptor(key).encrypt_chunk(0, b"x", last=True)
+        )
+        peer.session.confirm_saved(offer.file_id)
+        peer.take()
+    for offer in offers[2:]:  # declined
+        peer.send(RecordType.FILE_OFFER, offer.encode())
+        peer.session.reject_file(offer.file_id, FileCode.DECLINED)
+        peer.take()
+    assert len(peer.records(RecordType.FILE_DONE)) == 2
+    assert len(peer.of(FileOffered)) == len(offers)
+    peer.send(RecordType.FILE_OFFER, Offer(0, 1, bytes(32), bytes(32), "last").encode())
+    answered = len(peer.received)
+    # The oldest remembered one is answered from memory (its original code) ...
+    peer.send(RecordType.FILE_OFFER, offers[2].encode())
+    assert [decode_reason(b)[:2] for b in peer.records(RecordType.FILE_REJECT)][-1] == (
+        offers[2].file_id,
+        FileCode.DECLINED,
+    )
+    assert len(peer.received) == answered + 1
+    # ... and the two before it, finished longest ago, are forgotten: offers again.
+    for offer in offers[:2]:
+        peer.send(RecordType.FILE_OFFER, offer.encode())
+    assert len(peer.received) == answered + 1
+    assert [e.file_id for e in peer.of(FileOffered)][-2:] == [1, 2]
 
 
 def test_sender_api_misuse() -> None:
@@ -453,12 +488,14 @@ def test_sender_api_misuse() -> None:
     pair.pump()
     with pytest.raises(LocalProtocolError):
         pair.a.session.file_chunks(12345)
+    # The chunks never arrive, so the file is still being sent.
+    pair.middle = lambda _seat, packet: [] if packet[0] is Lane.BULK else [packet]
     pair.b.session.accept_file(fid)
-    # The harness streamed the file already; still sending until FILE_DONE arrives?
+    pair.pump()
     a = pair.a.session
-    fid2 = pair.send_file(Seat.A, b"q" * (CHUNK_SIZE + 5))
-    a._out_files[fid2].state = session_module._OutState.SENDING
+    assert pair.a.sent_chunks == 2
     with pytest.raises(LocalProtocolError, match="out of range"):
-        a.encrypt_chunk(fid2, 2, b"")
+        a.encrypt_chunk(fid, 2, b"")
     with pytest.raises(LocalProtocolError, match="must be"):
-        a.encrypt_chunk(fid2, 1, b"q")
+        a.encrypt_chunk(fid, 1, b"q")
+    assert a.encrypt_chunk(fid, 1, b"z" * 5)

@@ -48,7 +48,6 @@ from m42d.wire import (
     GoAway,
     Join,
     Joined,
-    Lane,
     PeerDown,
     PeerUp,
     Ping,
@@ -367,11 +366,9 @@ class RelayConnection:
             if self._pong is not None:
                 frames.append(Pong(self._pong))
                 self._pong = None
-            for lane, payload in self._session.data_to_send():
-                # The session only produces control records; chunks come from
-                # encrypt_chunk via the file streams.
-                assert lane is Lane.CONTROL
-                frames.append(Control(payload))
+            # The session makes CONTROL payloads only; chunks come from
+            # encrypt_chunk via the file streams.
+            frames.extend(Control(payload) for payload in self._session.data_to_send())
             if frames:
                 self._writing = True
                 await self._write(conn.send_many(frames))

@@ -1,4 +1,4 @@
-// docs/vectors/session-transcript.json (made by m42d/session.py) checked as far
+// docs/vectors/session-transcript.json (made by m42d.session) checked as far
 // as the protocol cores reach; the session machine itself is not ported yet.
 //
 // From the transcript's inputs and its deterministic "random" values this
