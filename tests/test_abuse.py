@@ -782,3 +782,25 @@ async def test_attacks_end_in_their_codes_while_a_room_keeps_chatting(relay: Rel
     # Every attack ended in its counted outcome: nothing escaped as a failure.
     for failure in ("relay failed", "Traceback", "TooSlowError", "handler for a"):
         assert failure not in relay.daemon.log, relay.daemon.log[-3000:]
+
+
+async def test_a_terminated_client_still_reads_its_error_while_it_keeps_sending(
+    relay: Relay,
+) -> None:
+    """Past credit, the client keeps writing: the relay reads on until it closes.
+
+    Closing a socket with the client's bytes unread resets the connection, and
+    a TLS client whose write failed so cannot read the ERROR that came first.
+    """
+    room = await relay.room()
+    async with relay.connect() as b, relay.connect() as a:
+        await b.send(join_frame(room, "B"))
+        await a.send(join_frame(room, "A"))
+        await expect(a, Joined)
+        chunk = Bulk(bytes(MAX_PAYLOAD))
+        # Many windows past the credit: more than the socket buffers between
+        # the two hold, so the relay must read them for the writes to finish.
+        with contextlib.suppress(TransportError):
+            for _ in range(8 * 1024 * 1024 // MAX_PAYLOAD):
+                await a.send(chunk)
+        assert await final_error(a) == ErrorCode.CREDIT_EXCEEDED

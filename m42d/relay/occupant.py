@@ -27,7 +27,11 @@ Rules and invariants
 * A terminated occupant (replaced, burned, protocol error, idle, expired)
   leaves its seat at once: its lanes are dropped, their credit goes back,
   the other seat hears PEER_DOWN; its writer then sends one final ERROR
-  within ``close_timeout`` and the connection closes.
+  within ``close_timeout`` and the connection closes.  A client terminated
+  for what it sent (past credit, too large) may still be sending: the
+  reader reads and drops it until the client closes or ``close_timeout``
+  passes, so the close does not reset the connection before the client
+  has read its ERROR.
 """
 
 from __future__ import annotations
@@ -106,6 +110,7 @@ class Occupant:
         self.queue.peers += 1
         self.final: Error | None = None
         self.closing = False
+        self._draining = False
         self.deadlines = Deadlines(self.limits, trio.current_time(), room.ends_at)
         self._sending = room.credit[seat]
         """The credit of what this connection sends."""
@@ -317,10 +322,28 @@ class Occupant:
                             await self._on_control(item, item.size)
                     else:
                         await self._on_frame(item)
+            await self._drain()
         except WireError as exc:
             self.terminate(Error.from_code(error_code_for(exc)))
         except TransportError:  # ConnectionClosed included
             self._stop()
+
+    async def _drain(self) -> None:
+        """Read and drop what a terminated client still sends, until it closes.
+
+        Closing a TCP socket with bytes unread sends a reset, and a client
+        whose write failed on it may never read the ERROR that came first
+        (a TLS stream is broken for reading too, then).  The writer bounds
+        this by ``close_timeout`` once the ERROR is out.
+        """
+        self._draining = True
+        relaying = self._relaying
+        with contextlib.suppress(WireError, TransportError):
+            while True:
+                if relaying is not None:
+                    await relaying.receive_relayed()
+                else:
+                    await self.connection.receive()
 
     def _on_bulk(self, frame: Bulk | Relayed, n: int) -> Occupant | None:
         """Check and queue a BULK; the receiver it must wait for, if its lane is full."""
@@ -418,6 +441,8 @@ class Occupant:
                     elif self.final is not None:
                         scope.deadline = math.inf
                         await self._write_final(self.final)
+                        # A reader still reading lets the client close first.
+                        grace = self._draining
                         return
             if scope.cancelled_caught:
                 self.host.counters.timeouts["write"] += 1
