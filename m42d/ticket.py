@@ -40,7 +40,7 @@ from typing import Any, Final, final
 
 import attrs
 
-from m42d.errors import M42Error, TicketError
+from m42d.errors import ConfigError, TicketError
 
 TICKET_SIZE = 42
 TOKEN_SIZE = 16
@@ -107,24 +107,34 @@ class Seat(enum.Enum):
 class MalformedTicket(TicketError):
     """The ticket bytes do not have the version-1 layout (length or version)."""
 
+    wire_code = 400  # BAD_FRAME
+
 
 class UnknownTicketKey(TicketError):
     """The ticket names a key id this relay does not hold (rotated out or foreign)."""
+
+    wire_code = 404  # UNKNOWN_ROOM: a foreign ticket is a room this relay never made
 
 
 class BadTicketMac(TicketError):
     """The ticket's MAC does not verify: it was forged or altered."""
 
+    wire_code = 404  # UNKNOWN_ROOM: a forger learns nothing a mistyped id would not tell
+
 
 class BadSeatToken(TicketError):
     """The seat token does not belong to this ticket and seat."""
+
+    wire_code = 401  # BAD_TOKEN
 
 
 class TicketExpired(TicketError):
     """The ticket was genuine but its expiry time has passed."""
 
+    wire_code = 410  # EXPIRED
 
-class KeyRingError(M42Error, ValueError):
+
+class KeyRingError(ConfigError):
     """The relay's ticket keys are unusable: a bad key, id or state file."""
 
 

@@ -48,7 +48,7 @@ from typing import ClassVar, Final, NoReturn, TypeAlias, final
 
 import attrs
 
-from m42d.errors import LocalProtocolError, WireError
+from m42d.errors import LocalProtocolError, RemoteProtocolError, WireError
 from m42d.ticket import TICKET_SIZE, TOKEN_SIZE, Seat
 
 __all__ = [
@@ -190,10 +190,15 @@ class FrameTooLargeError(WireError):
     ``ERROR 413`` instead of ``ERROR 400``; see :func:`error_code_for`.
     """
 
+    wire_code = 413  # TOO_LARGE
 
-def error_code_for(exc: WireError) -> ErrorCode:
-    """The ERROR code a relay sends for a decoding failure."""
-    return ErrorCode.TOO_LARGE if isinstance(exc, FrameTooLargeError) else ErrorCode.BAD_FRAME
+
+def error_code_for(exc: RemoteProtocolError) -> ErrorCode:
+    """The ERROR code a relay sends for ``exc`` (its ``wire_code``, BAD_FRAME if unknown)."""
+    try:
+        return ErrorCode(exc.wire_code)
+    except ValueError:  # pragma: no cover - every wire_code in the tree is an ErrorCode
+        return ErrorCode.BAD_FRAME
 
 
 BODY_LIMITS: Final[Mapping[FrameKind, tuple[int, int]]] = MappingProxyType(

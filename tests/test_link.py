@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from m42d.errors import LinkError
+from m42d.errors import LinkError, M42Error
 from m42d.link import (
     DEFAULT_PORTS,
     MAX_LINK_LENGTH,
@@ -515,9 +515,11 @@ def test_constructor_validates(changes: dict[str, object], message: str) -> None
     assert str(info.value) == message
 
 
-def test_link_error_is_a_value_error() -> None:
-    with pytest.raises(ValueError, match="no '#' fragment"):
+def test_link_error_is_an_m42_error_only() -> None:
+    # One tree with single inheritance (m42d/errors.py): callers catch M42Error, never ValueError.
+    with pytest.raises(M42Error, match="no '#' fragment"):
         Link.parse("wss://h")
+    assert not issubclass(LinkError, ValueError)
 
 
 # -- fuzzing ------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from m42d.errors import M42Error, TicketError
+from m42d.errors import ConfigError, TicketError
 from m42d.ticket import (
     MAX_EXPIRES,
     ROOM_ID_SIZE,
@@ -229,8 +229,13 @@ def test_parse_rejects_non_bytes() -> None:
 def test_errors_are_ticket_errors() -> None:
     for cls in (MalformedTicket, UnknownTicketKey, BadTicketMac, TicketExpired, BadSeatToken):
         assert issubclass(cls, TicketError)
-    assert issubclass(KeyRingError, M42Error)
-    assert issubclass(KeyRingError, ValueError)
+    assert issubclass(KeyRingError, ConfigError)
+    assert not issubclass(KeyRingError, ValueError)
+    # Each relay-visible ticket error carries the code the relay answers with.
+    assert [
+        cls.wire_code
+        for cls in (MalformedTicket, UnknownTicketKey, BadTicketMac, TicketExpired, BadSeatToken)
+    ] == [400, 404, 404, 410, 401]
 
 
 @settings(max_examples=300, deadline=None)

@@ -47,7 +47,6 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from m42d.errors import (
-    CryptoError,
     DecryptError,
     HandshakeError,
     LocalProtocolError,
@@ -95,11 +94,11 @@ _TAG_LEN: Final = 16
 # --------------------------------------------------------------------------- errors
 
 
-class HandshakeAuthError(HandshakeError, DecryptError):
+class HandshakeAuthError(HandshakeError):
     """A handshake message failed authentication: a wrong psk or a tampered message.
 
-    It is both a HandshakeError (the handshake is over) and a DecryptError (it is
-    an AEAD failure), so callers can catch whichever their layer thinks in.
+    An AEAD failure like :class:`DecryptError`, but a HandshakeError: the
+    handshake is over, and that is what a caller at this layer must know.
     """
 
 
@@ -111,7 +110,7 @@ class UnsupportedProtocolError(LocalProtocolError):
     """The protocol name is malformed or names a pattern or function m42d does not have."""
 
 
-class NonceExhaustedError(LocalProtocolError, CryptoError):
+class NonceExhaustedError(LocalProtocolError):
     """A CipherState reached the reserved nonce 2^64-1: a fresh handshake is required."""
 
 

@@ -29,7 +29,7 @@ from typing import Final
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from m42d.errors import CryptoError, LocalProtocolError
+from m42d.errors import LocalProtocolError, M42Error
 
 __all__ = [
     "HANDSHAKE_HASH_SIZE",
@@ -68,8 +68,11 @@ _BYTES_PER_WORD: Final = 8
 _WORDLIST_RESOURCE: Final = "data/eff_large_wordlist.txt"
 
 
-class WordlistError(CryptoError):
-    """The shipped word list is damaged: the SAS cannot be computed the way the peer does."""
+class WordlistError(M42Error):
+    """The shipped word list is damaged: the SAS cannot be computed the way the peer does.
+
+    Neither side is at fault (nothing arrived): the installation is broken.
+    """
 
 
 @functools.cache

@@ -45,13 +45,8 @@ from m42d.relay.room import Room, room_tag
 from m42d.relay.stats import RelayCounters, RelayStatistics
 from m42d.relay.store import StoreUnavailable
 from m42d.ticket import (
-    BadSeatToken,
-    BadTicketMac,
-    MalformedTicket,
     Ticket,
-    TicketExpired,
     TicketKeyRing,
-    UnknownTicketKey,
 )
 from m42d.transport import AdmittingListener, FrameConnection, FrameListener
 from m42d.wire import (
@@ -73,14 +68,6 @@ __all__ = ["DEFAULT_ROOM_TTL", "Relay", "serve_relay"]
 logger = logging.getLogger("m42d.relay")
 
 DEFAULT_ROOM_TTL: Final = 7 * 24 * 3600
-
-_TICKET_CODES: Final[tuple[tuple[type[TicketError], ErrorCode], ...]] = (
-    (MalformedTicket, ErrorCode.BAD_FRAME),
-    (UnknownTicketKey, ErrorCode.UNKNOWN_ROOM),
-    (BadTicketMac, ErrorCode.UNKNOWN_ROOM),
-    (BadSeatToken, ErrorCode.BAD_TOKEN),
-    (TicketExpired, ErrorCode.EXPIRED),
-)
 
 
 class _Refused(Exception):
@@ -390,10 +377,7 @@ class Relay:
         try:
             return self.keyring.verify(frame.ticket, frame.seat, frame.token, now=now)
         except TicketError as exc:
-            for cls, code in _TICKET_CODES:
-                if isinstance(exc, cls):
-                    raise _Refused(Error.from_code(code)) from exc
-            raise _Refused(Error.from_code(ErrorCode.BAD_FRAME)) from exc
+            raise _Refused(Error.from_code(error_code_for(exc))) from exc
 
     def _seat(
         self, connection: FrameConnection, address: str, ticket: Ticket, frame: Join
