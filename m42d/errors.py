@@ -14,6 +14,9 @@ the branch its layer thinks in.  As in h11, the first split is:
 * :class:`ConfigError` and :class:`LinkError`: what a person typed or wrote
   in a file is unusable; the message names the option or the part.
 * :class:`TransportError`: the network itself (refused, reset, timed out).
+  Its :class:`ConnectionClosed` branch keeps apart "the other end closed"
+  (:class:`PeerClosed`), "it broke" (:class:`ConnectionBroken`) and "this
+  side closed it" (:class:`ClosedLocally`).
 
 A relay-visible remote error carries :attr:`RemoteProtocolError.wire_code`,
 the ERROR code a relay answers it with (as h11's ``error_status_hint``), so
@@ -80,4 +83,21 @@ class TransportError(M42Error):
 
 
 class ConnectionClosed(TransportError):
-    """The other end closed the connection, or it broke; no more frames will arrive."""
+    """No more frames will arrive on this connection; the subclass says why.
+
+    Catch this to stop using a connection; look at the subclass to decide
+    what to tell someone: a clean close by the other end is news, a reset is
+    a fault, and a connection this side closed itself is neither.
+    """
+
+
+class PeerClosed(ConnectionClosed):
+    """The other end closed the connection cleanly (EOF, a WebSocket close frame)."""
+
+
+class ConnectionBroken(ConnectionClosed):
+    """The connection broke: reset, timed out in the OS, TLS failed, protocol violation."""
+
+
+class ClosedLocally(ConnectionClosed):
+    """This side had already closed the connection ("you closed it", not "it broke")."""

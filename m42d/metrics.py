@@ -49,7 +49,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from m42d import __version__
 from m42d.errors import TransportError
 from m42d.relay.stats import RelayStatistics
-from m42d.transport import format_url
+from m42d.transport import STREAM_ERRORS, format_url
 from m42d.wire import ErrorCode
 
 __all__ = [
@@ -423,7 +423,7 @@ class MetricsServer:
                     return 431
                 try:
                     chunk = await stream.receive_some(MAX_REQUEST + 1)
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                except STREAM_ERRORS:
                     return 400
                 if not chunk:
                     return 400

@@ -12,11 +12,9 @@ at a time.
 from __future__ import annotations
 
 import contextlib
-import logging
 import socket
 import ssl
 from collections.abc import AsyncIterator, Sequence
-from functools import partial
 from typing import Final, final
 
 import trio
@@ -28,19 +26,18 @@ from m42d.transport import (
     FrameConnection,
     FrameHandler,
     StreamFrameConnection,
-    check_pin,
-    client_ssl_context,
+    admitted,
     format_url,
     open_tcp_listeners,
+    open_tls_stream,
     parse_url,
-    peer_address,
     run_handler,
+    serve_sockets,
     socket_listener_urls,
+    tls_server_handshake,
 )
 
 __all__ = ["DEFAULT_PORT", "HANDSHAKE_TIMEOUT", "TlsListener", "TlsTransport"]
-
-logger = logging.getLogger("m42d.transport.tls")
 
 SCHEME: Final = "tls"
 DEFAULT_PORT: Final = 8043
@@ -79,40 +76,22 @@ class TlsListener:
         handler_nursery: trio.Nursery | None = None,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        async def on_stream(stream: trio.SocketStream) -> None:
-            peer = peer_address(stream)
-            admission = self._admission
-            if admission is not None and not admission.admit(peer):
-                # No TLS yet, so no ERROR frame can be sent: just close.
-                await trio.aclose_forcefully(stream)
-                return
-            tls = trio.SSLStream(stream, self._ssl_context, server_side=True)
-            try:
-                with trio.fail_after(self._handshake_timeout):
-                    await tls.do_handshake()
-            except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
-                logger.debug("TLS handshake failed or timed out")
-                await trio.aclose_forcefully(tls)
-                return
-            finally:
-                if admission is not None:
-                    admission.release(peer)
-            connection = StreamFrameConnection(tls, transport=SCHEME, peer=peer)
-            await run_handler(handler, connection)
+        async def on_stream(raw: trio.SocketStream) -> None:
+            connection = await admitted(raw, self._admission, self._handshake)
+            if connection is not None:
+                await run_handler(handler, connection)
 
-        try:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(
-                    partial(
-                        trio.serve_listeners,
-                        on_stream,
-                        self._listeners,
-                        handler_nursery=handler_nursery,
-                    )
-                )
-                task_status.started()
-        finally:
-            await self.aclose()
+        await serve_sockets(
+            on_stream,
+            self._listeners,
+            close=self.aclose,
+            handler_nursery=handler_nursery,
+            task_status=task_status,
+        )
+
+    async def _handshake(self, raw: trio.SocketStream, peer: str) -> StreamFrameConnection | None:
+        tls = await tls_server_handshake(raw, self._ssl_context, seconds=self._handshake_timeout)
+        return None if tls is None else StreamFrameConnection(tls, transport=SCHEME, peer=peer)
 
     async def aclose(self) -> None:
         for listener in self._listeners:
@@ -147,25 +126,14 @@ class TlsTransport:
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     ) -> AsyncIterator[FrameConnection]:
         where = parse_url(url, (SCHEME,), DEFAULT_PORT)
-        context = client_ssl_context(ssl_context, pin)
-        target = format_url(SCHEME, where.host, where.port)
-        try:
-            with trio.fail_after(connect_timeout):
-                tcp = await trio.open_tcp_stream(where.host, where.port)
-                tls = trio.SSLStream(tcp, context, server_hostname=where.host)
-                try:
-                    await tls.do_handshake()
-                    check_pin(tls, pin)
-                except BaseException:
-                    await trio.aclose_forcefully(tls)
-                    raise
-        except trio.TooSlowError as exc:
-            raise TransportError(f"connecting to {target} timed out") from exc
-        except OSError as exc:
-            raise TransportError(f"cannot connect to {target}: {exc.strerror or exc}") from exc
-        except trio.BrokenResourceError as exc:
-            reason = type(exc.__cause__).__name__ if exc.__cause__ else "connection lost"
-            raise TransportError(f"TLS handshake with {target} failed ({reason})") from exc
+        tls = await open_tls_stream(
+            where.host,
+            where.port,
+            target=format_url(SCHEME, where.host, where.port),
+            seconds=connect_timeout,
+            ssl_context=ssl_context,
+            pin=pin,
+        )
         connection = StreamFrameConnection(tls, transport=SCHEME, peer=where.host)
         try:
             yield connection

@@ -28,27 +28,35 @@ import logging
 import socket
 import ssl
 from collections.abc import AsyncIterator, Sequence
-from functools import partial
 from typing import Final, final
 
 import trio
 import trio_websocket
 
-from m42d.errors import ConnectionClosed, TransportError, WireError
+from m42d.errors import (
+    ConnectionBroken,
+    ConnectionClosed,
+    PeerClosed,
+    TransportError,
+    WireError,
+)
 from m42d.transport import (
     DEFAULT_CONNECT_TIMEOUT,
     READ_SIZE,
+    STREAM_ERRORS,
     Admission,
     FrameConnection,
     FrameHandler,
-    check_pin,
-    client_ssl_context,
+    admitted,
     format_url,
     open_tcp_listeners,
+    open_tls_stream,
     parse_url,
-    peer_address,
+    raise_closed,
     run_handler,
+    serve_sockets,
     socket_listener_urls,
+    tls_server_handshake,
 )
 from m42d.wire import MAX_FRAME, Frame, Relayed, decode, encode, relayed_message
 from m42d_ws.server import ServerWebSocket, accept_websocket
@@ -129,11 +137,9 @@ class WebSocketFrameConnection:
         try:
             await self._ws.send_message(data)
         except trio_websocket.ConnectionClosed as exc:
-            raise ConnectionClosed(f"websocket closed ({_code(exc)})") from exc
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise ConnectionClosed("websocket closed or broken") from exc
-        except OSError as exc:
-            raise ConnectionClosed(f"websocket failed: {type(exc).__name__}") from exc
+            raise _closed(exc) from exc
+        except STREAM_ERRORS as exc:
+            raise_closed(exc, "websocket")
 
     async def receive(self) -> Frame:
         return decode(await self._receive_message())
@@ -145,18 +151,28 @@ class WebSocketFrameConnection:
         try:
             message = await self._ws.get_message()
         except trio_websocket.ConnectionClosed as exc:
-            raise ConnectionClosed(f"websocket closed ({_code(exc)})") from exc
+            raise _closed(exc) from exc
         if isinstance(message, str):
             raise WireError("text message: relay frames travel in binary messages")
         return message
 
     async def aclose(self) -> None:
-        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        with contextlib.suppress(*STREAM_ERRORS):
             await self._ws.aclose()
 
 
-def _code(exc: trio_websocket.ConnectionClosed) -> str:
-    return str(exc.reason.code) if exc.reason is not None else "no close frame"
+_CLEAN_CLOSE: Final = frozenset({1000, 1001})
+"""Close codes that mean "closed on purpose" (normal, going away): anything else broke."""
+
+
+def _closed(exc: trio_websocket.ConnectionClosed) -> ConnectionClosed:
+    """trio-websocket's close, as a clean close or a breakage (the one mapping of it)."""
+    if exc.reason is None:
+        return ConnectionBroken("websocket closed without a close frame")
+    code = int(exc.reason.code)
+    if code in _CLEAN_CLOSE:
+        return PeerClosed(f"websocket closed ({code})")
+    return ConnectionBroken(f"websocket closed ({code})")
 
 
 @final
@@ -192,53 +208,41 @@ class WebSocketListener:
         handler_nursery: trio.Nursery | None = None,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        try:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(
-                    partial(
-                        trio.serve_listeners,
-                        partial(self._on_stream, handler),
-                        self._listeners,
-                        handler_nursery=handler_nursery,
-                    )
-                )
-                task_status.started()
-        finally:
-            await self.aclose()
+        async def on_stream(raw: trio.SocketStream) -> None:
+            connection = await admitted(raw, self._admission, self._upgrade)
+            if connection is not None:
+                await run_handler(handler, connection)
 
-    async def _on_stream(self, handler: FrameHandler, raw: trio.SocketStream) -> None:
-        peer = peer_address(raw)
-        admission = self._admission
-        if admission is not None and not admission.admit(peer):
-            await trio.aclose_forcefully(raw)  # nothing can be said before the handshake
-            return
+        await serve_sockets(
+            on_stream,
+            self._listeners,
+            close=self.aclose,
+            handler_nursery=handler_nursery,
+            task_status=task_status,
+        )
+
+    async def _upgrade(self, raw: trio.SocketStream, peer: str) -> ServerWebSocket | None:
+        """TLS (for wss) and the HTTP upgrade within one deadline; None if refused or failed."""
+        deadline = trio.current_time() + self._handshake_timeout
+        stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] = raw
+        connection: ServerWebSocket | None = None
         try:
-            connection = await self._upgrade(raw, peer)
+            if self._ssl_context is not None:
+                tls = await tls_server_handshake(
+                    raw, self._ssl_context, seconds=self._handshake_timeout, https_compatible=True
+                )
+                if tls is None:
+                    return None
+                stream = tls
+            with trio.move_on_at(deadline):
+                connection = await accept_websocket(stream, transport=self._scheme, peer=peer)
+        except (*STREAM_ERRORS, ConnectionClosed):
+            connection = None
         except Exception:
             # Hostile input wsproto or h11 choke on in an unforeseen way ends
             # this connection only, never the listener and its siblings.
             logger.debug("websocket handshake failed", exc_info=True)
-            await trio.aclose_forcefully(raw)
-            return
-        finally:
-            if admission is not None:
-                admission.release(peer)
-        if connection is not None:
-            await run_handler(handler, connection)
-
-    async def _upgrade(self, raw: trio.SocketStream, peer: str) -> ServerWebSocket | None:
-        stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] = raw
-        connection: ServerWebSocket | None = None
-        with trio.move_on_after(self._handshake_timeout):
-            try:
-                if self._ssl_context is not None:
-                    stream = trio.SSLStream(
-                        raw, self._ssl_context, server_side=True, https_compatible=True
-                    )
-                    await stream.do_handshake()
-                connection = await accept_websocket(stream, transport=self._scheme, peer=peer)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionClosed):
-                connection = None
+            connection = None
         if connection is None:
             logger.debug("websocket handshake refused, failed or timed out")
             await trio.aclose_forcefully(stream)
@@ -423,29 +427,14 @@ async def _open_stream(
     seconds: float,
     target: str,
 ) -> trio.SocketStream | trio.SSLStream[trio.SocketStream]:
-    """TCP, then TLS and the pin check, before a single HTTP byte is sent."""
-    try:
-        with trio.fail_after(seconds):
-            tcp = await trio.open_tcp_stream(host, port)
-            if scheme != "wss":
-                return tcp
-            tls = trio.SSLStream(
-                tcp,
-                client_ssl_context(ssl_context, pin),
-                server_hostname=host,
-                https_compatible=True,
-            )
-            try:
-                await tls.do_handshake()
-                check_pin(tls, pin)
-            except BaseException:
-                await trio.aclose_forcefully(tls)
-                raise
-            return tls
-    except trio.TooSlowError as exc:
-        raise TransportError(f"connecting to {target} timed out") from exc
-    except OSError as exc:
-        raise TransportError(f"cannot connect to {target}: {exc.strerror or exc}") from exc
-    except trio.BrokenResourceError as exc:
-        reason = type(exc.__cause__).__name__ if exc.__cause__ else "connection lost"
-        raise TransportError(f"TLS handshake with {target} failed ({reason})") from exc
+    """TCP, then TLS and the pin check (wss), before a single HTTP byte is sent."""
+    return await open_tls_stream(
+        host,
+        port,
+        target=target,
+        seconds=seconds,
+        ssl_context=ssl_context,
+        pin=pin,
+        tls=scheme == "wss",
+        https_compatible=True,
+    )

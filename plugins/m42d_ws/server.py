@@ -46,8 +46,14 @@ from wsproto.events import (
 )
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
-from m42d.errors import ConnectionClosed, WireError
-from m42d.transport import BYTES_PER_TURN, FRAMES_PER_TURN, READ_SIZE, acquire_send_lock
+from m42d.errors import ConnectionBroken, ConnectionClosed, PeerClosed, WireError
+from m42d.transport import (
+    BYTES_PER_TURN,
+    FRAMES_PER_TURN,
+    READ_SIZE,
+    STREAM_ERRORS,
+    acquire_send_lock,
+)
 from m42d.wire import MAX_FRAME, Frame, Relayed, decode, encode, relayed_message
 from m42d_ws import http
 
@@ -147,7 +153,7 @@ class ServerWebSocket:
             else:  # one write for the batch: the relay's lanes already ordered it
                 data = b"".join([ws.send(Message(data=m)) for m in messages])
         except LocalProtocolError as exc:
-            raise ConnectionClosed(f"websocket closed ({self._close_code})") from exc
+            raise _ended(self._close_code) from exc
         await self._send_raw(data)
 
     async def _send_raw(self, data: bytes) -> None:
@@ -155,11 +161,11 @@ class ServerWebSocket:
         await acquire_send_lock(lock)
         try:
             await self._stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+        except STREAM_ERRORS as exc:
             self._unusable = True
             if self._close_code is None:
                 self._close_code = 1006
-            raise ConnectionClosed("websocket connection broken") from exc
+            raise ConnectionBroken("websocket connection broken") from exc
         except BaseException:  # cancelled mid-write: the framing may be cut
             self._unusable = True
             raise
@@ -205,21 +211,21 @@ class ServerWebSocket:
     async def _read(self) -> None:
         try:
             data = await self._stream.receive_some(READ_SIZE)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+        except STREAM_ERRORS as exc:
             self._unusable = True
-            self._end(ConnectionClosed("websocket connection broken"), 1006)
-            raise ConnectionClosed("websocket connection broken") from exc
+            self._end(ConnectionBroken("websocket connection broken"), 1006)
+            raise ConnectionBroken("websocket connection broken") from exc
         # receive_some is a checkpoint: a new turn begins.
         self._turn_frames = self._turn_bytes = 0
         if not data:
             self._unusable = True
-            self._end(ConnectionClosed("websocket closed (no close frame)"), 1006)
+            self._end(ConnectionBroken("websocket closed (no close frame)"), 1006)
             return
         try:
             self._ws.receive_data(_as_bytes(data))
         except RemoteProtocolError as exc:  # pragma: no cover - wsproto closes with 1002
             self._unusable = True
-            self._end(ConnectionClosed(f"websocket protocol error: {exc}"), 1002)
+            self._end(ConnectionBroken(f"websocket protocol error: {exc}"), 1002)
             return
         self._events = self._ws.events()
 
@@ -262,8 +268,11 @@ class ServerWebSocket:
                 self._close_code = event.code
                 with contextlib.suppress(ConnectionClosed, LocalProtocolError):
                     await self._send_raw(self._ws.send(event.response()))
-                what = "protocol error" if parse_failed else "closed"
-                self._end(ConnectionClosed(f"websocket {what} ({event.code})"))
+                self._end(
+                    ConnectionBroken(f"websocket protocol error ({event.code})")
+                    if parse_failed
+                    else _ended(event.code)
+                )
             # Pong: nothing to do.
 
     async def _on_bytes(self, event: BytesMessage) -> None:
@@ -276,7 +285,7 @@ class ServerWebSocket:
             partial.clear()
             self._fragments = 0
             await self._close(MESSAGE_TOO_BIG, "message too big")
-            self._end(ConnectionClosed(f"websocket closed ({MESSAGE_TOO_BIG})"))
+            self._end(ConnectionBroken(f"websocket closed ({MESSAGE_TOO_BIG})"))
             return
         if event.message_finished:
             self._fragments = 0
@@ -331,7 +340,7 @@ class ServerWebSocket:
         ):
             try:
                 data = await self._stream.receive_some(READ_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            except STREAM_ERRORS:
                 return
             if not data:
                 return
@@ -374,7 +383,7 @@ async def accept_websocket(
         return None
     try:
         await stream.send_all(answer)
-    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+    except STREAM_ERRORS:
         return None
     # From here on only the frame protocol runs: no handshake state is kept.
     ws = Connection(ConnectionType.SERVER)
@@ -398,7 +407,7 @@ async def _read_request(stream: AnyStream) -> tuple[h11.Request, bytes] | int | 
         if event is h11.NEED_DATA:
             try:
                 data = await stream.receive_some(READ_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            except STREAM_ERRORS:
                 return None
             if not data:
                 return None
@@ -424,3 +433,10 @@ async def _answer(stream: AnyStream, answer: http.PlainAnswer, *, head: bool = F
 def _as_bytes(data: bytes | bytearray) -> bytes:
     """trio's streams return bytes; the type allows bytearray, wsproto's does not."""
     return data if isinstance(data, bytes) else bytes(data)
+
+
+def _ended(code: int | None) -> ConnectionClosed:
+    """How a connection that got (or sent) close ``code`` ended: on purpose, or broken."""
+    if code in (1000, 1001):  # normal closure, going away
+        return PeerClosed(f"websocket closed ({code})")
+    return ConnectionBroken(f"websocket closed ({code if code is not None else 'no close frame'})")

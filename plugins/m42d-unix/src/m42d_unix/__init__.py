@@ -53,7 +53,9 @@ from m42d.transport import (
     FrameConnection,
     FrameHandler,
     StreamFrameConnection,
+    dialing,
     run_handler,
+    serve_sockets,
 )
 
 __all__ = [
@@ -133,21 +135,15 @@ class UnixListener:
             connection = StreamFrameConnection(stream, transport=SCHEME, peer=PEER)
             await run_handler(handler, connection)
 
-        try:
-            async with trio.open_nursery() as nursery:
-                # trio.serve_listeners backs off on EMFILE and friends, and
-                # runs handlers in handler_nursery when given.
-                await nursery.start(
-                    partial(
-                        trio.serve_listeners,
-                        on_stream,
-                        [self._listener],
-                        handler_nursery=handler_nursery,
-                    )
-                )
-                task_status.started()
-        finally:
-            await self.aclose()
+        # Backs off on EMFILE and friends, runs handlers in handler_nursery
+        # when given, and closes this listener however serving ends.
+        await serve_sockets(
+            on_stream,
+            [self._listener],
+            close=self.aclose,
+            handler_nursery=handler_nursery,
+            task_status=task_status,
+        )
 
     async def aclose(self) -> None:
         """Close the socket and remove its file if it is still the one we made.
@@ -221,14 +217,10 @@ class UnixTransport:
             raise TransportError(
                 "a unix:// relay has no TLS certificate, so the link's pin cannot be checked"
             )
-        target = unix_url(path)
-        try:
+        # dialing() is the one translation of a failed connect into TransportError.
+        with dialing(unix_url(path), reason=partial(_reason, path=path)):
             with trio.fail_after(connect_timeout):
                 stream = await trio.open_unix_socket(path)
-        except trio.TooSlowError as exc:
-            raise TransportError(f"connecting to {target} timed out") from exc
-        except OSError as exc:
-            raise TransportError(f"cannot connect to {target}: {_reason(exc, path)}") from exc
         connection = StreamFrameConnection(stream, transport=SCHEME, peer=PEER)
         try:
             yield connection
