@@ -28,7 +28,10 @@ from m42d.errors import (
 __version__ = "0.1.0"
 
 PROTOCOL_VERSION = 1
-"""Version of the end-to-end and relay protocol, bound into the Noise prologue."""
+"""Version of what the relay sees (links, tickets, relay frames), sent in CREATE_ROOM and JOIN.
+
+The end-to-end session has its own version (``m42d.session.SESSION_VERSION``,
+bound into the Noise prologue): docs/protocol.md, "Versions"."""
 
 __all__ = [
     "PROTOCOL_VERSION",

@@ -22,6 +22,11 @@ connection count changes (checked every :data:`STATUS_INTERVAL` s);
 ``RELOADING=1``/``READY=1`` around a SIGHUP reload; ``STOPPING=1`` at the
 first SIGTERM/SIGINT; ``WATCHDOG=1`` from a trio task when the unit sets
 ``WatchdogSec=``.
+
+Why this module is a little over 500 lines: ``serve`` is one straight
+line from configuration to a running relay (the order matters and is
+the point of the module), and the operator commands beside it share its
+configuration loading; argument parsing is a third of the file.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ import sys
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeAlias
 
 import attrs
 import trio
@@ -62,6 +67,7 @@ from m42d.relay.state import (
     tls_paths,
 )
 from m42d.relay.store import open_store
+from m42d.session import SESSION_VERSION
 from m42d.transport import FrameListener, Transport, format_url, load_transports
 
 __all__ = [
@@ -579,7 +585,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--version",
         action="version",
-        version=f"m42d {__version__} (protocol {PROTOCOL_VERSION})",
+        version=f"m42d {__version__} "
+        f"(relay protocol {PROTOCOL_VERSION}, session protocol {SESSION_VERSION})",
     )
     parser.add_argument(
         "--debug",
@@ -587,7 +594,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="on failure, show the full error chain (traceback)",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_serve_command(commands)
+    _add_tool_commands(commands)
+    return parser
 
+
+_Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def _add_serve_command(commands: _Commands) -> None:
     serve_parser = commands.add_parser(
         "serve",
         help="run the relay",
@@ -634,6 +649,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve_parser.set_defaults(func=_cmd_serve)
 
+
+def _add_tool_commands(commands: _Commands) -> None:
+    """check-config, pin and rotate-keys: the commands an operator runs beside the relay."""
     check_parser = commands.add_parser(
         "check-config",
         help="check a configuration file and print the effective settings",
@@ -674,7 +692,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="how many keys to keep, the new one included (default: 2)",
     )
     rotate_parser.set_defaults(func=_cmd_rotate_keys)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

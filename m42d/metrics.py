@@ -38,7 +38,7 @@ import re
 import resource
 import socket
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Final, final
 
 import trio
@@ -197,42 +197,52 @@ class RelayCollector(Collector):
             s.timeouts,
             TIMEOUT_KINDS,
         )
+        yield from _queue_metrics(s)
+        yield from _store_metrics(s)
+
+
+def _queue_metrics(s: RelayStatistics) -> Iterator[Metric]:
+    """What the relay's lanes hold: the figures behind docs/operations.md's memory bound."""
+    yield GaugeMetricFamily(
+        "m42d_queued_bulk_bytes",
+        "BULK payload bytes waiting in the relay's bulk lanes now.",
+        value=s.queued_bulk_bytes,
+    )
+    yield GaugeMetricFamily(
+        "m42d_queued_bulk_bytes_high_water",
+        "The largest m42d_queued_bulk_bytes seen since start.",
+        value=s.queued_bulk_high_water,
+    )
+    yield GaugeMetricFamily(
+        "m42d_queued_bytes",
+        "Bytes the relay's lanes hold now (frames at payload + 128, writes in progress).",
+        value=s.queued_bytes,
+    )
+    yield GaugeMetricFamily(
+        "m42d_queued_bytes_high_water",
+        "The largest m42d_queued_bytes seen since start.",
+        value=s.queued_high_water,
+    )
+    yield GaugeMetricFamily(
+        "m42d_queued_control_frames",
+        "Frames waiting in the relay's control lanes now.",
+        value=s.queued_control_frames,
+    )
+
+
+def _store_metrics(s: RelayStatistics) -> Iterator[Metric]:
+    """Only on a node that shares a store with others (docs/scale-out.md)."""
+    if s.store_up is not None:
         yield GaugeMetricFamily(
-            "m42d_queued_bulk_bytes",
-            "BULK payload bytes waiting in the relay's bulk lanes now.",
-            value=s.queued_bulk_bytes,
+            "m42d_store_up",
+            "1 while the shared store (Valkey/Redis) answers, else 0.",
+            value=int(s.store_up),
         )
-        yield GaugeMetricFamily(
-            "m42d_queued_bulk_bytes_high_water",
-            "The largest m42d_queued_bulk_bytes seen since start.",
-            value=s.queued_bulk_high_water,
+        yield CounterMetricFamily(
+            "m42d_rooms_moved",
+            "Lone seats told to reconnect because another node holds their room.",
+            value=s.rooms_moved,
         )
-        yield GaugeMetricFamily(
-            "m42d_queued_bytes",
-            "Bytes the relay's lanes hold now (frames at payload + 128, writes in progress).",
-            value=s.queued_bytes,
-        )
-        yield GaugeMetricFamily(
-            "m42d_queued_bytes_high_water",
-            "The largest m42d_queued_bytes seen since start.",
-            value=s.queued_high_water,
-        )
-        yield GaugeMetricFamily(
-            "m42d_queued_control_frames",
-            "Frames waiting in the relay's control lanes now.",
-            value=s.queued_control_frames,
-        )
-        if s.store_up is not None:
-            yield GaugeMetricFamily(
-                "m42d_store_up",
-                "1 while the shared store (Valkey/Redis) answers, else 0.",
-                value=int(s.store_up),
-            )
-            yield CounterMetricFamily(
-                "m42d_rooms_moved",
-                "Lone seats told to reconnect because another node holds their room.",
-                value=s.rooms_moved,
-            )
 
 
 _STARTED: Final = time.time()

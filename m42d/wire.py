@@ -36,6 +36,14 @@ Rules and invariants
   :meth:`FrameDecoder.next_relayed` can hand them out as :class:`Relayed`:
   the frame's encoded bytes, checked against :data:`BODY_LIMITS` like any
   frame, but never parsed into a value and never encoded again.
+
+Why this module is big (~950 lines): it is the relay wire format of
+docs/protocol.md in one place -- every frame kind's value class, its
+encoder and decoder, the body limits and the incremental decoder -- because
+the kinds share one table (:data:`BODY_LIMITS`) and one set of field
+codecs, and an implementer reads it side by side with the spec.  It has no
+state beyond the decoder and no I/O; splitting it by kind would scatter one
+table over a dozen files.
 """
 
 from __future__ import annotations

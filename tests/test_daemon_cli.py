@@ -44,7 +44,10 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(["--version"])
     assert info.value.code == 0
-    assert capsys.readouterr().out.strip() == f"m42d {__version__} (protocol 1)"
+    assert (
+        capsys.readouterr().out.strip()
+        == f"m42d {__version__} (relay protocol 1, session protocol 2)"
+    )
 
 
 def test_no_command_prints_help_and_fails(capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,7 +9,14 @@ import pytest
 import trio
 import trio.testing
 
-from m42d.errors import ConnectionClosed, TransportError, WireError
+from m42d.errors import (
+    ClosedLocally,
+    ConnectionBroken,
+    ConnectionClosed,
+    PeerClosed,
+    TransportError,
+    WireError,
+)
 from m42d.transport import (
     ENTRY_POINT_GROUP,
     StreamFrameConnection,
@@ -96,9 +103,10 @@ async def test_stream_frames_split_anywhere_and_eof() -> None:
         assert await receiver.receive() == Bulk(b"b" * 60_000)
         assert await receiver.receive() == Ping(b"z")
         await sender.aclose()
-        with pytest.raises(ConnectionClosed):
+        # "It closed" (the other end), "you closed it" and "it broke" stay apart.
+        with pytest.raises(PeerClosed):
             await receiver.receive()
-        with pytest.raises(ConnectionClosed):
+        with pytest.raises(ClosedLocally):
             await sender.send(Ping())
         await sender.aclose()  # idempotent
 
@@ -111,3 +119,19 @@ async def test_stream_eof_mid_frame_is_a_wire_error() -> None:
         await left.aclose()
         with pytest.raises(WireError, match="mid-frame"):
             await receiver.receive()
+
+
+async def test_a_broken_stream_is_connection_broken_not_a_clean_close() -> None:
+    left, right = trio.testing.memory_stream_pair()
+    receiver = StreamFrameConnection(right, transport="memory")
+
+    async def broken(max_bytes: int | None = None) -> bytes:
+        raise trio.BrokenResourceError("reset")
+
+    right.receive_some = broken  # type: ignore[method-assign]
+    with trio.fail_after(5), pytest.raises(ConnectionBroken, match="broke") as info:
+        await receiver.receive()
+    assert isinstance(info.value, ConnectionClosed)
+    assert not isinstance(info.value, PeerClosed | ClosedLocally)
+    await left.aclose()
+    await receiver.aclose()

@@ -25,6 +25,11 @@ Rules and invariants
   the engine never fights another device for the seat.
 * Events for the UI queue in order and go out between two session steps;
   the engine waits when the UI does not read (the channel is bounded).
+
+Why this module is a little over 500 lines: it is the client's facade --
+reconnection with backoff, the session's steps and the event channel to the
+UI -- over parts in their own modules (connection, outgoing and incoming
+files, key store, rooms); what remains needs several of them at once.
 """
 
 from __future__ import annotations

@@ -29,6 +29,13 @@ Rules and invariants of the state machine (HandshakeState):
 * A CipherState's nonce counts messages; it is never reused: it advances only
   on success and the reserved value 2^64-1 is never used to encrypt a message.
 * No key, psk or chaining key ever appears in a repr, str or error message.
+
+Why this module is big (~980 lines): it is the Noise Protocol Framework
+(revision 34) as the specification lays it out -- the primitives, the
+pattern notation, CipherState, SymmetricState, HandshakeState -- and those
+objects are defined in terms of each other.  Keeping them in one file, in the
+specification's order, is what lets a reviewer check it section by section
+against the spec and the third-party vectors.
 """
 
 from __future__ import annotations

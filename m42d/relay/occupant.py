@@ -32,6 +32,11 @@ Rules and invariants
   reader reads and drops it until the client closes or ``close_timeout``
   passes, so the close does not reset the connection before the client
   has read its ERROR.
+
+Why this module is a little over 500 lines: it is the one class that owns
+a joined connection's reader and its single writer; the ordering rules
+above (credit, lanes, termination, draining) tie the two together, so they
+are read and changed together.
 """
 
 from __future__ import annotations

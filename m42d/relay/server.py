@@ -20,6 +20,11 @@ Rules and invariants
 * Stopping: no new connections, lobby connections get GOAWAY(0) and close,
   joined ones get GOAWAY(grace) and keep relaying until they leave or the
   grace deadline passes; then everything left is cancelled.
+
+Why this module is a little over 500 lines: admission, the lobby (create
+or join), burn and the graceful stop all mutate the same per-address and
+global counts of :class:`Relay`; the room, occupant, lanes, credit and
+deadlines already live in their own modules.
 """
 
 from __future__ import annotations
