@@ -320,7 +320,7 @@ class _HostileTransport:
     async def connect(self, url: str, **kwargs: Any) -> AsyncIterator[FrameConnection]:
         client_stream, relay_stream = trio.testing.memory_stream_pair()
         client = StreamFrameConnection(client_stream, transport="tls")
-        server = StreamFrameConnection(relay_stream, transport="tls", peer="192.0.2.66")
+        server = StreamFrameConnection(relay_stream, transport="tls", address="192.0.2.66")
 
         async def serve() -> None:
             try:

@@ -60,8 +60,8 @@ class _Stalling:
         return self.conn.transport
 
     @property
-    def peer(self) -> str:
-        return self.conn.peer
+    def address(self) -> str:
+        return self.conn.address
 
     async def send(self, frame: Frame) -> None:
         if isinstance(frame, Bulk):

@@ -254,7 +254,7 @@ async def _feed_relay(garbage: bytes, joined: bool, cuts: list[int]) -> None:
     relay = Relay(KEYRING, limits=RelayLimits(join_timeout=1, idle_timeout=2, ping_interval=1))
     issued = KEYRING.mint(now=int(relay.wall_clock()), ttl=3600)
     client_stream, server_stream = trio.testing.memory_stream_pair()
-    server = StreamFrameConnection(server_stream, transport="memory", peer="192.0.2.7")
+    server = StreamFrameConnection(server_stream, transport="memory", address="192.0.2.7")
     data = garbage
     if joined:
         data = encode_stream(Join(Seat.A, issued.ticket.to_bytes(), issued.token_a)) + garbage

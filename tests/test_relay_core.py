@@ -438,7 +438,7 @@ class _WriteBreaks:
         self.broken = False
         self.failed = trio.Event()
         self.transport = inner.transport
-        self.peer = inner.peer
+        self.address = inner.address
 
     def _check(self) -> None:
         from m42d.errors import ConnectionClosed
@@ -478,7 +478,7 @@ async def test_frames_read_before_a_failed_write_are_still_relayed(harness: Harn
     await expect(a, Joined)
     client_stream, server_stream = trio.testing.memory_stream_pair()
     server = _WriteBreaks(
-        StreamFrameConnection(server_stream, transport="memory", peer="192.0.2.2")
+        StreamFrameConnection(server_stream, transport="memory", address="192.0.2.2")
     )
     client_b = StreamFrameConnection(client_stream, transport="memory")
     harness.nursery.start_soon(harness.relay.handle_connection, server)

@@ -87,8 +87,8 @@ class PlainConnection:
         return self._inner.transport
 
     @property
-    def peer(self) -> str:
-        return self._inner.peer
+    def address(self) -> str:
+        return self._inner.address
 
     async def send(self, frame: object) -> None:
         await self._inner.send(frame)  # type: ignore[arg-type]

@@ -35,7 +35,7 @@ class Harness:
     ) -> StreamFrameConnection:
         pair = trio.testing.lockstep_stream_pair if lockstep else trio.testing.memory_stream_pair
         client_stream, server_stream = pair()
-        server = StreamFrameConnection(server_stream, transport="memory", peer=address)
+        server = StreamFrameConnection(server_stream, transport="memory", address=address)
         client = StreamFrameConnection(client_stream, transport="memory")
         self.nursery.start_soon(self._serve, server)
         return client

@@ -98,7 +98,7 @@ class MemoryListener:
 
     async def connect(self) -> StreamFrameConnection:
         client, server = trio.testing.memory_stream_pair()
-        await self.send.send(StreamFrameConnection(server, transport="memory", peer="192.0.2.9"))
+        await self.send.send(StreamFrameConnection(server, transport="memory", address="192.0.2.9"))
         return StreamFrameConnection(client, transport="memory")
 
     async def aclose(self) -> None:

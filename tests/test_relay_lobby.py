@@ -40,7 +40,7 @@ async def test_a_pre_join_client_that_never_reads_ends_in_a_counted_timeout(
     # Lockstep: a write completes only when the other side reads, and this
     # client never reads.
     client_stream, server_stream = trio.testing.lockstep_stream_pair()
-    server = StreamFrameConnection(server_stream, transport="memory", peer="192.0.2.1")
+    server = StreamFrameConnection(server_stream, transport="memory", address="192.0.2.1")
     client = StreamFrameConnection(client_stream, transport="memory")
     start = trio.current_time()
     with trio.fail_after(100):

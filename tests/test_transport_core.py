@@ -93,8 +93,8 @@ def test_pin_must_be_a_sha256() -> None:
 async def test_stream_frames_split_anywhere_and_eof() -> None:
     left, right = trio.testing.memory_stream_pair()
     sender = StreamFrameConnection(left, transport="memory")
-    receiver = StreamFrameConnection(right, transport="memory", peer="x")
-    assert (receiver.peer, receiver.transport) == ("x", "memory")
+    receiver = StreamFrameConnection(right, transport="memory", address="x")
+    assert (receiver.address, receiver.transport) == ("x", "memory")
     with trio.fail_after(5):
         await sender.send_many([Control(b"a"), Bulk(b"b" * 60_000)])
         await sender.send_many([])

@@ -53,7 +53,7 @@ async def _ws_fed(wire: bytes) -> ServerWebSocket:
     await client.send_all(wire)
     await client.send_eof()
     ws = Connection(ConnectionType.SERVER)
-    return ServerWebSocket(server, ws, transport="ws", peer="192.0.2.1")  # type: ignore[arg-type]
+    return ServerWebSocket(server, ws, transport="ws", address="192.0.2.1")  # type: ignore[arg-type]
 
 
 async def test_ws_many_tiny_messages_are_parsed_in_bounded_turns() -> None:

@@ -428,7 +428,7 @@ async def test_ws_server_aclose_when_cancelled_closes_at_once(
         server_end,  # type: ignore[arg-type]
         Connection(ConnectionType.SERVER),
         transport="ws",
-        peer="192.0.2.1",
+        address="192.0.2.1",
     )
     start = trio.current_time()
     with trio.CancelScope() as scope:

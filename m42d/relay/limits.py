@@ -114,8 +114,8 @@ class RelayLimits:
             )
 
 
-def address_key(peer: str, ipv6_prefix: int) -> str:
-    """The key per-address limits count ``peer`` under.
+def address_key(address: str, ipv6_prefix: int) -> str:
+    """The key per-address limits count ``address`` under.
 
     Anyone with an IPv6 /64 (the usual end-user allocation) holds 2^64
     addresses, so keying on the full address would multiply every
@@ -123,14 +123,14 @@ def address_key(peer: str, ipv6_prefix: int) -> str:
     bits instead (``2001:db8:1:2::/64``).  An IPv4-mapped IPv6 address
     (``::ffff:192.0.2.1``, what a dual-stack socket reports) is the IPv4
     address it maps.  Anything that is not an IP address (a plugin's own
-    notion of a peer, or ``""``) is its own key.
+    notion of an address, or ``""``) is its own key.
     """
-    if not peer:
-        return peer
+    if not address:
+        return address
     try:
-        ip = ipaddress.ip_address(peer.partition("%")[0])  # no zone: fe80::1%eth0
+        ip = ipaddress.ip_address(address.partition("%")[0])  # no zone: fe80::1%eth0
     except ValueError:
-        return peer
+        return address
     if isinstance(ip, ipaddress.IPv4Address):
         return str(ip)
     mapped = ip.ipv4_mapped

@@ -158,7 +158,7 @@ class Relay:
         for peer in list(self._peers):
             peer.put_relay(GoAway(grace_ms, "relay shutting down"))
 
-    def admit(self, peer: str) -> bool:
+    def admit(self, address: str) -> bool:
         """:class:`~m42d.transport.Admission`: refuse before the handshake what
         :meth:`handle_connection` would refuse after it (overload, per-address cap)."""
         limits = self.limits
@@ -168,22 +168,22 @@ class Relay:
         if total >= limits.max_connections:
             self.counters.refused[ErrorCode.UNAVAILABLE.name] += 1
             return False
-        key, in_flight = self._handshake_keys.get(peer, ("", 0))
+        key, in_flight = self._handshake_keys.get(address, ("", 0))
         if not in_flight:
-            key = address_key(peer, limits.ipv6_prefix)
+            key = address_key(address, limits.ipv6_prefix)
         if key:
             held = self._per_address[key] + self._handshaking[key]
             if held >= limits.max_connections_per_address:
                 self.counters.refused[ErrorCode.RATE_LIMITED.name] += 1
                 return False
         self._handshaking[key] += 1
-        self._handshake_keys[peer] = (key, in_flight + 1)
+        self._handshake_keys[address] = (key, in_flight + 1)
         return True
 
-    def release(self, peer: str) -> None:
-        key, in_flight = self._handshake_keys.pop(peer, (peer, 1))
+    def release(self, address: str) -> None:
+        key, in_flight = self._handshake_keys.pop(address, (address, 1))
         if in_flight > 1:
-            self._handshake_keys[peer] = (key, in_flight - 1)
+            self._handshake_keys[address] = (key, in_flight - 1)
         self._handshaking[key] -= 1
         if self._handshaking[key] <= 0:
             del self._handshaking[key]
@@ -195,7 +195,7 @@ class Relay:
         logged and stays with that connection.
         """
         limits = self.limits
-        address = address_key(connection.peer, limits.ipv6_prefix)
+        address = address_key(connection.address, limits.ipv6_prefix)
         counters = self.counters
         if self.stopping:
             await self._refuse(connection, Error.from_code(ErrorCode.UNAVAILABLE))
@@ -422,7 +422,7 @@ class Relay:
                 "seat %s of room %s joined from %s",
                 seat.value,
                 room_tag(room.room_id),
-                connection.peer,
+                connection.address,
             )
         else:
             logger.debug("seat %s of room %s joined", seat.value, room_tag(room.room_id))

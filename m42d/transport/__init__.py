@@ -34,7 +34,7 @@ Rules every transport follows:
 * :meth:`FrameConnection.receive` is cancel-safe: cancelled, it loses no frame.
 * :meth:`FrameConnection.send` may be called from several tasks; frames are
   written whole and in call order.
-* ``peer`` is the remote address without port (the key for per-address
+* ``address`` is the remote address without port (the key for per-address
   limits); it is logged only when the operator turns address logging on.
 * Work per turn is bounded: between two checkpoints a connection parses or
   hands on at most :data:`FRAMES_PER_TURN` frames and :data:`BYTES_PER_TURN`
@@ -70,7 +70,7 @@ from m42d.transport.loader import load_transports
 from m42d.transport.serving import (
     admitted,
     open_tcp_listeners,
-    peer_address,
+    remote_address,
     run_handler,
     serve_sockets,
     socket_listener_urls,
@@ -109,8 +109,8 @@ __all__ = [
     "open_tcp_listeners",
     "open_tls_stream",
     "parse_url",
-    "peer_address",
     "raise_closed",
+    "remote_address",
     "run_handler",
     "serve_sockets",
     "socket_listener_urls",

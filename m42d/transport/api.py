@@ -72,7 +72,7 @@ class FrameConnection(Protocol):
         ...
 
     @property
-    def peer(self) -> str:
+    def address(self) -> str:
         """Remote address without port, or ``""`` when the transport has none."""
         ...
 
@@ -93,7 +93,7 @@ class FrameConnection(Protocol):
 
         Raises:
             ConnectionClosed: the other end closed or the connection broke.
-            WireError: the peer sent something that is not a valid frame.
+            WireError: the other end sent something that is not a valid frame.
         """
         ...
 
@@ -180,17 +180,17 @@ class Admission(Protocol):
     A TLS (or WebSocket) handshake costs the relay far more than refusing a
     TCP connection, and it runs on the one event loop: 2,000 handshakes from
     one address would stall every room.  A listener that can, asks
-    :meth:`admit` with the peer address as soon as TCP accepts, closes the
+    :meth:`admit` with the remote address as soon as TCP accepts, closes the
     socket at once on False, and calls :meth:`release` when the handshake is
     over (succeeded or not) -- from then on the handler's own accounting
     counts the connection.
     """
 
-    def admit(self, peer: str) -> bool:
-        """Reserve a place for a connection from ``peer`` (False: refuse it now)."""
+    def admit(self, address: str) -> bool:
+        """Reserve a place for a connection from ``address`` (False: refuse it now)."""
         ...
 
-    def release(self, peer: str) -> None:
+    def release(self, address: str) -> None:
         """Give back the place :meth:`admit` reserved."""
         ...
 

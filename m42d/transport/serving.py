@@ -25,7 +25,7 @@ from m42d.transport.urls import format_url
 __all__ = [
     "admitted",
     "open_tcp_listeners",
-    "peer_address",
+    "remote_address",
     "run_handler",
     "serve_sockets",
     "socket_listener_urls",
@@ -66,7 +66,7 @@ def socket_listener_urls(scheme: str, listeners: Sequence[trio.SocketListener]) 
     return urls
 
 
-def peer_address(stream: trio.abc.Stream) -> str:
+def remote_address(stream: trio.abc.Stream) -> str:
     """The remote IP of a socket stream (through TLS), without port; ``""`` if unknown."""
     inner: object = stream
     while isinstance(inner, trio.SSLStream):
@@ -131,19 +131,19 @@ async def admitted(
     admission: Admission | None,
     handshake: Callable[[trio.SocketStream, str], Awaitable[_T | None]],
 ) -> _T | None:
-    """Run ``handshake(raw, peer)`` only if ``admission`` lets ``peer`` in; None if refused.
+    """Run ``handshake(raw, address)`` only if ``admission`` lets ``address`` in; None if refused.
 
     A refused socket is closed at once, before any handshake byte: nothing
     can be said to a client before its handshake, and refusing must cost the
     relay less than accepting.  The place is released when the handshake
     ends, however it ends; from then on the handler's accounting counts it.
     """
-    peer = peer_address(raw)
-    if admission is not None and not admission.admit(peer):
+    address = remote_address(raw)
+    if admission is not None and not admission.admit(address):
         await trio.aclose_forcefully(raw)
         return None
     try:
-        return await handshake(raw, peer)
+        return await handshake(raw, address)
     finally:
         if admission is not None:
-            admission.release(peer)
+            admission.release(address)

@@ -58,13 +58,13 @@ class StreamFrameConnection:
         stream: trio.abc.Stream,
         *,
         transport: str,
-        peer: str = "",
+        address: str = "",
         max_frame: int = MAX_FRAME,
         read_size: int = READ_SIZE,
     ) -> None:
         self._stream = stream
         self._transport = transport
-        self._peer = peer
+        self._address = address
         self._read_size = read_size
         self._decoder = FrameDecoder(
             max_frame=max_frame, max_buffer=read_size + LENGTH_PREFIX_SIZE + max_frame
@@ -91,12 +91,12 @@ class StreamFrameConnection:
         return self._transport
 
     @property
-    def peer(self) -> str:
-        return self._peer
+    def address(self) -> str:
+        return self._address
 
     @property
     def stream(self) -> trio.abc.Stream:
-        """The underlying stream (for TLS details such as the peer certificate)."""
+        """The underlying stream (for TLS details such as the peer's certificate)."""
         return self._stream
 
     async def send(self, frame: Frame) -> None:

@@ -89,9 +89,13 @@ class TlsListener:
             task_status=task_status,
         )
 
-    async def _handshake(self, raw: trio.SocketStream, peer: str) -> StreamFrameConnection | None:
+    async def _handshake(
+        self, raw: trio.SocketStream, address: str
+    ) -> StreamFrameConnection | None:
         tls = await tls_server_handshake(raw, self._ssl_context, seconds=self._handshake_timeout)
-        return None if tls is None else StreamFrameConnection(tls, transport=SCHEME, peer=peer)
+        return (
+            None if tls is None else StreamFrameConnection(tls, transport=SCHEME, address=address)
+        )
 
     async def aclose(self) -> None:
         for listener in self._listeners:
@@ -134,7 +138,7 @@ class TlsTransport:
             ssl_context=ssl_context,
             pin=pin,
         )
-        connection = StreamFrameConnection(tls, transport=SCHEME, peer=where.host)
+        connection = StreamFrameConnection(tls, transport=SCHEME, address=where.host)
         try:
             yield connection
         finally:

@@ -96,11 +96,11 @@ class WebSocketFrameConnection:
     """A :class:`~m42d.transport.FrameConnection` over one trio-websocket connection."""
 
     def __init__(
-        self, ws: trio_websocket.WebSocketConnection, *, transport: str, peer: str
+        self, ws: trio_websocket.WebSocketConnection, *, transport: str, address: str
     ) -> None:
         self._ws = ws
         self._transport = transport
-        self._peer = peer
+        self._address = address
 
     def __repr__(self) -> str:
         return f"<WebSocketFrameConnection {self._transport}>"
@@ -110,8 +110,8 @@ class WebSocketFrameConnection:
         return self._transport
 
     @property
-    def peer(self) -> str:
-        return self._peer
+    def address(self) -> str:
+        return self._address
 
     @property
     def close_code(self) -> int | None:
@@ -221,7 +221,7 @@ class WebSocketListener:
             task_status=task_status,
         )
 
-    async def _upgrade(self, raw: trio.SocketStream, peer: str) -> ServerWebSocket | None:
+    async def _upgrade(self, raw: trio.SocketStream, address: str) -> ServerWebSocket | None:
         """TLS (for wss) and the HTTP upgrade within one deadline; None if refused or failed."""
         deadline = trio.current_time() + self._handshake_timeout
         stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] = raw
@@ -235,7 +235,7 @@ class WebSocketListener:
                     return None
                 stream = tls
             with trio.move_on_at(deadline):
-                connection = await accept_websocket(stream, transport=self._scheme, peer=peer)
+                connection = await accept_websocket(stream, transport=self._scheme, address=address)
         except (*STREAM_ERRORS, ConnectionClosed):
             connection = None
         except Exception:
@@ -311,7 +311,7 @@ class WebSocketTransport:
                             f"websocket handshake with {target} timed out"
                         ) from exc
                     raise
-                connection = WebSocketFrameConnection(ws, transport=scheme, peer=where.host)
+                connection = WebSocketFrameConnection(ws, transport=scheme, address=where.host)
                 try:
                     yield connection
                 except BaseException as exc:

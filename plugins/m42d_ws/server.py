@@ -86,13 +86,13 @@ class ServerWebSocket:
         ws: Connection,
         *,
         transport: str,
-        peer: str,
+        address: str,
         max_message: int = MAX_FRAME,
     ) -> None:
         self._stream = stream
         self._ws = ws
         self._transport = transport
-        self._peer = peer
+        self._address = address
         self._max_message = max_message
         self._messages: collections.deque[bytes] = collections.deque()
         self._partial = bytearray()
@@ -122,8 +122,8 @@ class ServerWebSocket:
         return self._transport
 
     @property
-    def peer(self) -> str:
-        return self._peer
+    def address(self) -> str:
+        return self._address
 
     @property
     def close_code(self) -> int | None:
@@ -360,7 +360,7 @@ class ServerWebSocket:
 
 
 async def accept_websocket(
-    stream: AnyStream, *, transport: str, peer: str
+    stream: AnyStream, *, transport: str, address: str
 ) -> ServerWebSocket | None:
     """Read the request; upgrade it on an m42 path, else answer it (m42d_ws.http) and close.
 
@@ -392,7 +392,7 @@ async def accept_websocket(
         # behind the request (JOIN, often) must not vanish: parsed by the
         # first receive, like any others.
         ws.receive_data(trailing)
-    return ServerWebSocket(stream, ws, transport=transport, peer=peer)
+    return ServerWebSocket(stream, ws, transport=transport, address=address)
 
 
 async def _read_request(stream: AnyStream) -> tuple[h11.Request, bytes] | int | None:

@@ -23,7 +23,7 @@ from typing import Final, TypeVar
 import pytest
 import trio
 import trio.testing
-from m42d_unix import DEFAULT_MODE, PEER, UnixListener, UnixTransport, socket_path, unix_url
+from m42d_unix import ADDRESS, DEFAULT_MODE, UnixListener, UnixTransport, socket_path, unix_url
 
 from m42d.errors import ConnectionClosed, TransportError, WireError
 from m42d.relay import Relay, serve_relay
@@ -144,7 +144,7 @@ async def test_frames_travel_both_ways(url: str) -> None:
 
     async def handler(connection: FrameConnection) -> None:
         assert connection.transport == "unix"
-        assert connection.peer == PEER
+        assert connection.address == ADDRESS
         seen.append(await connection.receive())
         await connection.send(Control(b"from relay"))
         await connection.send_many([Bulk(b"x" * 65536), Pong(b"p")])
@@ -154,7 +154,7 @@ async def test_frames_travel_both_ways(url: str) -> None:
         async with serving(url, handler) as listener:
             assert listener.urls == [url]
             async with UnixTransport().connect(url) as client:
-                assert (client.transport, client.peer) == ("unix", PEER)
+                assert (client.transport, client.address) == ("unix", ADDRESS)
                 await client.send(Control(b"from client"))
                 assert await client.receive() == Control(b"from relay")
                 assert await client.receive() == Bulk(b"x" * 65536)

@@ -24,7 +24,7 @@ Rules this plugin keeps:
   another listener has replaced it meanwhile.
 * An inherited socket (``sock=``, socket activation) is used as it is and
   never unlinked: its file belongs to whoever created it.
-* There is no client address: ``peer`` is ``""``, which the relay reads as
+* There is no client address: ``address`` is ``""``, which the relay reads as
   "no address", so its per-address limits do not apply (its global ones
   do).  Who may connect at all is up to the socket file's permissions.
 * There is no TLS: a listener given an ``ssl_context`` and a connection given
@@ -59,8 +59,8 @@ from m42d.transport import (
 )
 
 __all__ = [
+    "ADDRESS",
     "DEFAULT_MODE",
-    "PEER",
     "SCHEME",
     "UnixListener",
     "UnixTransport",
@@ -71,8 +71,8 @@ __all__ = [
 logger = logging.getLogger("m42d.transport.unix")
 
 SCHEME: Final = "unix"
-PEER: Final = ""
-"""The ``peer`` of every connection: a Unix socket has no address to log or limit by."""
+ADDRESS: Final = ""
+"""The ``address`` of every connection: a Unix socket has no address to log or limit by."""
 
 DEFAULT_MODE: Final = 0o660
 """Owner and group may connect; everyone else gets EACCES from the kernel."""
@@ -132,7 +132,7 @@ class UnixListener:
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         async def on_stream(stream: trio.SocketStream) -> None:
-            connection = StreamFrameConnection(stream, transport=SCHEME, peer=PEER)
+            connection = StreamFrameConnection(stream, transport=SCHEME, address=ADDRESS)
             await run_handler(handler, connection)
 
         # Backs off on EMFILE and friends, runs handlers in handler_nursery
@@ -221,7 +221,7 @@ class UnixTransport:
         with dialing(unix_url(path), reason=partial(_reason, path=path)):
             with trio.fail_after(connect_timeout):
                 stream = await trio.open_unix_socket(path)
-        connection = StreamFrameConnection(stream, transport=SCHEME, peer=PEER)
+        connection = StreamFrameConnection(stream, transport=SCHEME, address=ADDRESS)
         try:
             yield connection
         finally:
