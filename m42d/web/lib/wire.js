@@ -38,6 +38,7 @@
 
 import { concat, readU16, readU32, u16, u32 } from "./bytes.js";
 import { LocalProtocolError, WireError } from "./errors.js";
+import { hasLoneSurrogate } from "./text.js";
 import { SEAT_BYTE, TICKET_SIZE, TOKEN_SIZE } from "./ticket.js";
 
 /** @typedef {import("./bytes.js").Bytes} Bytes */
@@ -211,25 +212,6 @@ function encUint(kind, field, value, lo, hi) {
 
 const ENCODER = new TextEncoder();
 const DECODER = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
-
-/**
- * Whether a string holds a lone surrogate (which has no UTF-8 form).
- * @param {string} text
- * @returns {boolean}
- */
-export function hasLoneSurrogate(text) {
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (c >= 0xd800 && c <= 0xdbff) {
-      const d = i + 1 < text.length ? text.charCodeAt(i + 1) : 0;
-      if (d < 0xdc00 || d > 0xdfff) return true;
-      i++;
-    } else if (c >= 0xdc00 && c <= 0xdfff) {
-      return true;
-    }
-  }
-  return false;
-}
 
 /**
  * @param {number} kind
