@@ -68,6 +68,9 @@ export class LinkError extends M42Error {}
 /** A room ticket is malformed (clients only ever check its structure). */
 export class TicketError extends RemoteProtocolError {}
 
+/** A relay frame is malformed or exceeds a size cap. */
+export class WireError extends RemoteProtocolError {}
+
 /** Base of cryptographic failures. */
 export class CryptoError extends M42Error {}
 

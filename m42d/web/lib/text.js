@@ -8,6 +8,8 @@
 //   strips U+FEFF. The link parser must refuse the same texts on both sides.
 // * A length is counted in code points, as Python's len(), not in UTF-16 units.
 // * Lines are split as Python's str.splitlines() splits them.
+// * A string with a lone surrogate has no UTF-8 form: Python's encode()
+//   refuses it, where JS's TextEncoder would quietly write U+FFFD.
 
 /** Python's str.isspace() set (all in the BMP). */
 const WHITESPACE = new Set([
@@ -70,4 +72,23 @@ export function splitLines(text) {
   const lines = text.split(new RegExp(LINE_BREAK.source, "g"));
   if (lines[lines.length - 1] === "") lines.pop();
   return lines;
+}
+
+/**
+ * Whether a string holds a lone surrogate (which has no UTF-8 form).
+ * @param {string} text
+ * @returns {boolean}
+ */
+export function hasLoneSurrogate(text) {
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c >= 0xd800 && c <= 0xdbff) {
+      const d = i + 1 < text.length ? text.charCodeAt(i + 1) : 0;
+      if (d < 0xdc00 || d > 0xdfff) return true;
+      i++;
+    } else if (c >= 0xdc00 && c <= 0xdfff) {
+      return true;
+    }
+  }
+  return false;
 }
