@@ -107,3 +107,13 @@ def test_escaped_text_has_no_terminal_controls(text: str) -> None:
         assert unicodedata.category(char) not in ("Cc", "Cf", "Zl", "Zp", "Cs")
     kept = escape_text(text, keep_newlines=True)
     assert all(c in "\n\t" or unicodedata.category(c) != "Cc" for c in kept)
+
+
+def test_the_shared_cases_hold_for_the_python_twin() -> None:
+    """tests/js/names-cases.json is what the browser's lib/names.js must make of each name too."""
+    import json
+
+    cases = json.loads((Path(__file__).parent / "js" / "names-cases.json").read_text())["cases"]
+    assert len(cases) > 20
+    for case in cases:
+        assert safe_file_name(case["name"]) == case["safe"], case["name"]

@@ -101,6 +101,27 @@ test("texts go both ways, are delivered and acknowledged", async () => {
   assert.equal(pair.a.session.unackedTexts, 0);
 });
 
+test("a record sealed while the glue takes dataToSend() is not lost", async () => {
+  // The glue's writer calls dataToSend() whenever it runs, not only between
+  // two session calls: a record whose sealing was in progress at that moment
+  // must still be there on the next call (found by the engine's Node tests).
+  const pair = await Pair.make();
+  await pair.connect();
+  let sealed = false;
+  const sending = pair.a.session.sendText("sealed meanwhile").then(() => (sealed = true));
+  /** @type {Uint8Array[]} */
+  const taken = [];
+  while (!sealed) {
+    taken.push(...pair.a.session.dataToSend()); // at every turn of the event loop
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  await sending;
+  taken.push(...pair.a.session.dataToSend());
+  assert.equal(taken.length, 1);
+  for (const payload of taken) await pair.b.session.receiveControl(payload);
+  assert.deepEqual(pair.b.session.events().filter((e) => e instanceof TextReceived).map((e) => e.text), ["sealed meanwhile"]);
+});
+
 test("a text sent before the peer comes is delivered once", async () => {
   const pair = await Pair.make();
   await pair.a.session.sendText("early");

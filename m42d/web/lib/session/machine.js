@@ -700,7 +700,12 @@ export class Session {
       this.#queue.push(record);
       return;
     }
-    this.#outgoing.push(await this.#handshake.seal(record));
+    // Sealed first, then the *current* queue read: `this.#outgoing.push(await ...)`
+    // would read the queue before the await, and a dataToSend() meanwhile
+    // (the glue calls it whenever its writer runs) would take that array
+    // away, losing the record.
+    const sealed = await this.#handshake.seal(record);
+    this.#outgoing.push(sealed);
   }
 
   /**
