@@ -351,11 +351,15 @@ test("a blocked B ignores HS1; its trust lets A retry at once", async () => {
   assert.ok(second.a.session.established && second.b.session.established);
 });
 
-test("the static key is reused from the store", async () => {
+test("the static key is made non-extractable and reused from the store", async () => {
   const store = new MemoryKeyStore();
   const one = await Pair.make({ keysA: store });
   const again = await Pair.make({ keysA: store, roomId: one.a.session.roomId });
   assert.deepEqual(again.a.session.staticPublic, one.a.session.staticPublic);
+  // Made by WebCrypto, its private half can never be read by the page.
+  const pair = await store.loadStatic(one.a.session.roomId, "A");
+  assert.ok(pair !== null && pair.privateKey.extractable === false);
+  assert.deepEqual(pair.publicKey, one.a.session.staticPublic);
 });
 
 test("trusting when no key changed is a local error", async () => {
