@@ -54,8 +54,8 @@ def test_every_served_file_of_the_page_is_package_data() -> None:
 
 
 def test_module_folders_added_later_ship_too(tmp_path: Path) -> None:
-    """lib/session/*.js and deeper: the patterns must not stop at one level."""
-    for name in ("index.html", "lib/a.js", "lib/session/b.js", "lib/x/y/c.js", "ui/d.js"):
+    """lib/session/*.js, a new engine/ folder, and deeper: no folder is left out."""
+    for name in ("index.html", "lib/a.js", "lib/session/b.js", "lib/x/y/c.js", "engine/d.js"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("")
     assert servable(tmp_path) <= shipped(tmp_path)

@@ -53,6 +53,7 @@ from m42d.web import pages
 
 __all__ = [
     "HEAD_LIMIT",
+    "Answer",
     "PlainAnswer",
     "accept_upgrade",
     "answer_plain",
@@ -89,6 +90,10 @@ class PlainAnswer:
     body: bytes
     headers: tuple[tuple[bytes, bytes], ...] = ()
     content_type: bytes = b"text/plain; charset=utf-8"
+
+
+Answer = PlainAnswer | pages.Response
+"""What a request that is not upgraded gets: the listener's own answer, or the page's."""
 
 
 def is_m42_path(target: bytes) -> bool:
@@ -158,7 +163,7 @@ def header(request: h11.Request, name: bytes) -> bytes | None:
     return next((value for key, value in request.headers if key == name), None)
 
 
-def answer_plain(request: h11.Request, *, tls: bool) -> PlainAnswer | pages.Response:
+def answer_plain(request: h11.Request, *, tls: bool) -> Answer:
     """The answer to any request that is not an accepted upgrade.
 
     ``tls``: the listener itself speaks TLS (``wss://``), which narrows the
@@ -185,7 +190,7 @@ def error_answer(status: int) -> PlainAnswer:
     return PlainAnswer(status, _REASONS.get(status, b"Error").lower() + b"\n")
 
 
-def serialize(answer: PlainAnswer | pages.Response, *, head: bool = False) -> bytes:
+def serialize(answer: Answer, *, head: bool = False) -> bytes:
     """The bytes of ``answer`` (without a body for a HEAD request)."""
     reason = _REASONS.get(answer.status, b"Error")
     lines = [b"HTTP/1.1 %d %s" % (answer.status, reason)]

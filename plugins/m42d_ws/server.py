@@ -48,7 +48,6 @@ from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from m42d.errors import ConnectionClosed, WireError
 from m42d.transport import BYTES_PER_TURN, FRAMES_PER_TURN, READ_SIZE, acquire_send_lock
-from m42d.web import pages
 from m42d.wire import MAX_FRAME, Frame, Relayed, decode, encode, relayed_message
 from m42d_ws import http
 
@@ -420,9 +419,7 @@ async def _read_request(stream: AnyStream) -> tuple[h11.Request, bytes] | int | 
         # EndOfMessage (and Data of a body nobody should send): read on.
 
 
-async def _answer(
-    stream: AnyStream, answer: http.PlainAnswer | pages.Response, *, head: bool = False
-) -> None:
+async def _answer(stream: AnyStream, answer: http.Answer, *, head: bool = False) -> None:
     """A refusal or plain answer is best effort: the client may already be gone."""
     with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
         await stream.send_all(http.serialize(answer, head=head))
