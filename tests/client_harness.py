@@ -22,6 +22,7 @@ import trustme
 from m42d.client.engine import Client
 from m42d.client.events import ClientEvent
 from m42d.client.keystore import FileKeyStore
+from m42d.client.rooms import BROWSER_SCHEMES
 from m42d.link import Link, make_links
 from m42d.relay import Relay, RelayLimits, serve_relay
 from m42d.ticket import TicketKeyRing
@@ -96,6 +97,8 @@ async def running_relay(
         await nursery.start(serve_relay, relay, [listener])
         url = listener.urls[0]
         transports: dict[str, Transport] = {scheme: tracker}
+        if scheme in BROWSER_SCHEMES:  # links from create_room name http(s)://
+            transports[BROWSER_SCHEMES[scheme]] = tracker
         yield RelayUnderTest(relay, url, scheme, pin, transports, tracker)
         nursery.cancel_scope.cancel()
 

@@ -94,6 +94,42 @@ async def test_new_json(ws_relay: RelayUnderTest, capsys: pytest.CaptureFixture[
     assert a.token != b.token
     assert doc["expires"] == a.expires
     assert a.pin is None
+    # The form a browser opens: the relay serves the page at http://host:port/.
+    assert a.relay == b.relay == ws_relay.url.replace("ws://", "http://", 1)
+
+
+@pytest.mark.parametrize("form", ["ws", "http"])
+async def test_links_from_new_work_in_both_forms(
+    ws_relay: RelayUnderTest, tmp_path: Path, capsys: pytest.CaptureFixture[str], form: str
+) -> None:
+    """``m42 new`` prints http:// links; they and their ws:// twins both connect (WebSocket)."""
+    relay = ws_relay.url if form == "ws" else ws_relay.url.replace("ws://", "http://", 1)
+    assert await m42("new", "--relay", relay, "--json") == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["link_a"].startswith("http://")
+    link_a, link_b = doc["link_a"], doc["link_b"]
+    if form == "ws":
+        link_a = link_a.replace("http://", "ws://", 1)
+    (tmp_path / "link-b").write_text(link_b + "\n")
+    codes: dict[str, int] = {}
+
+    async def recv() -> None:
+        codes["recv"] = await m42(
+            "recv", "--link-file", str(tmp_path / "link-b"), "--keys-dir", str(tmp_path / "kb"),
+            "--out", str(tmp_path / "in"), "--count", "1", "--jsonl", "--timeout", "15",
+        )  # fmt: skip
+
+    async def send() -> None:
+        codes["send"] = await m42(
+            "send", link_a, "--keys-dir", str(tmp_path / "ka"), "--text", "hi", "--wait", "15"
+        )
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(recv)
+        nursery.start_soon(send)
+    assert codes == {"recv": 0, "send": 0}
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["text"] for line in lines if line["event"] == "text"] == ["hi"]
 
 
 async def test_new_plain_with_qr_from_env(

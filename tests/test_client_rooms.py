@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from m42d.client import events as ev
-from m42d.client.rooms import create_room, first_use_pin
+from m42d.client.rooms import create_room, first_use_pin, link_relay_url
 from m42d.errors import TransportError
 from m42d.link import parse_relay_url
 from m42d.ticket import Seat
@@ -28,6 +28,7 @@ async def test_the_two_links_join_one_room(tmp_path: Path) -> None:
         assert room.link_a.secret == room.link_b.secret != other.link_a.secret
         assert room.link_a.token != room.link_b.token
         assert room.expires > time.time()
+        assert room.link_a.relay == room.link_b.relay == relay.url.replace("ws://", "http://")
         async with trio.open_nursery() as nursery:
             seats = []
             for link in (room.link_a, room.link_b):
@@ -65,3 +66,22 @@ async def test_pings_are_answered_and_nonsense_is_an_error() -> None:
 async def test_only_tls_relays_are_pinned_on_first_use() -> None:
     assert await first_use_pin(parse_relay_url("ws://127.0.0.1:1")) is None
     assert await first_use_pin(parse_relay_url("wss://127.0.0.1:1")) is None
+
+
+@pytest.mark.parametrize(
+    ("given", "in_links"),
+    [
+        ("ws://127.0.0.1:8042", "http://127.0.0.1:8042"),
+        ("wss://relay.example.org", "https://relay.example.org"),
+        ("WSS://Relay.Example.org:8443/m42/", "https://relay.example.org:8443/m42/"),
+        ("ws://[::1]:8042", "http://[::1]:8042"),
+        ("http://127.0.0.1:8042", "http://127.0.0.1:8042"),
+        ("https://relay.example.org", "https://relay.example.org"),
+        ("tls://relay.example.org:8043", "tls://relay.example.org:8043"),
+        ("unix:///run/m42d.sock", "unix:///run/m42d.sock"),
+    ],
+)
+def test_links_name_a_websocket_relay_in_the_form_a_browser_opens(
+    given: str, in_links: str
+) -> None:
+    assert link_relay_url(parse_relay_url(given)) == in_links

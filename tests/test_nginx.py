@@ -165,27 +165,53 @@ async def test_frames_cross_nginx_both_lanes(tmp_path: Path) -> None:
             await exchange(b, a, bulk=os.urandom(65_536))
 
 
-async def test_nginx_refuses_other_paths(tmp_path: Path) -> None:
-    """Only /m42/v1 is proxied; anything else is nginx's 404, never m42d's.
+async def _https(port: int, ssl_context: ssl.SSLContext, request: str) -> bytes:
+    """One raw HTTPS exchange through nginx, read to the end (send ``Connection: close``)."""
+    with trio.fail_after(STEP):
+        tcp = await trio.open_tcp_stream("127.0.0.1", port)
+        tls = trio.SSLStream(tcp, ssl_context, server_hostname="127.0.0.1")
+        async with tls:
+            await tls.send_all(request.encode())
+            reply = b""
+            with contextlib.suppress(trio.BrokenResourceError):
+                while chunk := await tls.receive_some():
+                    reply += chunk
+    return reply
+
+
+async def test_nginx_passes_the_page_through_and_refuses_the_rest(tmp_path: Path) -> None:
+    """``location /`` proxies GETs of the browser client, m42d's headers intact.
 
     A raw HTTPS request rather than the wss transport: the transport's
     handshake-refused path is tested elsewhere, here only nginx matters.
     """
     async with nginx_in_front(tmp_path) as p:
         port = int(p.url.rsplit(":", 1)[1])
-        for path in ("/", "/other/m42/v1", "/metrics"):
-            with trio.fail_after(STEP):
-                tcp = await trio.open_tcp_stream("127.0.0.1", port)
-                tls = trio.SSLStream(tcp, p.ssl_context, server_hostname="127.0.0.1")
-                async with tls:
-                    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-                    await tls.send_all(request.encode())
-                    reply = b""
-                    with contextlib.suppress(trio.BrokenResourceError):
-                        while chunk := await tls.receive_some():
-                            reply += chunk
+        host = f"127.0.0.1:{port}"
+        req = f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        page = await _https(port, p.ssl_context, req)
+        head, _, body = page.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 "), head[:80]
+        assert body.startswith(b"<!doctype html>")
+        text = head.decode().lower()
+        # m42d's CSP, with the host and port the browser used (nginx's $http_host).
+        assert f"connect-src 'self' ws://{host} wss://{host};" in text
+        for line in ("referrer-policy: no-referrer", "cache-control: no-store"):
+            assert line in text
+        req = f"HEAD /app.js HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        head_only = await _https(port, p.ssl_context, req)
+        assert head_only.startswith(b"HTTP/1.1 200 ")
+        assert head_only.endswith(b"\r\n\r\n")
+        for path in ("/index.html", "/metrics"):  # m42d's 404, with its headers
+            req = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+            reply = await _https(port, p.ssl_context, req)
             assert reply.startswith(b"HTTP/1.1 404 "), (path, reply[:80])
-            assert b"Server: nginx" in reply
+            assert b"content-security-policy: default-src 'none'" in reply.lower()
+        # Only GET/HEAD reach m42d: nginx refuses a POST itself.
+        req = f"POST / HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        reply = await _https(port, p.ssl_context, req)
+        assert reply.startswith(b"HTTP/1.1 403 "), reply[:80]
+        assert b"Server: nginx" in reply
 
 
 async def test_two_clients_chat_and_send_a_file_through_nginx(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """A loopback HTTP server for the browser client, for the UI tests only.
 
 It answers every request with :func:`m42d.web.pages.respond`, exactly what the
-WebSocket listener will answer plain GETs with, so Chromium loads the real
+WebSocket listener answers plain GETs with, so Chromium loads the real
 page with its real headers.  ``overrides`` swaps a path's body (the tests
 serve ``ui/fake-engine.js`` as ``/ui/backend.js``).  It runs trio in a thread
 of its own, because Playwright's sync API owns the test's thread.

@@ -7,6 +7,12 @@ machine and goes only into the links' fragments, never to the relay.
 A ``tls://`` relay usually has a self-signed certificate: without a pin
 given, :func:`first_use_pin` reads the certificate it presents now (trust on
 first use), and that pin goes into both links.
+
+A WebSocket relay goes into the links in its ``http://``/``https://`` form
+(:func:`link_relay_url`): m42d's WebSocket listener serves the browser
+client at that address, so a person can open the link in a browser, while
+``m42`` connects to the same URL over WebSocket either way (``http`` and
+``https`` are entry points of the WebSocket transport).
 """
 
 from __future__ import annotations
@@ -26,10 +32,31 @@ from m42d.ticket import Seat, Ticket
 from m42d.transport import Transport
 from m42d.wire import WIRE_VERSION, CreateRoom, Credit, Error, Ping, Pong, RoomCreated
 
-__all__ = ["NewRoom", "create_room", "first_use_pin", "probe_certificate_pin"]
+__all__ = [
+    "BROWSER_SCHEMES",
+    "NewRoom",
+    "create_room",
+    "first_use_pin",
+    "link_relay_url",
+    "probe_certificate_pin",
+]
 
 SECRET_SIZE: Final = 32
 """Bytes of the room secret R."""
+
+BROWSER_SCHEMES: Final = {"ws": "http", "wss": "https"}
+"""The scheme a browser opens for each WebSocket scheme: same host, port and path."""
+
+
+def link_relay_url(address: RelayAddress) -> str:
+    """The relay URL written into a room's links: a WebSocket relay as ``http(s)://``.
+
+    The default ports match (ws/http 80, wss/https 443), so a URL without a
+    port keeps meaning the same relay.  Other schemes (``tls``, ``unix``,
+    plugins') are not for browsers and stay as they are.
+    """
+    scheme = BROWSER_SCHEMES.get(address.scheme)
+    return address.url if scheme is None else attrs.evolve(address, scheme=scheme).url
 
 
 @final
@@ -120,8 +147,9 @@ async def create_room(
                 elif not isinstance(frame, Credit | Pong):
                     raise TransportError(f"the relay answered {frame.kind.name}")
     secret = os.urandom(SECRET_SIZE)
+    relay = link_relay_url(address)
     return NewRoom(
-        link_a=Link(address.url, Seat.A, frame.ticket, frame.token_a, secret, pin),
-        link_b=Link(address.url, Seat.B, frame.ticket, frame.token_b, secret, pin),
+        link_a=Link(relay, Seat.A, frame.ticket, frame.token_a, secret, pin),
+        link_b=Link(relay, Seat.B, frame.ticket, frame.token_b, secret, pin),
         expires=Ticket.parse(frame.ticket).expires,
     )

@@ -13,8 +13,9 @@ lowercase hex>`` (joins), after the path of the client URL with its
 trailing ``/`` removed (:func:`room_path`); the relay accepts them after any
 prefix.  The room id is in the path so a load balancer can hash on it and
 keep both seats on one node; the relay itself trusts only the ticket in
-JOIN.  A plain HTTP request gets 426 on an m42 path and 404 elsewhere
-(:mod:`m42d_ws.http`).
+JOIN.  A plain HTTP request gets 426 on an m42 path; elsewhere it gets the
+browser client (``GET /`` is the page, :mod:`m42d.web.pages`), so the page
+shares the WebSocket endpoint's origin (:mod:`m42d_ws.http`).
 
 A message holds ``kind:u8 | body`` (``m42d.wire.encode``); a message longer
 than one frame is closed with 1009, a text message is a protocol error.
@@ -58,6 +59,7 @@ from m42d.transport import (
     socket_listener_urls,
     tls_server_handshake,
 )
+from m42d.web import pages
 from m42d.wire import MAX_FRAME, Frame, Relayed, decode, encode, relayed_message
 from m42d_ws.server import ServerWebSocket, accept_websocket
 
@@ -269,6 +271,7 @@ class WebSocketTransport:
         if scheme == "wss" and ssl_context is None:
             raise TransportError("a wss:// listener needs a certificate (ssl_context)")
         listeners = await open_tcp_listeners(where.host, where.port, sock)
+        pages.served_paths()  # read the page's files now, not on the loop at the first GET
         return WebSocketListener(scheme, listeners, ssl_context if scheme == "wss" else None)
 
     @contextlib.asynccontextmanager

@@ -9,10 +9,21 @@ deadline) and routed:
   only wsproto's frame protocol runs (:mod:`m42d_ws.server`): the request
   is parsed once, by h11, not a second time by wsproto's handshake;
 * a plain request on an m42 path is answered ``426 Upgrade Required``;
-* anything else is answered by :func:`answer_plain`: ``404`` today, for any
-  method.  A static page served on a plain ``GET`` (the browser client) is
-  one more entry there;
+* an upgrade on any other path is answered ``404``;
+* any other plain request is the browser client's: :func:`answer_plain`
+  hands it to :func:`m42d.web.pages.respond` (``GET /`` is the page, then its
+  modules; ``HEAD`` gets the same headers and no body; other methods ``405``;
+  a missing or malformed ``Host`` ``400``).  The page is thus served from
+  the WebSocket endpoint's own origin, and its CSP names that origin's
+  ``ws://``/``wss://`` form, taken from the validated ``Host``;
 * bytes that are not HTTP/1.1 get ``400`` (``431`` for an oversized head).
+
+A plain request is bounded like an upgrade: its head by :data:`HEAD_LIMIT`,
+the whole exchange (head and answer) by the listener's handshake deadline,
+and it runs on its connection's own task, so a client that sends or reads
+slowly holds only its own connection.  One request per connection
+(``Connection: close``): the page's few dozen files cost as many short
+connections, which keeps the listener free of keep-alive state.
 
 Paths (docs/protocol.md, "Transports and framing"): ``P/m42/v1`` and
 ``P/m42/v1/room/<32 lowercase hex digits>``, where ``P`` is any prefix (the
@@ -22,9 +33,11 @@ ignores it: a client joins its URL's path, trailing ``/`` removed, to
 admission rests on the ticket and seat token in JOIN, never on an ambient
 credential a page of another origin could borrow.
 
-Answers are short ``text/plain`` bodies with ``Content-Length``,
-``Connection: close``, ``Cache-Control: no-store`` and
-``X-Content-Type-Options: nosniff``; the connection closes after one.
+The listener's own answers (426, 404 to an upgrade, 400, 431) are short
+``text/plain`` bodies with ``Content-Length``, ``Connection: close``,
+``Cache-Control: no-store`` and ``X-Content-Type-Options: nosniff``; the
+browser client's answers carry :mod:`m42d.web.pages`' headers instead
+(plus ``Connection: close``).  The connection closes after one.
 """
 
 from __future__ import annotations
@@ -36,12 +49,16 @@ import attrs
 import h11
 from wsproto.utilities import generate_accept_token
 
+from m42d.web import pages
+
 __all__ = [
     "HEAD_LIMIT",
+    "Answer",
     "PlainAnswer",
     "accept_upgrade",
     "answer_plain",
     "error_answer",
+    "header",
     "is_m42_path",
     "is_websocket_upgrade",
     "serialize",
@@ -55,8 +72,10 @@ _M42_PATH: Final = re.compile(r"(?:/[^/]*)*/m42/v1(?:/room/[0-9a-f]{32})?")
 """Any prefix, then an m42 path; room ids in lowercase hex, as the spec writes them."""
 
 _REASONS: Final = {
+    200: b"OK",
     400: b"Bad Request",
     404: b"Not Found",
+    405: b"Method Not Allowed",
     426: b"Upgrade Required",
     431: b"Request Header Fields Too Large",
 }
@@ -71,6 +90,10 @@ class PlainAnswer:
     body: bytes
     headers: tuple[tuple[bytes, bytes], ...] = ()
     content_type: bytes = b"text/plain; charset=utf-8"
+
+
+Answer = PlainAnswer | pages.Response
+"""What a request that is not upgraded gets: the listener's own answer, or the page's."""
 
 
 def is_m42_path(target: bytes) -> bool:
@@ -135,15 +158,23 @@ def accept_upgrade(request: h11.Request) -> bytes | PlainAnswer:
     )
 
 
-def answer_plain(request: h11.Request) -> PlainAnswer:
-    """The answer to a plain HTTP request (no upgrade) for ``request.target``.
+def header(request: h11.Request, name: bytes) -> bytes | None:
+    """The value of the request's header ``name`` (lowercase; h11 lowercases names)."""
+    return next((value for key, value in request.headers if key == name), None)
 
-    Nothing is served yet but the m42 endpoints' 426; the browser client's
-    static pages will be looked up here.
+
+def answer_plain(request: h11.Request, *, tls: bool) -> Answer:
+    """The answer to any request that is not an accepted upgrade.
+
+    ``tls``: the listener itself speaks TLS (``wss://``), which narrows the
+    page's ``connect-src`` to ``wss://`` (see
+    :func:`m42d.web.pages.content_security_policy`).
     """
     if is_m42_path(request.target):
         return upgrade_required()
-    return PlainAnswer(404, b"not found\n")
+    if is_websocket_upgrade(request):
+        return error_answer(404)  # a socket only on an m42 path, never the page's
+    return pages.respond(request.method, request.target, host=header(request, b"host"), tls=tls)
 
 
 def upgrade_required() -> PlainAnswer:
@@ -159,16 +190,24 @@ def error_answer(status: int) -> PlainAnswer:
     return PlainAnswer(status, _REASONS.get(status, b"Error").lower() + b"\n")
 
 
-def serialize(answer: PlainAnswer, *, head: bool = False) -> bytes:
+def serialize(answer: Answer, *, head: bool = False) -> bytes:
     """The bytes of ``answer`` (without a body for a HEAD request)."""
-    lines = [b"HTTP/1.1 %d %s" % (answer.status, _REASONS.get(answer.status, b"Error"))]
-    headers = [
-        (b"Content-Type", answer.content_type),
-        (b"Content-Length", str(len(answer.body)).encode()),
-        (b"Connection", b"close"),
-        (b"Cache-Control", b"no-store"),
-        (b"X-Content-Type-Options", b"nosniff"),
-        *answer.headers,
-    ]
+    reason = _REASONS.get(answer.status, b"Error")
+    lines = [b"HTTP/1.1 %d %s" % (answer.status, reason)]
+    if isinstance(answer, pages.Response):
+        # pages already left the body out for HEAD and set every header but this one.
+        headers = [(n.encode("ascii"), v.encode("ascii")) for n, v in answer.headers]
+        headers.append((b"Connection", b"close"))
+        body = answer.body
+    else:
+        headers = [
+            (b"Content-Type", answer.content_type),
+            (b"Content-Length", str(len(answer.body)).encode()),
+            (b"Connection", b"close"),
+            (b"Cache-Control", b"no-store"),
+            (b"X-Content-Type-Options", b"nosniff"),
+            *answer.headers,
+        ]
+        body = b"" if head else answer.body
     lines += [name + b": " + value for name, value in headers]
-    return b"\r\n".join(lines) + b"\r\n\r\n" + (b"" if head else answer.body)
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body

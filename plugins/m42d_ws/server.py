@@ -364,6 +364,9 @@ async def accept_websocket(
 ) -> ServerWebSocket | None:
     """Read the request; upgrade it on an m42 path, else answer it (m42d_ws.http) and close.
 
+    Plain requests outside the m42 paths get the browser client
+    (:mod:`m42d.web.pages`), so a page and its WebSocket share one origin.
+
     Returns None when the request was answered or the client went away;
     the caller bounds the time this may take.
     """
@@ -375,7 +378,8 @@ async def accept_websocket(
         return None
     event, trailing = request
     if not (http.is_websocket_upgrade(event) and http.is_m42_path(event.target)):
-        await _answer(stream, http.answer_plain(event), head=event.method == b"HEAD")
+        plain = http.answer_plain(event, tls=transport == "wss")
+        await _answer(stream, plain, head=event.method == b"HEAD")
         return None
     answer = http.accept_upgrade(event)
     if isinstance(answer, http.PlainAnswer):
@@ -424,7 +428,7 @@ async def _read_request(stream: AnyStream) -> tuple[h11.Request, bytes] | int | 
         # EndOfMessage (and Data of a body nobody should send): read on.
 
 
-async def _answer(stream: AnyStream, answer: http.PlainAnswer, *, head: bool = False) -> None:
+async def _answer(stream: AnyStream, answer: http.Answer, *, head: bool = False) -> None:
     """A refusal or plain answer is best effort: the client may already be gone."""
     with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
         await stream.send_all(http.serialize(answer, head=head))
