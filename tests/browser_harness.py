@@ -97,27 +97,39 @@ class BrowserRun:
 @contextlib.contextmanager
 def chromium(profile: Path) -> Iterator[BrowserRun]:
     """Headless Chromium with a fresh profile in ``profile``; closed on the way out."""
+    with chromium_profiles(profile) as (run,):
+        yield run
+
+
+@contextlib.contextmanager
+def chromium_profiles(*profiles: Path) -> Iterator[tuple[BrowserRun, ...]]:
+    """One headless Chromium per profile (two people on two machines), from one Playwright.
+
+    Playwright's sync API runs one driver per thread, so several browsers
+    in one test share it rather than nesting :func:`chromium`.
+    """
     if sync_playwright is None:
         missing("playwright is not installed (pip install playwright)")
     if not CHROMIUM.exists():
         missing(f"{CHROMIUM} is not installed (apt-get install chromium)")
-    profile.mkdir(parents=True, exist_ok=True)
     playwright: Playwright
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(profile),
-            executable_path=str(CHROMIUM),
-            args=CHROMIUM_ARGS,
-            headless=True,
-        )
-        context.set_default_timeout(WAIT_MS)
+    with sync_playwright() as playwright, contextlib.ExitStack() as stack:
+        runs = []
+        for profile in profiles:
+            profile.mkdir(parents=True, exist_ok=True)
+            context = playwright.chromium.launch_persistent_context(
+                str(profile),
+                executable_path=str(CHROMIUM),
+                args=CHROMIUM_ARGS,
+                headless=True,
+            )
+            stack.callback(context.close)
+            context.set_default_timeout(WAIT_MS)
+            run = BrowserRun(context)
+            context.on("request", lambda request, run=run: run._record(request))
+            runs.append(run)
         expect.set_options(timeout=WAIT_MS)
-        run = BrowserRun(context)
-        context.on("request", lambda request: run._record(request))
-        try:
-            yield run
-        finally:
-            context.close()
+        yield tuple(runs)
 
 
 @contextlib.contextmanager

@@ -61,7 +61,7 @@ import { IncomingFiles, OutgoingFiles } from "./files.js";
  * A KeyStore that may also remember when the safety words were compared.
  * @typedef {KeyStore & {
  *   loadComparedAt?: (roomId: Uint8Array, seat: "A" | "B") => Promise<number | null>,
- *   saveComparedAt?: (roomId: Uint8Array, seat: "A" | "B", at: number) => Promise<void>,
+ *   markCompared?: (roomId: Uint8Array, seat: "A" | "B", at: number) => Promise<void>,
  *   forget?: (roomId: Uint8Array, seat: "A" | "B") => Promise<void>,
  * }} EngineKeyStore
  */
@@ -240,7 +240,7 @@ export class BrowserEngine {
     const session = this.#ready();
     const at = this.wallClock();
     this.#comparedAt = at;
-    await this.#keys?.saveComparedAt?.(this.roomId, this.seat, at);
+    await this.#keys?.markCompared?.(this.roomId, this.seat, at);
     const words = await session.safetyWords();
     this.#emit("safety_words", { words: [...words], firstContact: false, comparedAt: at });
   }

@@ -1,29 +1,37 @@
 // The one module that names the client engine: app.js asks it to make and
-// open rooms. The UI tests' server answers this path with fake-engine.js.
-//
-// The engine itself (the browser twin of m42d/client/engine.py, over
-// lib/noise.js, lib/stream.js and the session machine) is not part of the
-// page yet. Until it is, both functions fail with EngineMissing, and the
-// landing page says so instead of pretending to connect.
+// open rooms. The UI tests' server answers this path with fake-engine.js,
+// so the page's own tests run on a scripted engine; the relay serves this
+// file, which runs the real one (m42d/web/engine/).
 
-import { M42Error } from "../lib/errors.js";
+import { BrowserEngine } from "../engine/engine.js";
+import { createRoom as createOnRelay } from "../engine/rooms.js";
+import { openKeyStore } from "../lib/keystore.js";
+import { Link } from "../lib/link.js";
+import { Wordlist } from "../lib/sas.js";
+import { WORDLIST_URL } from "./engine.js";
 
 /** @typedef {import("./engine.js").Engine} Engine */
-
-/** The page was served without its client engine. */
-export class EngineMissing extends M42Error {
-  constructor() {
-    super("this relay's browser client is incomplete (it has no engine yet): use the m42 command line tool for now");
-  }
-}
 
 /**
  * @param {string} relayUrl
  * @returns {Promise<{linkA: string, linkB: string}>}
  */
-export async function createRoom(relayUrl) {
-  void relayUrl;
-  throw new EngineMissing();
+export function createRoom(relayUrl) {
+  return createOnRelay(relayUrl);
+}
+
+/** @type {Promise<Wordlist> | null} */
+let wordlist = null;
+
+/** The EFF list, fetched once per page from the relay that served it. */
+function loadWordlist() {
+  wordlist ??= fetch(new URL(WORDLIST_URL, document.baseURI), { credentials: "omit" })
+    .then((response) => {
+      if (!response.ok) throw new Error(`the word list did not load (HTTP ${response.status})`);
+      return response.text();
+    })
+    .then((text) => Wordlist.parse(text));
+  return wordlist;
 }
 
 /**
@@ -31,6 +39,11 @@ export async function createRoom(relayUrl) {
  * @returns {Engine}
  */
 export function openRoom(link) {
-  void link;
-  throw new EngineMissing();
+  return new BrowserEngine(Link.parse(link), {
+    loadWordlist,
+    openKeyStore: async () => {
+      const store = await openKeyStore();
+      return { store, persistent: store.persistent };
+    },
+  });
 }
