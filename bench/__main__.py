@@ -129,6 +129,7 @@ def run(
     baseline: Path | None = None,
     rounds: int | None = None,
     e2e_mib: int | None = None,
+    schemes: Sequence[str] = e2e.SCHEMES,
 ) -> dict[str, Any]:
     plan = PLANS[mode]
     if rounds is not None:
@@ -181,7 +182,7 @@ def run(
             source = work / "payload.bin"
             e2e.make_file(source, plan.e2e_bytes)
             result["b_e2e"] = e2e.section(
-                work, source, plan.e2e_rounds, baseline=baseline, log=_log
+                work, source, plan.e2e_rounds, baseline=baseline, schemes=schemes, log=_log
             )
             source.unlink()
         if "d" in sections:
@@ -245,6 +246,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--rounds", type=int, metavar="N", help="b: interleaved rounds (median reported)"
     )
     parser.add_argument("--e2e-mib", type=int, metavar="MIB", help="b: file size in MiB")
+    parser.add_argument(
+        "--schemes",
+        default=",".join(e2e.SCHEMES),
+        help="b: the m42 transports to run, comma-separated (default: tls,ws)",
+    )
     args = parser.parse_args(argv)
     mode = args.mode or "quick"
     sections = "".join(s for s in SECTIONS if s in args.only)
@@ -257,6 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         baseline=args.baseline,
         rounds=args.rounds,
         e2e_mib=args.e2e_mib,
+        schemes=[s for s in e2e.SCHEMES if s in args.schemes.split(",")],
     )
     print_table(result, ratio_rows(result))
     print(f"\n{mode} run took {result['seconds']:.0f} s; results in {args.out}")

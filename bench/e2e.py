@@ -312,6 +312,9 @@ def _median(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
     merged["hash_ok"] = all(r["hash_ok"] for r in rounds)
     merged["rounds"] = len(rounds)
     merged["rounds_mb_per_s"] = [r["mb_per_s"] for r in rounds]
+    for proc in ("sender", "relay", "receiver"):
+        key = f"{proc}_cpu_s_per_gib"
+        merged[f"rounds_{key}"] = [r[key] for r in rounds]
     return merged
 
 
@@ -321,6 +324,7 @@ def section(
     rounds: int,
     *,
     baseline: Path | None = None,
+    schemes: Sequence[str] = SCHEMES,
     log: Callable[[str], None] = lambda _text: None,
 ) -> dict[str, dict[str, Any]]:
     """Section b: each round runs m42 over every scheme (both trees when given), then wormhole.
@@ -346,7 +350,7 @@ def section(
             log(f"b: round {n + 1} of {rounds}")
             # Alternate which tree goes first, so neither always runs on a warm page cache.
             order = trees if n % 2 == 0 else trees[::-1]
-            for scheme in SCHEMES:
+            for scheme in schemes:
                 for prefix, env in order:
                     key = f"{prefix}m42-{scheme}"
                     tool = f"{'base ' if prefix else ''}m42 ({scheme})"
