@@ -15,8 +15,6 @@ pytest.importorskip("numpy")
 
 from m42d_ws import masking
 
-masking.install()  # the masker class needs numpy imported
-
 ORIGINAL = masking.XorMaskerSimple
 """wsproto's own masker (``install`` replaces the name in wsproto, not in masking)."""
 
@@ -75,19 +73,26 @@ def test_install_makes_wsproto_mask_with_numpy_and_frames_still_round_trip(
 
 
 def test_without_numpy_wsproto_keeps_its_masker(monkeypatch: pytest.MonkeyPatch) -> None:
-    import builtins
+    import importlib.util
 
     import wsproto.frame_protocol as frame_protocol
 
     monkeypatch.setattr(frame_protocol, "XorMaskerSimple", ORIGINAL)
-    real_import = builtins.__import__
-
-    def no_numpy(name: str, *args: object, **kwargs: object) -> object:
-        if name == "numpy":
-            raise ImportError("no numpy here")
-        return real_import(name, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(builtins, "__import__", no_numpy)
-    monkeypatch.setattr(masking, "_np", None)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "numpy" else real_find_spec(name, *a),
+    )
     assert not masking.install()
     assert frame_protocol.XorMaskerSimple is ORIGINAL
+
+
+def test_small_pieces_do_not_import_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A receiving client masks only small frames: numpy's ~80 ms import is not its cost.
+    monkeypatch.setattr(masking, "_np", None)
+    masker = masking.NumpyXorMasker(os.urandom(4))
+    masker.process(bytearray(masking.NUMPY_MIN - 1))
+    assert masking._np is None
+    masker.process(bytearray(masking.NUMPY_MIN))
+    assert masking._np is not None

@@ -264,7 +264,7 @@ class WebSocketTransport:
     ) -> WebSocketListener:
         where = parse_url(url, SCHEMES, DEFAULT_LISTEN_PORT)
         scheme = _canonical(where.scheme)
-        masking.install()  # here, not at import: only WebSocket users pay numpy's import
+        masking.install()  # here, not at import: only WebSocket users have frames to mask
         if scheme == "wss" and ssl_context is None:
             raise TransportError("a wss:// listener needs a certificate (ssl_context)")
         listeners = await open_tcp_listeners(where.host, where.port, sock)

@@ -17,6 +17,7 @@ wsproto user in the process; that is m42d's own client and relay here.
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any, Final
 
 import wsproto.frame_protocol as frame_protocol
@@ -28,7 +29,17 @@ NUMPY_MIN: Final = 256
 """Below this many bytes wsproto's own loop is as fast as numpy's call overhead."""
 
 _np: Any = None
-"""numpy, once :func:`install` has imported it."""
+"""numpy, imported by the first piece of :data:`NUMPY_MIN` bytes or more (~80 ms of
+CPU): a receiving client, which masks only small frames, never pays for it."""
+
+
+def _numpy() -> Any:
+    global _np
+    if _np is None:
+        import numpy
+
+        _np = numpy
+    return _np
 
 
 class NumpyXorMasker(XorMaskerSimple):
@@ -37,42 +48,35 @@ class NumpyXorMasker(XorMaskerSimple):
     def __init__(self, masking_key: bytearray | bytes) -> None:
         super().__init__(masking_key)
         self._masking_key: bytearray | bytes
-        self._key = bytes(masking_key)
-        self._word = _np.frombuffer(self._key, dtype=_np.uint32)[0]
 
     def process(self, data: bytearray) -> bytearray:
         size = len(data)
         if size < NUMPY_MIN:
-            out: bytearray = super().process(data)
-            self._key = bytes(self._masking_key)
-            self._word = _np.frombuffer(self._key, dtype=_np.uint32)[0]
-            return out
+            small: bytearray = super().process(data)
+            return small
+        np = _numpy()
+        key = bytes(self._masking_key)
         out = bytearray(data)
         whole = size - size % 4
         # Native byte order on both sides: the word is the key read the way the data is.
-        words = _np.frombuffer(out, dtype=_np.uint32, count=whole // 4)
-        _np.bitwise_xor(words, self._word, out=words)
-        key = self._key
+        words = np.frombuffer(out, dtype=np.uint32, count=whole // 4)
+        np.bitwise_xor(words, np.frombuffer(key, dtype=np.uint32)[0], out=words)
         for i in range(whole, size):
             out[i] ^= key[i - whole]
         rotation = size % 4
-        if rotation:
-            self._key = key[rotation:] + key[:rotation]
-            self._masking_key = self._key
-            self._word = _np.frombuffer(self._key, dtype=_np.uint32)[0]
+        self._masking_key = key[rotation:] + key[:rotation]
         return out
 
 
 def install() -> bool:
-    """Make wsproto mask with numpy when it can be imported; True if it now does."""
-    global _np
+    """Make wsproto mask with numpy when it is installed; True if it now does.
+
+    numpy is only looked for here; it is imported when a large piece is masked.
+    """
     if installed():
         return True
-    try:
-        import numpy
-    except ImportError:
+    if importlib.util.find_spec("numpy") is None:
         return False
-    _np = numpy
     frame_protocol.XorMaskerSimple = NumpyXorMasker  # type: ignore[misc]
     return True
 
