@@ -31,8 +31,8 @@ def test_quick_benchmark_completes_and_writes_json(tmp_path: Path) -> None:
     assert set(b) == {"m42-tls", "m42-ws", "wormhole"}
     for entry in b.values():
         assert entry["hash_ok"] is True
-        for proc in ("sender", "relay", "receiver"):
-            assert entry[f"{proc}_cpu_s_per_gib"] > 0
+        for role in ("sender", "relay", "receiver"):
+            assert entry[f"{role}_cpu_s_per_gib"] > 0
     assert all(row["verdict"] in ("PASS", "MISS", "info") for row in result["ratios"])
     assert "ratios (ours / baseline, same run)" in proc.stdout
     assert sorted(p.name for p in tmp_path.glob("*.png")) == [
