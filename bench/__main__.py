@@ -39,6 +39,7 @@ class Plan:
     bulk_bytes: int
     bulk_rounds: int
     e2e_bytes: int
+    e2e_rounds: int
     pings: int
     rooms: int
     messages: int
@@ -49,6 +50,7 @@ PLANS: Final = {
         bulk_bytes=256 * MIB,
         bulk_rounds=3,  # best of 3, interleaved: one round swung the ratios by 2x on a busy machine
         e2e_bytes=128 * MIB,
+        e2e_rounds=3,
         pings=200,
         rooms=1000,
         messages=20_000,
@@ -57,6 +59,7 @@ PLANS: Final = {
         bulk_bytes=1024 * MIB,
         bulk_rounds=3,
         e2e_bytes=1024 * MIB,
+        e2e_rounds=3,
         pings=1000,
         rooms=10_000,
         messages=200_000,
@@ -118,8 +121,21 @@ def _best(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return {**best, "rounds_mb_per_s": [r["mb_per_s"] for r in rounds]}
 
 
-def run(mode: str, sections: str, out: Path) -> dict[str, Any]:
+def run(
+    mode: str,
+    sections: str,
+    out: Path,
+    *,
+    baseline: Path | None = None,
+    rounds: int | None = None,
+    e2e_mib: int | None = None,
+    schemes: Sequence[str] = e2e.SCHEMES,
+) -> dict[str, Any]:
     plan = PLANS[mode]
+    if rounds is not None:
+        plan = attrs.evolve(plan, e2e_rounds=rounds)
+    if e2e_mib is not None:
+        plan = attrs.evolve(plan, e2e_bytes=e2e_mib * MIB)
     procs.raise_fd_limit()
     result: dict[str, Any] = {
         "mode": mode,
@@ -127,6 +143,8 @@ def run(mode: str, sections: str, out: Path) -> dict[str, Any]:
         "machine": machine(),
         "plan": attrs.asdict(plan),
     }
+    if baseline is not None:
+        result["baseline"] = str(baseline)
     t_start = time.perf_counter()
     with procs.scratch_dir() as scratch:
         work = Path(scratch)
@@ -163,9 +181,9 @@ def run(mode: str, sections: str, out: Path) -> dict[str, Any]:
             _log("b: end-to-end file transfer")
             source = work / "payload.bin"
             e2e.make_file(source, plan.e2e_bytes)
-            with procs.m42d_relay(work) as relay:
-                m42 = e2e.run_m42(relay, source, work, "tls")
-            result["b_e2e"] = {"m42": m42, "wormhole": e2e.run_wormhole(source, work)}
+            result["b_e2e"] = e2e.section(
+                work, source, plan.e2e_rounds, baseline=baseline, schemes=schemes, log=_log
+            )
             source.unlink()
         if "d" in sections:
             _log("d: scale")
@@ -217,10 +235,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=DEFAULT_OUT,
         help=f"where JSON and PNGs go (default {DEFAULT_OUT})",
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="TREE",
+        help="b: also run the m42 of this source tree (e.g. a git worktree of main),"
+        " interleaved round by round with this one",
+    )
+    parser.add_argument(
+        "--rounds", type=int, metavar="N", help="b: interleaved rounds (median reported)"
+    )
+    parser.add_argument("--e2e-mib", type=int, metavar="MIB", help="b: file size in MiB")
+    parser.add_argument(
+        "--schemes",
+        default=",".join(e2e.SCHEMES),
+        help="b: the m42 transports to run, comma-separated (default: tls,ws)",
+    )
     args = parser.parse_args(argv)
     mode = args.mode or "quick"
     sections = "".join(s for s in SECTIONS if s in args.only)
-    result = run(mode, sections, args.out)
+    if args.baseline is not None and not (args.baseline / "m42d" / "__init__.py").is_file():
+        parser.error(f"--baseline {args.baseline}: not an m42d source tree")
+    result = run(
+        mode,
+        sections,
+        args.out,
+        baseline=args.baseline,
+        rounds=args.rounds,
+        e2e_mib=args.e2e_mib,
+        schemes=[s for s in e2e.SCHEMES if s in args.schemes.split(",")],
+    )
     print_table(result, ratio_rows(result))
     print(f"\n{mode} run took {result['seconds']:.0f} s; results in {args.out}")
     return 0

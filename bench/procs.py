@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Final, final
 
@@ -102,7 +102,9 @@ class Relay:
                 self.proc.wait()
 
 
-def _spawn(argv: Sequence[str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
+def _spawn(
+    argv: Sequence[str], log: Path, cwd: Path, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         return subprocess.Popen(
             list(argv),
@@ -110,6 +112,7 @@ def _spawn(argv: Sequence[str], log: Path, cwd: Path) -> subprocess.Popen[bytes]
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             cwd=cwd,
+            env=None if env is None else dict(env),
             preexec_fn=raise_fd_limit,
         )
 
@@ -131,16 +134,29 @@ join_timeout = 60.0
 
 
 @contextlib.contextmanager
-def m42d_relay(work: Path, schemes: Sequence[str] = ("tls", "ws")) -> Iterator[Relay]:
-    """``m42d serve`` on port 0 for each scheme, limits lifted for one-address load."""
-    state = work / "m42d-state"
-    config = work / "m42d.toml"
+def m42d_relay(
+    work: Path,
+    schemes: Sequence[str] = ("tls", "ws"),
+    *,
+    env: Mapping[str, str] | None = None,
+    tag: str = "",
+) -> Iterator[Relay]:
+    """``m42d serve`` on port 0 for each scheme, limits lifted for one-address load.
+
+    ``env`` runs another tree's relay (a baseline's PYTHONPATH); ``tag`` keeps
+    its state, config and log apart from the current tree's in the same ``work``.
+    """
+    state = work / f"m42d-state{tag}"
+    config = work / f"m42d{tag}.toml"
     listen = ", ".join(f'"{s}://127.0.0.1:0"' for s in schemes)
     config.write_text(_M42D_CONFIG.format(listen=listen, state=state))
-    log = work / "m42d.log"
+    log = work / f"m42d{tag}.log"
     # log_level warning hides "listening on"; ask for info from the command line.
     proc = _spawn(
-        [str(BIN / "m42d"), "serve", "--config", str(config), "--log-level", "info"], log, work
+        [str(BIN / "m42d"), "serve", "--config", str(config), "--log-level", "info"],
+        log,
+        work,
+        env,
     )
     relay = Relay("m42d", proc, {}, log)
     try:

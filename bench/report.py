@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import attrs
 
@@ -76,15 +76,7 @@ def ratio_rows(r: dict[str, Any]) -> list[Target]:
         ]
     b = r.get("b_e2e")
     if b:
-        rows.append(
-            Target(
-                "b",
-                "m42 send/recv / wormhole send/receive (MB/s)",
-                _div(b["m42"]["mb_per_s"], b["wormhole"]["mb_per_s"]),
-                2.0,
-                note="hash ok: " + str(b["m42"]["hash_ok"] and b["wormhole"]["hash_ok"]),
-            )
-        )
+        rows += _b_rows(b)
     c = r.get("c_latency")
     if c:
         for kind in ("m42d-ws", "m42d-tls"):
@@ -175,6 +167,58 @@ def ratio_rows(r: dict[str, Any]) -> list[Target]:
     return rows
 
 
+PROCESSES: Final = ("sender", "relay", "receiver")
+
+
+def _b_rows(b: dict[str, Any]) -> list[Target]:
+    rows: list[Target] = []
+    worm = b["wormhole"]
+    for scheme in ("tls", "ws"):
+        ours = b.get(f"m42-{scheme}")
+        if ours is None:
+            continue
+        rows.append(
+            Target(
+                "b",
+                f"m42 {scheme} / wormhole send/receive (MB/s)",
+                _div(ours["mb_per_s"], worm["mb_per_s"]),
+                2.0,
+                note="hash ok: " + str(ours["hash_ok"] and worm["hash_ok"]),
+            )
+        )
+        rows.append(
+            Target(
+                "b",
+                f"m42d {scheme} relay CPU/GiB / transit raw TCP",
+                _div(ours["relay_cpu_s_per_gib"], worm["relay_cpu_s_per_gib"]),
+                1.0,
+                at_least=False,
+            )
+        )
+        base = b.get(f"base-m42-{scheme}")
+        if base is None:
+            continue
+        rows.append(
+            Target(
+                "b",
+                f"A/B m42 {scheme}: this tree / baseline (MB/s)",
+                _div(ours["mb_per_s"], base["mb_per_s"]),
+                None,
+            )
+        )
+        for proc in PROCESSES:
+            key = f"{proc}_cpu_s_per_gib"
+            rows.append(
+                Target(
+                    "b",
+                    f"A/B m42 {scheme}: this tree / baseline ({proc} CPU/GiB)",
+                    _div(ours[key], base[key]),
+                    None,
+                )
+            )
+    return rows
+
+
 def print_table(r: dict[str, Any], rows: Sequence[Target]) -> None:
     m = r["machine"]
     print(f"\n{r['mode']} run on {m['nproc']} x {m['cpu']}, Python {m['python']}")
@@ -184,11 +228,17 @@ def print_table(r: dict[str, Any], rows: Sequence[Target]) -> None:
         for k, v in r["a_bulk"].items():
             print(f"  {k:12} {v['mb_per_s']:8.0f} {v['relay_cpu_s_per_gib']:16.2f}")
     if "b_e2e" in r:
-        print("\nb. end-to-end file transfer")
+        print("\nb. end-to-end file transfer (median of rounds; CPU s per GiB of each process)")
+        print(
+            f"  {'tool':16} {'size':>8} {'wall':>8} {'MB/s':>7} {'sender':>7} {'relay':>7}"
+            f" {'receiver':>8}  hash"
+        )
         for v in r["b_e2e"].values():
             print(
-                f"  {v['tool']:12} {v['bytes'] / 2**20:6.0f} MiB {v['seconds']:7.2f} s "
-                f"{v['mb_per_s']:7.1f} MB/s hash {'ok' if v['hash_ok'] else 'BAD'}"
+                f"  {v['tool']:16} {v['bytes'] / 2**20:4.0f} MiB {v['seconds']:6.2f} s "
+                f"{v['mb_per_s']:7.1f} {v['sender_cpu_s_per_gib']:7.2f} "
+                f"{v['relay_cpu_s_per_gib']:7.2f} {v['receiver_cpu_s_per_gib']:8.2f}  "
+                f"{'ok' if v['hash_ok'] else 'BAD'} ({v.get('rounds', 1)} rounds)"
             )
     if "c_latency" in r:
         print("\nc. round trip of 64-byte messages (ms)")
@@ -260,14 +310,24 @@ def plot_all(r: dict[str, Any], out: Path) -> None:
         save(fig, "a_bulk.png")
     if "b_e2e" in r:
         b = r["b_e2e"]
-        fig, ax = plt.subplots(figsize=(5, 4))
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+        tools = [v["tool"] for v in b.values()]
         bars(
-            ax,
-            [v["tool"] for v in b.values()],
+            ax1,
+            tools,
             [v["mb_per_s"] for v in b.values()],
             f"b. file transfer, {next(iter(b.values()))['bytes'] >> 20} MiB" + tag,
             "MB/s",
         )
+        bottom = [0.0] * len(tools)
+        for proc in PROCESSES:
+            values = [v[f"{proc}_cpu_s_per_gib"] for v in b.values()]
+            ax2.bar(tools, values, bottom=bottom, label=proc)
+            bottom = [x + y for x, y in zip(bottom, values, strict=True)]
+        ax2.set_title("CPU per GiB of each process")
+        ax2.set_ylabel("CPU s/GiB")
+        ax2.tick_params(axis="x", rotation=30)
+        ax2.legend()
         save(fig, "b_e2e.png")
     if "c_latency" in r:
         c = r["c_latency"]

@@ -46,7 +46,7 @@ from typing import Final, TypeAlias
 import attrs
 import trio
 
-from m42d import PROTOCOL_VERSION, __version__, systemd
+from m42d import PROTOCOL_VERSION, __version__, gcpolicy, systemd
 from m42d.config import (
     RelayConfig,
     check_host_port,
@@ -454,6 +454,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     inherited = systemd.listen_fds_by_name()
     for name, socks in inherited.items():
         log.info("socket activation: %d socket(s) named %s", len(socks), name)
+    gcpolicy.tune_for_serving()
     try:
         trio.run(
             functools.partial(

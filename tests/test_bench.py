@@ -27,8 +27,12 @@ def test_quick_benchmark_completes_and_writes_json(tmp_path: Path) -> None:
     assert result["mode"] == "quick"
     for section in ("a_bulk", "b_e2e", "c_latency", "d_scale", "e_messages"):
         assert section in result
-    assert result["b_e2e"]["m42"]["hash_ok"] is True
-    assert result["b_e2e"]["wormhole"]["hash_ok"] is True
+    b = result["b_e2e"]
+    assert set(b) == {"m42-tls", "m42-ws", "wormhole"}
+    for entry in b.values():
+        assert entry["hash_ok"] is True
+        for role in ("sender", "relay", "receiver"):
+            assert entry[f"{role}_cpu_s_per_gib"] > 0
     assert all(row["verdict"] in ("PASS", "MISS", "info") for row in result["ratios"])
     assert "ratios (ours / baseline, same run)" in proc.stdout
     assert sorted(p.name for p in tmp_path.glob("*.png")) == [

@@ -20,6 +20,7 @@ shares the WebSocket endpoint's origin (:mod:`m42d_ws.http`).
 A message holds ``kind:u8 | body`` (``m42d.wire.encode``); a message longer
 than one frame is closed with 1009, a text message is a protocol error.
 Reads are 128 KiB on both sides: trio-websocket's 4 KiB default halves throughput.
+Masking is numpy's when it is installed (:mod:`m42d_ws.masking`).
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ from m42d.transport import (
 )
 from m42d.web import pages
 from m42d.wire import MAX_FRAME, Frame, Relayed, decode, encode, relayed_message
+from m42d_ws import masking
 from m42d_ws.server import ServerWebSocket, accept_websocket
 
 __all__ = [
@@ -268,6 +270,7 @@ class WebSocketTransport:
     ) -> WebSocketListener:
         where = parse_url(url, SCHEMES, DEFAULT_LISTEN_PORT)
         scheme = _canonical(where.scheme)
+        masking.install()  # here, not at import: only WebSocket users have frames to mask
         if scheme == "wss" and ssl_context is None:
             raise TransportError("a wss:// listener needs a certificate (ssl_context)")
         listeners = await open_tcp_listeners(where.host, where.port, sock)
@@ -286,6 +289,7 @@ class WebSocketTransport:
     ) -> AsyncIterator[FrameConnection]:
         where = parse_url(url, SCHEMES, lambda scheme: 443 if scheme in SECURE else 80)
         scheme = _canonical(where.scheme)
+        masking.install()
         target = format_url(scheme, where.host, where.port)
         host_header = where.host if where.port in (80, 443) else f"{where.host}:{where.port}"
         resource = room_path(where.path, room_id)

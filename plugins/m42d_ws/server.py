@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import struct
 from collections.abc import Iterator, Sequence
 from typing import Final, final
 
@@ -40,7 +41,6 @@ from wsproto.events import (
     BytesMessage,
     CloseConnection,
     Event,
-    Message,
     Ping,
     TextMessage,
 )
@@ -74,6 +74,20 @@ message's parsing cost to a few ms."""
 _NORMAL: Final = 1000
 
 AnyStream = trio.SocketStream | trio.SSLStream[trio.SocketStream]
+
+_FIN_BINARY: Final = 0x82
+_HEAD_7: Final = struct.Struct("!BB")
+_HEAD_16: Final = struct.Struct("!BBH")
+_HEAD_64: Final = struct.Struct("!BBQ")
+
+
+def _binary_header(size: int) -> bytes:
+    """The RFC 6455 (5.2) header of one final, unmasked binary frame of ``size`` bytes."""
+    if size <= 125:
+        return _HEAD_7.pack(_FIN_BINARY, size)
+    if size <= 0xFFFF:
+        return _HEAD_16.pack(_FIN_BINARY, 126, size)
+    return _HEAD_64.pack(_FIN_BINARY, 127, size)
 
 
 @final
@@ -140,21 +154,32 @@ class ServerWebSocket:
 
     async def send_batch(self, items: Sequence[Frame | Relayed]) -> None:
         await self._send_messages(
-            [item.message_bytes() if isinstance(item, Relayed) else encode(item) for item in items]
+            [
+                memoryview(item.data)[item.start :] if isinstance(item, Relayed) else encode(item)
+                for item in items
+            ]
         )
 
-    async def _send_messages(self, messages: list[bytes]) -> None:
+    async def _send_messages(self, messages: Sequence[bytes | memoryview]) -> None:
+        """Frame ``messages`` here, one final unmasked binary frame each, in one write.
+
+        wsproto's ``send`` would copy each payload four times (into a
+        bytearray, onto the header, into another bytearray, onto b"") and
+        run its generic path per frame; a relay forwarding 64 KiB frames
+        paid ~10% of its CPU for that.  A server frame needs only the
+        RFC 6455 header (no mask, no extension: none is negotiated), so
+        the payload is copied once, by the join.  wsproto still owns the
+        state: a frame is refused once it has sent or received a close.
+        """
         if not messages:
             return
-        ws = self._ws
-        try:
-            if len(messages) == 1:
-                data = ws.send(Message(data=messages[0]))
-            else:  # one write for the batch: the relay's lanes already ordered it
-                data = b"".join([ws.send(Message(data=m)) for m in messages])
-        except LocalProtocolError as exc:
-            raise _ended(self._close_code) from exc
-        await self._send_raw(data)
+        if self._ws.state is not ConnectionState.OPEN:
+            raise _ended(self._close_code)
+        parts: list[bytes | memoryview] = []
+        for message in messages:
+            parts.append(_binary_header(len(message)))
+            parts.append(message)
+        await self._send_raw(b"".join(parts))
 
     async def _send_raw(self, data: bytes) -> None:
         lock = self._send_lock
