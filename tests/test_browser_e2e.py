@@ -171,6 +171,70 @@ def test_browser_and_cli_chat_and_send_files_both_ways(tmp_path: Path) -> None:
         assert not run.problems, run.problems
 
 
+def test_the_relay_killed_mid_transfer_loses_and_doubles_nothing(tmp_path: Path) -> None:
+    """The browser sends 50 MB to the CLI; the relay dies and comes back; the file is whole."""
+    upload = tmp_path / "through-a-restart.bin"
+    digest = random_file(upload, FILE_SIZE)
+    with (
+        contextlib.ExitStack() as stack,
+        serving_relay(tmp_path / "relay") as daemon,
+        chromium(tmp_path / "profile") as run,
+    ):
+        link_a, link_b = m42_new(page_url(daemon), tmp_path / "creator")
+        cli = stack.enter_context(CliSeat(link_a, tmp_path / "alice"))
+        out = tmp_path / "alice-got"
+        out.mkdir()
+        recv = cli.start("recv", "--jsonl", "--count", "2", "--out", str(out))
+        page = run.new_page()
+        _open_seat(page, link_b)
+        page.locator("input[type=file]").set_input_files(str(upload))
+        _events(recv, "file_progress", TRANSFER_MS / 1000)
+        daemon.restart()  # SIGKILL, then the same addresses and state directory
+        field = page.locator("#composer-text")
+        field.fill("sent while the relay was away")
+        field.press("Enter")
+        events = _events(recv, "file_done", TRANSFER_MS / 1000)
+        events += (
+            _events(recv, "text", TRANSFER_MS / 1000)
+            if not any(e["event"] == "text" for e in events)
+            else []
+        )
+        assert recv.wait(timeout=60) == 0
+        assert sha256_file(out / upload.name) == digest
+        assert [e["text"] for e in events if e["event"] == "text"] == [
+            "sent while the relay was away"
+        ]
+        assert len([e for e in events if e["event"] == "file_done"]) == 1
+        expect(page.locator(".log .message.out .sr-only").last).to_have_text(
+            "delivered", timeout=TRANSFER_MS
+        )
+
+
+def test_a_changed_peer_key_stops_the_browser_until_trusted(tmp_path: Path) -> None:
+    with (
+        contextlib.ExitStack() as stack,
+        serving_relay(tmp_path / "relay") as daemon,
+        chromium(tmp_path / "profile") as run,
+    ):
+        link_a, link_b = m42_new(page_url(daemon), tmp_path / "creator")
+        first = stack.enter_context(CliSeat(link_a, tmp_path / "alice"))
+        hello = first.start("send", "--text", "first device")
+        page = run.new_page()
+        _open_seat(page, link_b)
+        expect(page.locator(".log .message.in .text").last).to_have_text("first device")
+        assert hello.wait(timeout=60) == 0
+        # The same link from a device with another static key: someone in the middle, or a
+        # new device; the page stops and says so, and nothing of theirs is shown.
+        other = stack.enter_context(CliSeat(link_a, tmp_path / "mallory"))
+        sneaky = other.start("send", "--text", "not shown", "--wait", "8")
+        dialog = page.locator("dialog[data-dialog=key-changed]")
+        expect(dialog).to_be_visible(timeout=TRANSFER_MS)
+        expect(dialog.locator(".words li")).to_have_count(8)
+        sneaky.wait(timeout=60)
+        expect(page.locator(".log .message.in .text")).to_have_count(1)
+        assert page.locator(".log .message.in .text").last.inner_text() == "first device"
+
+
 def test_two_browsers_chat_with_the_same_words(tmp_path: Path) -> None:
     with serving_relay(tmp_path / "relay") as daemon:
         link_a, link_b = m42_new(page_url(daemon), tmp_path / "creator")
