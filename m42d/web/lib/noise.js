@@ -84,10 +84,7 @@ function subtle() {
 // ------------------------------------------------------------------ errors
 
 /** A handshake message failed authentication: a wrong psk or a tampered message. */
-export class HandshakeAuthError extends HandshakeError {
-  /** @override */
-  static also = [DecryptError];
-}
+export class HandshakeAuthError extends HandshakeError {}
 
 /** A public key was a low-order X25519 point, which would make a DH result public. */
 export class LowOrderPointError extends HandshakeError {}
@@ -96,10 +93,7 @@ export class LowOrderPointError extends HandshakeError {}
 export class UnsupportedProtocolError extends LocalProtocolError {}
 
 /** A CipherState reached the reserved nonce 2^64-1: a fresh handshake is required. */
-export class NonceExhaustedError extends LocalProtocolError {
-  /** @override */
-  static also = [CryptoError];
-}
+export class NonceExhaustedError extends LocalProtocolError {}
 
 const AUTH_FAILED = "handshake authentication failed: wrong room secret or tampered message";
 

@@ -21,7 +21,7 @@
 //   it exactly as the twin does, and sasWords() takes only a parsed Wordlist.
 
 import { ascii, readU64, toBytes } from "./bytes.js";
-import { CryptoError, LocalProtocolError } from "./errors.js";
+import { LocalProtocolError, M42Error } from "./errors.js";
 import { splitLines, strip } from "./text.js";
 
 /** Words in the SAS: 5 x log2(7776) ~ 64.6 bits, short enough to read aloud. */
@@ -35,7 +35,7 @@ export const HANDSHAKE_HASH_SIZE = 32;
 const BYTES_PER_WORD = 8;
 
 /** The word list is damaged: the SAS cannot be computed the way the peer does. */
-export class WordlistError extends CryptoError {}
+export class WordlistError extends M42Error {}
 
 /** A checked SAS word list: exactly 7,776 distinct, non-empty, unpadded words. */
 export class Wordlist {
