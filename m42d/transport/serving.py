@@ -98,19 +98,31 @@ async def run_handler(handler: FrameHandler, connection: FrameConnection) -> Non
 
 
 async def serve_sockets(
-    on_stream: Callable[[trio.SocketStream], Awaitable[None]],
     listeners: Sequence[trio.SocketListener],
+    handler: FrameHandler,
+    handshake: Callable[[trio.SocketStream, str], Awaitable[FrameConnection | None]],
     *,
+    admission: Callable[[], Admission | None] = lambda: None,
     close: Callable[[], Awaitable[None]],
     handler_nursery: trio.Nursery | None,
     task_status: trio.TaskStatus[None],
 ) -> None:
-    """The body of a socket listener's :meth:`~m42d.transport.api.FrameListener.serve`.
+    """The whole body of a socket listener's :meth:`~m42d.transport.api.FrameListener.serve`.
 
-    Accepts until cancelled, running ``on_stream`` for each connection in
+    Accepts until cancelled; for each socket, asks ``admission()`` (the
+    listener's current :class:`~m42d.transport.api.Admission`, if any) via
+    :func:`admitted`, runs ``handshake(raw, address)`` (TLS, an HTTP upgrade,
+    or nothing but framing) and hands the connection it returns to
+    ``handler`` through :func:`run_handler`.  Handlers run in
     ``handler_nursery`` when given (so cancelling ``serve`` stops accepting
-    without cutting live connections), and calls ``close`` however it ends.
+    without cutting live connections); ``close`` runs however it ends.
     """
+
+    async def on_stream(raw: trio.SocketStream) -> None:
+        connection = await admitted(raw, admission(), handshake)
+        if connection is not None:
+            await run_handler(handler, connection)
+
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(

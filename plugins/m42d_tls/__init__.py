@@ -26,12 +26,10 @@ from m42d.transport import (
     FrameConnection,
     FrameHandler,
     StreamFrameConnection,
-    admitted,
     format_url,
     open_tcp_listeners,
     open_tls_stream,
     parse_url,
-    run_handler,
     serve_sockets,
     socket_listener_urls,
     tls_server_handshake,
@@ -76,14 +74,11 @@ class TlsListener:
         handler_nursery: trio.Nursery | None = None,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        async def on_stream(raw: trio.SocketStream) -> None:
-            connection = await admitted(raw, self._admission, self._handshake)
-            if connection is not None:
-                await run_handler(handler, connection)
-
         await serve_sockets(
-            on_stream,
             self._listeners,
+            handler,
+            self._handshake,
+            admission=lambda: self._admission,
             close=self.aclose,
             handler_nursery=handler_nursery,
             task_status=task_status,

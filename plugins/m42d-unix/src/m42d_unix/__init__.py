@@ -54,7 +54,6 @@ from m42d.transport import (
     FrameHandler,
     StreamFrameConnection,
     dialing,
-    run_handler,
     serve_sockets,
 )
 
@@ -131,15 +130,16 @@ class UnixListener:
         handler_nursery: trio.Nursery | None = None,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        async def on_stream(stream: trio.SocketStream) -> None:
-            connection = StreamFrameConnection(stream, transport=SCHEME, address=ADDRESS)
-            await run_handler(handler, connection)
+        async def frames(stream: trio.SocketStream, address: str) -> StreamFrameConnection:
+            # No handshake: framing is all a Unix socket needs (and no address).
+            return StreamFrameConnection(stream, transport=SCHEME, address=ADDRESS)
 
         # Backs off on EMFILE and friends, runs handlers in handler_nursery
         # when given, and closes this listener however serving ends.
         await serve_sockets(
-            on_stream,
             [self._listener],
+            handler,
+            frames,
             close=self.aclose,
             handler_nursery=handler_nursery,
             task_status=task_status,
