@@ -2,6 +2,10 @@
 // (ui/engine.js) over the session machine, the relay connection and files.
 // Python twin: m42d/client/engine.py.
 //
+// Why a little over 500 lines: it is the facade over the parts in their own
+// modules (connection.js, files.js, rooms.js); half of it is the page's
+// Engine methods, each a few lines; what remains needs several parts at once.
+//
 // Rules and invariants:
 // * One Serial queue (#work) runs everything that touches the session's
 //   results: after each session call its events are handled in order, then

@@ -1,6 +1,10 @@
 // Room links: one pasteable string per seat carrying everything a client needs.
 // Python twin: m42d/link.py. Normative text: docs/protocol.md, "Link".
 //
+// Why a little over 500 lines: links and relay URLs are one grammar
+// (docs/protocol.md, "Links"), parsed with precise errors that must match
+// m42d/link.py message for message; the rules read best in one file.
+//
 //     <relay-url>#m42.1.<seat>.<ticket>.<token>.<secret>[.<pin>]
 //
 // Rules:

@@ -1,6 +1,10 @@
 // Files: our outgoing transfers and the peer's incoming ones (docs/protocol.md, "Files").
 // Python twin: m42d/session/files.py.
 //
+// Why a little over 500 lines: both directions of a transfer (the twin
+// m42d/session/files.py keeps them together too) share the record codecs
+// and the rules of acknowledgement and resume; apart they would repeat them.
+//
 // Rules and invariants (the twin's):
 // * An offer carries a fresh random file id, STREAM key and salt, the size
 //   and the name; the sender reads nothing of the file before the receiver

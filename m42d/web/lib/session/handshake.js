@@ -1,6 +1,10 @@
 // The handshakes of one seat and the keys they make (docs/protocol.md, "Handshake").
 // Python twin: m42d/session/handshake.py.
 //
+// Why ~600 lines: the three Noise messages, their retry and renewal, the
+// key pin and RESET belong to one state: each step reads and writes the
+// handshake in flight and the keys in use (twin: m42d/session/handshake.py).
+//
 // Rules and invariants (the twin's):
 // * Seat A is the Noise initiator, seat B the responder, always. The pattern
 //   is Noise_XXpsk3_25519_AESGCM_SHA256 with psk = HKDF(R, salt=room_id,

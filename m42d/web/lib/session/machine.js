@@ -1,6 +1,10 @@
 // The end-to-end session machine that both m42 clients run (sans-IO).
 // Python twin: m42d/session/machine.py.
 //
+// Why ~750 lines: it is the package's one public class, and most of it is
+// documented entry points that hand off to a part in a line or two; what
+// stays here needs the phase and several parts at once (as machine.py).
+//
 // The relay only ever sees the bytes this machine produces. Session takes
 // what the glue reports (the peer came or went, a CONTROL or BULK payload
 // arrived, the user wants to send a text or a file, time passed) and answers
