@@ -40,7 +40,7 @@ from m42d.cli.output import (
     text_block,
 )
 from m42d.cli.running import FLUSH_TIMEOUT, Leaving, finish, with_client
-from m42d.cli.terminal import TerminalInput, TerminalOutput
+from m42d.cli.terminal import LineEditor, TerminalInput, TerminalOutput, editing_terminal
 from m42d.client import events as ev
 from m42d.client.engine import Client
 from m42d.client.names import escape_text
@@ -455,11 +455,18 @@ async def cmd_chat(args: argparse.Namespace, stdin: TextIO) -> int:
         accept="all" if args.accept else "ask",
         max_size=args.max_size,
     )
+    if isatty(stdin) and isatty(sys.stdout):
+        # sys.stdout is read inside: editing_terminal() replaces it.
+        with editing_terminal():
+            screen = ChatScreen(client, TerminalOutput(sys.stdout))
+            return await _chat_on(client, screen, LineEditor(), link.seat)
     out = sys.stdout
     screen = ChatScreen(client, TerminalOutput(out))
-    lines = TerminalInput(stdin, out, erase_echo=isatty(stdin) and isatty(out))
+    return await _chat_on(client, screen, TerminalInput(stdin, out, erase_echo=False), link.seat)
 
+
+async def _chat_on(client: Client, screen: ChatScreen, lines: ChatInput, seat: Seat) -> int:
     async def body(client: Client) -> int:
-        return await run_chat(client, screen, lines, seat=link.seat)
+        return await run_chat(client, screen, lines, seat=seat)
 
     return await with_client(client, body)

@@ -1,8 +1,15 @@
-"""The chat on a plain terminal: lines from stdin, lines to stdout.
+"""The chat's terminal: lines from the person, lines to the screen.
 
-These are the two small interfaces :class:`m42d.cli.chat.ChatScreen` runs
-on (:class:`~m42d.cli.chat.ChatInput`, :class:`~m42d.cli.chat.ChatOutput`);
-line editing or a status line would be another pair of the same shape.
+These are the small interfaces :class:`m42d.cli.chat.ChatScreen` runs on
+(:class:`~m42d.cli.chat.ChatInput`, :class:`~m42d.cli.chat.ChatOutput`):
+
+* :class:`LineEditor` when stdin and stdout are a terminal: prompt_toolkit
+  (a well-kept library, chosen over hand-written terminal code) gives line
+  editing, arrow keys and history, and prints what arrives *above* the
+  line being typed, which it then redraws, so an incoming message never
+  clobbers it.  History lives in memory only: messages may be secret, so
+  none is written to disk.
+* :class:`TerminalInput` for pipes and scripts: plain lines from stdin.
 """
 
 from __future__ import annotations
@@ -10,11 +17,17 @@ from __future__ import annotations
 import contextlib
 import math
 import shutil
-from typing import TextIO, final
+from collections.abc import Iterator
+from typing import Final, TextIO, final
 
 import trio
+from prompt_toolkit import PromptSession
+from prompt_toolkit.history import InMemoryHistory
+from prompt_toolkit.patch_stdout import patch_stdout
 
-__all__ = ["TerminalInput", "TerminalOutput"]
+__all__ = ["PROMPT", "LineEditor", "TerminalInput", "TerminalOutput", "editing_terminal"]
+
+PROMPT: Final = "> "
 
 
 @final
@@ -60,3 +73,38 @@ class TerminalInput:
         rows = max(1, math.ceil(len(typed) / columns))
         self._echo.write("\x1b[1A\x1b[2K" * rows)
         self._echo.flush()
+
+
+@final
+class LineEditor:
+    """A person at a terminal: prompt_toolkit's line editing and in-memory history.
+
+    prompt_toolkit runs on asyncio, so each prompt runs in a worker thread
+    (its own loop there); what the chat prints meanwhile goes through the
+    patched stdout of :func:`editing_terminal`, above the prompt.  Ctrl-D on
+    an empty line and Ctrl-C end the input, which the chat reads as /quit
+    (in raw mode Ctrl-C is a key, not SIGINT).
+    """
+
+    def __init__(self) -> None:
+        # erase_when_done: the screen's own "you: ... (sent)" line replaces
+        # the typed one, so every message shows once, with its state.
+        self._session: PromptSession[str] = PromptSession(
+            history=InMemoryHistory(), erase_when_done=True
+        )
+
+    async def read_line(self) -> str | None:
+        try:
+            return await trio.to_thread.run_sync(self._prompt, abandon_on_cancel=True)
+        except (EOFError, KeyboardInterrupt, OSError):
+            return None
+
+    def _prompt(self) -> str:
+        return self._session.prompt(PROMPT)
+
+
+@contextlib.contextmanager
+def editing_terminal() -> Iterator[None]:
+    """While the chat runs: prints from any thread land above the line being typed."""
+    with patch_stdout(raw=True):
+        yield

@@ -1,0 +1,173 @@
+"""``m42 chat`` on a pseudo-terminal: line editing, history, and messages that never clobber typing.
+
+A real ``m42d serve`` and ``m42`` subprocesses: the chat runs on a pty as a
+person's terminal would give it; the other seat is ``m42 recv --jsonl`` (to
+see exactly what was sent) or ``m42 send`` (to make a message arrive while a
+line is half typed).  ``PROMPT_TOOLKIT_NO_CPR`` spares the pty a cursor
+position query nobody would answer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e_harness import M42_COMMAND, RelayDaemon, _clean_env, start_daemon
+
+LEFT = "\x1b[D"
+UP = "\x1b[A"
+LIMIT = 60.0
+
+
+class Pty:
+    """``m42 ARGV`` with a pseudo-terminal as stdin, stdout and stderr; all output kept."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], cwd: Path) -> None:
+        master, slave = os.openpty()
+        self.master = master
+        self.proc = subprocess.Popen(
+            argv, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=cwd, close_fds=True
+        )
+        os.close(slave)
+        self.output = b""
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data = os.read(self.master, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            with self._lock:
+                self.output += data
+
+    def text(self) -> str:
+        with self._lock:
+            return self.output.decode("utf-8", "replace")
+
+    def wait_for(self, needle: str, limit: float = LIMIT) -> None:
+        deadline = time.monotonic() + limit
+        while needle not in self.text():
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise AssertionError(f"{needle!r} never showed; screen:\n{self.text()[-3000:]}")
+            time.sleep(0.05)  # polling a pty; no event exists for "this text appeared"
+
+    def type(self, keys: str) -> None:
+        os.write(self.master, keys.encode())
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=30)
+        os.close(self.master)
+        self._reader.join(timeout=5)
+
+
+@pytest.fixture
+def relay(tmp_path: Path) -> Iterator[RelayDaemon]:
+    daemon = start_daemon(tmp_path / "relay", ["ws"])
+    try:
+        yield daemon
+    finally:
+        daemon.kill()
+
+
+def _new_room(relay: RelayDaemon, home: Path) -> tuple[str, str]:
+    home.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        [*M42_COMMAND, "new", "--relay", relay.url("ws"), "--json"],
+        capture_output=True,
+        env=_clean_env(XDG_DATA_HOME=str(home / "data")),
+        cwd=home,
+        timeout=LIMIT,
+        check=True,
+    )
+    doc = json.loads(done.stdout)
+    return doc["link_a"], doc["link_b"]
+
+
+def _env(link: str, home: Path) -> dict[str, str]:
+    home.mkdir(parents=True, exist_ok=True)
+    return _clean_env(
+        M42_LINK=link,
+        XDG_DATA_HOME=str(home / "data"),
+        TERM="xterm",
+        PROMPT_TOOLKIT_NO_CPR="1",
+        COLUMNS="100",
+        LINES="30",
+    )
+
+
+def _recv(link: str, home: Path, count: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*M42_COMMAND, "recv", "--jsonl", "--count", str(count), "--timeout", str(LIMIT)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=_env(link, home),
+        cwd=home,
+    )
+
+
+def _texts(proc: subprocess.Popen[str]) -> list[Any]:
+    out, err = proc.communicate(timeout=LIMIT + 10)
+    assert proc.returncode == 0, err
+    return [e["text"] for e in map(json.loads, out.splitlines()) if e["event"] == "text"]
+
+
+def test_arrow_keys_edit_the_line_and_history_recalls_it(
+    relay: RelayDaemon, tmp_path: Path
+) -> None:
+    link_a, link_b = _new_room(relay, tmp_path / "creator")
+    bob = _recv(link_b, tmp_path / "bob", 2)
+    chat = Pty([*M42_COMMAND, "chat"], _env(link_a, tmp_path / "alice"), tmp_path / "alice")
+    try:
+        chat.wait_for("safety words")
+        chat.type("helo" + LEFT + "l\r")  # a typo mended with the left arrow
+        chat.wait_for("hello")
+        chat.type(UP + "\r")  # the last line again, from history
+        assert _texts(bob) == ["hello", "hello"]
+    finally:
+        chat.close()
+
+
+def test_a_message_arriving_while_typing_leaves_the_line_whole(
+    relay: RelayDaemon, tmp_path: Path
+) -> None:
+    link_a, link_b = _new_room(relay, tmp_path / "creator")
+    bob_home = tmp_path / "bob"
+    chat = Pty([*M42_COMMAND, "chat"], _env(link_a, tmp_path / "alice"), tmp_path / "alice")
+    try:
+        chat.wait_for("/help for commands")
+        chat.type("half a thou")
+        sent = subprocess.run(
+            [*M42_COMMAND, "send", "--text", "incoming while you type"],
+            env=_env(link_b, bob_home),
+            cwd=bob_home,
+            capture_output=True,
+            timeout=LIMIT,
+            check=False,
+        )
+        assert sent.returncode == 0, sent.stderr
+        chat.wait_for("incoming while you type")
+        bob = _recv(link_b, bob_home, 1)
+        chat.type("ght\r")
+        assert _texts(bob) == ["half a thought"]
+        # The half-typed line was drawn again after the message, not lost under it.
+        after = chat.text().rpartition("incoming while you type")[2]
+        assert "half a thou" in after
+    finally:
+        chat.close()
