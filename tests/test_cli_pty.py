@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,31 +38,30 @@ class Pty:
         )
         os.close(slave)
         self.output = b""
-        self._lock = threading.Lock()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        while True:
-            try:
-                data = os.read(self.master, 65536)
-            except OSError:
-                return
-            if not data:
-                return
-            with self._lock:
-                self.output += data
 
     def text(self) -> str:
-        with self._lock:
-            return self.output.decode("utf-8", "replace")
+        return self.output.decode("utf-8", "replace")
 
-    def wait_for(self, needle: str, limit: float = LIMIT) -> None:
+    def wait_for(self, needle: str, limit: float = LIMIT, start: int = 0) -> int:
+        """Read the terminal until ``needle`` shows after ``start``; where it ends.
+
+        select() waits for output, so there are no polling sleeps.
+        """
         deadline = time.monotonic() + limit
-        while needle not in self.text():
-            if time.monotonic() > deadline or self.proc.poll() is not None:
+        while needle not in self.text()[start:]:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([self.master], [], [], max(0.0, left))
+            if not ready:
                 raise AssertionError(f"{needle!r} never showed; screen:\n{self.text()[-3000:]}")
-            time.sleep(0.05)  # polling a pty; no event exists for "this text appeared"
+            try:
+                data = os.read(self.master, 65536)
+            except OSError:  # the program ended: no more output
+                data = b""
+            if not data:
+                raise AssertionError(f"{needle!r} never showed; screen:\n{self.text()[-3000:]}")
+            self.output += data
+        text = self.text()
+        return text.index(needle, start) + len(needle)
 
     def type(self, keys: str) -> None:
         os.write(self.master, keys.encode())
@@ -72,7 +71,6 @@ class Pty:
             self.proc.kill()
         self.proc.wait(timeout=30)
         os.close(self.master)
-        self._reader.join(timeout=5)
 
 
 @pytest.fixture
@@ -162,12 +160,11 @@ def test_a_message_arriving_while_typing_leaves_the_line_whole(
             check=False,
         )
         assert sent.returncode == 0, sent.stderr
-        chat.wait_for("incoming while you type")
+        shown = chat.wait_for("incoming while you type")
+        # The half-typed line is drawn again after the message, not lost under it.
+        chat.wait_for("half a thou", start=shown)
         bob = _recv(link_b, bob_home, 1)
         chat.type("ght\r")
         assert _texts(bob) == ["half a thought"]
-        # The half-typed line was drawn again after the message, not lost under it.
-        after = chat.text().rpartition("incoming while you type")[2]
-        assert "half a thou" in after
     finally:
         chat.close()
