@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -186,9 +187,19 @@ class FakeEngine:
     send_error: OSError | None = None
     next_id: int = 0
 
+    compared: float | None = None
+
     @property
     def safety_words(self) -> tuple[str, ...]:
         return self.words
+
+    @property
+    def compared_at(self) -> float | None:
+        return self.compared
+
+    def mark_compared(self, when: float) -> None:
+        self.calls.append(("compared",))
+        self.compared = when
 
     def send_text(self, text: str) -> int:
         self.calls.append(("text", text))
@@ -256,8 +267,36 @@ async def test_help_lists_every_command_of_the_table() -> None:
     for command in COMMANDS:
         assert f"  {command.name}" in CHAT_HELP or f" {command.name} " in CHAT_HELP
     assert [c.name for c in COMMANDS] == [
-        "/send", "/verify", "/accept", "/reject", "/cancel", "/trust", "/burn", "/quit", "/help"
+        "/send", "/verify", "/compared", "/accept", "/reject", "/cancel", "/trust", "/burn",
+        "/quit", "/help",
     ]  # fmt: skip
+
+
+async def test_the_chat_says_when_the_words_were_last_compared() -> None:
+    engine = FakeEngine(words=("w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8"))
+    screen, out = screen_on(engine)
+    screen.show(ev.SafetyWords(engine.words, first_contact=True))
+    assert "then type /compared" in out.lines[-1]
+    screen.show(ev.SafetyWords(engine.words, first_contact=False))
+    assert out.lines[-1].endswith(
+        "(not compared yet: read them to each other by voice, then type /compared)"
+    )
+    await screen.enter("/compared")
+    assert engine.calls[-1] == ("compared",)
+    assert out.lines[-1] == "* noted: you compared the safety words just now"
+    engine.compared = time.time() - 3 * 86400 - 5
+    screen.show(ev.SafetyWords(engine.words, first_contact=False))
+    assert out.lines[-1].endswith("(you compared them 3 days ago)")
+    await screen.enter("/verify")
+    assert out.lines[-1] == "safety words: w1 w2 w3 w4 w5 w6 w7 w8 (you compared them 3 days ago)"
+
+
+async def test_compared_before_any_words_is_refused_in_words() -> None:
+    engine = FakeEngine()
+    screen, out = screen_on(engine)
+    await screen.enter("/compared")
+    assert out.lines[-1] == "! no safety words yet: wait for the other person"
+    assert ("compared",) not in engine.calls
 
 
 async def test_offers_are_answered_oldest_first_in_any_case() -> None:
@@ -340,7 +379,8 @@ async def test_verify_trust_burn_and_quit() -> None:
     await screen.enter("/burn")
     assert out.take() == [
         "no secure session yet",
-        "safety words: alpha bravo charlie",
+        "safety words: alpha bravo charlie (not compared yet: read them to each other by voice, "
+        "then type /compared)",
         "! no changed peer key to trust \\x07",
         "* trusting the new key; reconnecting the session",
         "* burning the room",

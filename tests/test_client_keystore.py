@@ -33,7 +33,39 @@ def test_roundtrip_and_modes(tmp_path: Path) -> None:
     doc = json.loads(path.read_text())
     assert doc["room"] == ROOM.hex()
     assert doc["seat"] == "A"
-    assert set(doc) == {"format", "version", "room", "seat", "static", "peer"}
+    assert set(doc) == {"format", "version", "room", "seat", "static", "peer", "compared_at"}
+
+
+def test_compared_at_is_kept_and_cleared_by_another_peer_key(tmp_path: Path) -> None:
+    store = FileKeyStore(tmp_path / "keys")
+    with pytest.raises(KeyStoreError, match="no peer key is pinned yet"):
+        store.mark_compared(ROOM, Seat.A, 1000.0)
+    store.save_static(ROOM, Seat.A, b"s" * 32)
+    store.save_peer(ROOM, Seat.A, b"p" * 32)
+    assert store.compared_at(ROOM, Seat.A) is None
+    store.mark_compared(ROOM, Seat.A, 1234.5)
+    assert store.compared_at(ROOM, Seat.A) == 1234.5
+    store.save_peer(ROOM, Seat.A, b"p" * 32)  # the same key pinned again: still compared
+    store.save_static(ROOM, Seat.A, b"s" * 32)
+    assert store.compared_at(ROOM, Seat.A) == 1234.5
+    store.save_peer(ROOM, Seat.A, b"q" * 32)  # /trust of a changed key: new words
+    assert store.compared_at(ROOM, Seat.A) is None
+    assert store.load_static(ROOM, Seat.A) == b"s" * 32
+
+
+def test_a_key_file_without_compared_at_reads_as_never_compared(tmp_path: Path) -> None:
+    store = FileKeyStore(tmp_path / "keys")
+    store.save_peer(ROOM, Seat.A, b"p" * 32)
+    path = store.path(ROOM, Seat.A)
+    doc = json.loads(path.read_text())
+    del doc["compared_at"]  # as written before the field existed
+    path.write_text(json.dumps(doc))
+    assert store.compared_at(ROOM, Seat.A) is None
+    assert store.load_peer(ROOM, Seat.A) == b"p" * 32
+    doc["compared_at"] = "yesterday"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(KeyStoreError, match="compared_at must be a time"):
+        store.compared_at(ROOM, Seat.A)
 
 
 def test_modes_are_tightened_again(tmp_path: Path) -> None:

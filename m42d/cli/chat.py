@@ -90,6 +90,11 @@ class ChatEngine(Protocol):
     @property
     def safety_words(self) -> tuple[str, ...]: ...
 
+    @property
+    def compared_at(self) -> float | None: ...
+
+    def mark_compared(self, when: float) -> None: ...
+
     def send_text(self, text: str) -> int: ...
 
     async def send_file(self, path: Path, name: str | None = None) -> int: ...
@@ -220,8 +225,30 @@ class ChatScreen:
 
     async def verify(self, rest: str) -> bool:
         words = self._engine.safety_words
-        self._say(f"safety words: {sas_line(words)}" if words else "no secure session yet")
+        if not words:
+            self._say("no secure session yet")
+        else:
+            self._say(f"safety words: {sas_line(words)} ({self._compared_note()})")
         return False
+
+    async def compared(self, rest: str) -> bool:
+        if not self._engine.safety_words:
+            self._say("! no safety words yet: wait for the other person")
+            return False
+        try:
+            self._engine.mark_compared(time.time())
+        except M42Error as exc:
+            self._say(f"! {escape_text(str(exc))}")
+            return False
+        self._say("* noted: you compared the safety words just now")
+        return False
+
+    def _compared_note(self) -> str:
+        """When the words were last compared, in words (the words never change on their own)."""
+        when = self._engine.compared_at
+        if when is None:
+            return "not compared yet: read them to each other by voice, then type /compared"
+        return f"you compared them {_ago(time.time() - when)}"
 
     async def accept_offer(self, rest: str) -> bool:
         """Reached only when no offer waits (an answer to one is handled before the table)."""
@@ -290,8 +317,12 @@ class ChatScreen:
             )
             self._relay_lost = True
         elif isinstance(event, ev.SafetyWords):
-            first = " (first contact: compare these words by voice)" if event.first_contact else ""
-            self._stamped(f"* secure session; safety words: {sas_line(event.words)}{first}")
+            note = (
+                "first contact: read them to each other by voice, then type /compared"
+                if event.first_contact
+                else self._compared_note()
+            )
+            self._stamped(f"* secure session; safety words: {sas_line(event.words)} ({note})")
         elif isinstance(event, ev.KeyChanged):
             self._say(key_changed_message(event))
         elif isinstance(event, ev.TextIn):
@@ -360,6 +391,7 @@ class ChatCommand:
 COMMANDS: Final = (
     ChatCommand("/send", "PATH", "send a file", ChatScreen.send_file),
     ChatCommand("/verify", "", "show the safety words again", ChatScreen.verify),
+    ChatCommand("/compared", "", "note: we compared the words", ChatScreen.compared),
     ChatCommand("/accept", "", "take the offered file", ChatScreen.accept_offer),
     ChatCommand("/reject", "", "refuse it (also: y / n)", ChatScreen.reject_offer),
     ChatCommand("/cancel", "", "stop every transfer", ChatScreen.cancel_transfers),
@@ -470,3 +502,12 @@ async def _chat_on(client: Client, screen: ChatScreen, lines: ChatInput, seat: S
         return await run_chat(client, screen, lines, seat=seat)
 
     return await with_client(client, body)
+
+
+def _ago(seconds: float) -> str:
+    """A past moment as people say it: "just now", "5 minutes ago", "3 days ago"."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            n = int(seconds // size)
+            return f"{n} {unit}{'s' if n != 1 else ''} ago"
+    return "just now"

@@ -221,6 +221,19 @@ class Client:
         return self.session.safety_words
 
     @property
+    def compared_at(self) -> float | None:
+        """When the people last compared these words (seconds since the epoch), if ever."""
+        return self.keys.compared_at(self.link.room_id, self.link.seat)
+
+    def mark_compared(self, when: float) -> None:
+        """The people compared the words just now (by voice, in person).
+
+        Raises:
+            KeyStoreError: no peer key is pinned yet, or the key file cannot be written.
+        """
+        self.keys.mark_compared(self.link.room_id, self.link.seat, when)
+
+    @property
     def busy(self) -> bool:
         """Texts or files of ours are still waiting for the peer's acknowledgement."""
         return self.session.unacked_texts > 0 or self._outgoing.in_flight

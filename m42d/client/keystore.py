@@ -47,10 +47,23 @@ class KeyStoreError(ConfigError):
 
 
 class SeatKeyStore(KeyStore, Protocol):
-    """The session's :class:`~m42d.session.KeyStore`, plus forgetting a room after a burn."""
+    """The session's :class:`~m42d.session.KeyStore`, plus what the person did with it.
+
+    Forgetting a room after a burn, and when its safety words were last
+    compared (cleared whenever a different peer key is pinned: new words
+    have not been compared by anyone).
+    """
 
     def forget(self, room_id: bytes, seat: Seat) -> bool:
         """Delete the seat's keys for the room; True if there were any."""
+        ...
+
+    def compared_at(self, room_id: bytes, seat: Seat) -> float | None:
+        """When (seconds since the epoch) the words of the pinned key were compared, if ever."""
+        ...
+
+    def mark_compared(self, room_id: bytes, seat: Seat, when: float) -> None:
+        """Note that the people compared the words of the pinned key at ``when``."""
         ...
 
 
@@ -90,6 +103,15 @@ class FileKeyStore:
     def save_peer(self, room_id: bytes, seat: Seat, public: bytes) -> None:
         self._update(room_id, seat, "peer", public)
 
+    def compared_at(self, room_id: bytes, seat: Seat) -> float | None:
+        return self._read(room_id, seat)[1]
+
+    def mark_compared(self, room_id: bytes, seat: Seat, when: float) -> None:
+        keys, _ = self._read(room_id, seat)
+        if "peer" not in keys:
+            raise KeyStoreError("no peer key is pinned yet: there are no words to have compared")
+        self._store(room_id, seat, keys, when)
+
     # -- extra ----------------------------------------------------------------------
 
     def forget(self, room_id: bytes, seat: Seat) -> bool:
@@ -103,11 +125,15 @@ class FileKeyStore:
     # -- files ------------------------------------------------------------------------
 
     def _load(self, room_id: bytes, seat: Seat) -> dict[str, bytes]:
+        return self._read(room_id, seat)[0]
+
+    def _read(self, room_id: bytes, seat: Seat) -> tuple[dict[str, bytes], float | None]:
+        """The keys in the file and when their words were compared (version 1 files: never)."""
         path = self.path(room_id, seat)
         try:
             raw = path.read_bytes()
         except FileNotFoundError:
-            return {}
+            return {}, None
         except OSError as exc:
             raise KeyStoreError(f"cannot read key file {path}: {exc.strerror}") from exc
         try:
@@ -129,15 +155,25 @@ class FileKeyStore:
                 if len(key) != KEY_SIZE:
                     raise ValueError(f"{name} must be {KEY_SIZE} bytes")
                 keys[name] = key
+            compared = doc.get("compared_at")
+            if compared is not None and not isinstance(compared, int | float):
+                raise ValueError("compared_at must be a time in seconds")
         except (ValueError, UnicodeDecodeError) as exc:
             raise KeyStoreError(f"key file {path} is damaged: {exc}") from exc
-        return keys
+        return keys, None if compared is None else float(compared)
 
     def _update(self, room_id: bytes, seat: Seat, name: str, key: bytes) -> None:
         if len(key) != KEY_SIZE:
             raise ValueError(f"{name} key must be {KEY_SIZE} bytes")
-        keys = self._load(room_id, seat)
+        keys, compared = self._read(room_id, seat)
+        if name == "peer" and keys.get("peer") != key:
+            compared = None  # another key, other words: nobody compared these
         keys[name] = key
+        self._store(room_id, seat, keys, compared)
+
+    def _store(
+        self, room_id: bytes, seat: Seat, keys: dict[str, bytes], compared: float | None
+    ) -> None:
         doc = {
             "format": FORMAT,
             "version": VERSION,
@@ -145,6 +181,7 @@ class FileKeyStore:
             "seat": seat.value,
             "static": _b64(keys["static"]) if "static" in keys else None,
             "peer": _b64(keys["peer"]) if "peer" in keys else None,
+            "compared_at": compared,
         }
         self._write(self.path(room_id, seat), json.dumps(doc, indent=1).encode() + b"\n")
 
