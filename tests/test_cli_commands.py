@@ -7,6 +7,7 @@ thread while the relay keeps serving in the test's event loop.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import io
 import json
 import os
@@ -54,6 +55,11 @@ def test_help_lists_exit_codes_and_link_safety(capsys: pytest.CaptureFixture[str
     assert "visible to every user" in out
     assert main(["send", "--help"]) == 0
     assert "ps" in capsys.readouterr().out
+
+
+def test_version_is_the_installed_packages(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"m42 {importlib.metadata.version('m42d')}"
 
 
 def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
