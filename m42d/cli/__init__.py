@@ -109,7 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug or not isinstance(inner, M42Error | OSError | trio.TooSlowError):
             raise
         if isinstance(inner, UsageError):
-            parser.print_usage(sys.stderr)
+            if inner.show_usage:
+                parser.print_usage(sys.stderr)
             eprint(f"m42: error: {escape_text(str(inner))}")
             return EXIT_USAGE
         if isinstance(inner, trio.TooSlowError):

@@ -7,7 +7,7 @@ rely on them, so a code never changes its meaning.
 from __future__ import annotations
 
 import signal
-from typing import Final
+from typing import ClassVar, Final
 
 from m42d.errors import M42Error
 
@@ -50,3 +50,6 @@ EXIT_CODES: Final = {
 
 class UsageError(M42Error):
     """The command line is wrong; exit code 2."""
+
+    show_usage: ClassVar[bool] = True
+    """Whether the usage line helps (a bad option), or only the message does (a bad link)."""
