@@ -237,16 +237,75 @@ async def test_lines_become_texts_and_unknown_commands_are_not_sent() -> None:
     assert not await screen.enter("//not a command")
     assert not await screen.enter("   ")
     assert not await screen.enter("/nonsense \x1b[2J")
-    assert not await screen.enter("y")  # no offer waits: an ordinary text
-    assert engine.calls == [("text", "hello"), ("text", "/not a command"), ("text", "y")]
+    assert not await screen.enter("no")  # no offer waits: an ordinary word
+    assert engine.calls == [("text", "hello"), ("text", "/not a command"), ("text", "no")]
     assert out.take() == [
         f"[{T}] you: hello  (sent #1)",
         f"[{T}] you: /not a command  (sent #2)",
         "! unknown command /nonsense; /help lists them",
-        f"[{T}] you: y  (sent #3)",
+        f"[{T}] you: no  (sent #3)",
     ]
     assert not screen.show(ev.Delivered(2))
     assert out.take() == [f"[{T}] \u2713 delivered #2: /not a command"]
+
+
+@pytest.mark.parametrize("letter", ["y", "N"])
+async def test_a_lone_y_or_n_without_an_offer_is_not_sent(letter: str) -> None:
+    engine = FakeEngine()
+    screen, out = screen_on(engine)
+    assert not await screen.enter(f" {letter} ")
+    assert engine.calls == []
+    assert out.take() == [
+        f"! '{letter.lower()}' was not sent: no file offer or question waits for an answer"
+    ]
+
+
+@pytest.mark.parametrize("answer", ["n", "", "burn it", "/verify"])
+async def test_burn_asks_first_and_anything_but_yes_keeps_the_room(answer: str) -> None:
+    engine = FakeEngine()
+    screen, out = screen_on(engine)
+    await screen.enter("/burn")
+    assert out.take()[0].startswith("? burn the room?")
+    await screen.enter(answer)
+    if answer:
+        await screen.enter("y")  # the question is gone: a stray letter now
+    assert ("burn",) not in engine.calls
+    shown = out.take()
+    if answer:
+        assert shown[0] == "* the room was not burned"
+        assert shown[-1].startswith("! 'y' was not sent")
+    if answer == "burn it":
+        assert engine.calls == [("text", "burn it")]  # a text is sent, not swallowed
+    await screen.enter("/burn")
+    await screen.enter("YES")
+    assert engine.calls[-1] == ("burn",)
+
+
+async def test_quit_with_undelivered_messages_says_how_many_and_asks(tmp_path: Path) -> None:
+    engine = FakeEngine()
+    screen, out = screen_on(engine)
+    for text in ("one", "two", "three"):
+        await screen.enter(text)
+    (tmp_path / "f.bin").write_bytes(b"x")
+    await screen.enter(f"/send {tmp_path / 'f.bin'}")
+    screen.show(ev.Delivered(1))
+    out.take()
+    assert not await screen.enter("/quit")
+    assert out.take() == [
+        "? 2 messages and 1 file not delivered yet (the other person has not got them): "
+        "leave anyway? (y/n)"
+    ]
+    assert not await screen.enter("n")
+    assert out.take() == ["* staying"]
+    assert not screen.leaving
+    screen.show(ev.Delivered(2))
+    screen.show(ev.FileDone(1, True, "f.bin", 1, None))
+    await screen.enter("/quit")
+    assert out.take()[-1].startswith("? 1 message not delivered yet")
+    assert await screen.enter("y")
+    assert screen.leaving
+    screen, out = screen_on(FakeEngine())
+    assert await screen.enter("/quit")  # nothing owed: no question
 
 
 async def test_help_lists_every_command_of_the_table() -> None:
@@ -338,11 +397,13 @@ async def test_verify_trust_burn_and_quit() -> None:
     engine.trust_error = None
     await screen.enter("/trust")
     await screen.enter("/burn")
+    await screen.enter("y")
     assert out.take() == [
         "no secure session yet",
         "safety words: alpha bravo charlie",
         "! no changed peer key to trust \\x07",
         "* trusting the new key; reconnecting the session",
+        "? burn the room? It ends for both of you and both links stop working, for good. (y/n)",
         "* burning the room",
     ]
     assert engine.calls == [("trust",), ("burn",)]
@@ -495,6 +556,7 @@ async def test_run_chat_leaves_on_quit_or_end_of_input(
         await lines.send.send("bye b")
         if ending == "/quit":
             await lines.send.send("/quit")
+            await lines.send.send("y")  # "bye b" may be owed still: leave anyway
         else:
             await lines.send.aclose()
         with trio.fail_after(20):

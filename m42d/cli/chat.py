@@ -66,6 +66,22 @@ PROGRESS_LINE_EVERY: Final = 1.0
 """Seconds between two progress lines of one file (the last one always shows)."""
 OFFER_ANSWERS: Final = frozenset({"y", "yes", "n", "no", "/accept", "/reject"})
 """Lines that answer the oldest pending offer (in any case) instead of being sent."""
+YES: Final = frozenset({"y", "yes"})
+NO: Final = frozenset({"n", "no"})
+STRAY_ANSWERS: Final = frozenset({"y", "n"})
+"""A lone letter meant for a question no longer asked: not sent, since the peer would see it
+out of context ("yes" and "no" are ordinary words and go out as texts)."""
+
+
+@final
+@attrs.frozen
+class Question:
+    """A yes/no question the screen asked before doing something that cannot be undone."""
+
+    confirmed: Callable[[], bool]
+    """Runs on "y"; True to leave the chat."""
+    declined: str
+    """Said on any other answer (the line is then handled as usual, unless it was "n")."""
 
 
 class ChatOutput(Protocol):
@@ -143,6 +159,7 @@ class ChatScreen:
         """Files in flight, (file id, outgoing) -> name, for /cancel."""
         self._offers: deque[ev.FileOffer] = deque()
         self._last_progress: dict[tuple[int, bool], float] = {}
+        self._question: Question | None = None
 
     @property
     def leaving(self) -> bool:
@@ -159,18 +176,32 @@ class ChatScreen:
 
     async def enter(self, text: str) -> bool:
         """Handle one typed line; True when the user asked to leave."""
+        leave = await self._handle(text)
+        if leave:
+            self.leave()
+        return leave
+
+    async def _handle(self, text: str) -> bool:
         if not text.strip():
             return False
+        answer = text.strip().lower()
+        if self._question is not None:
+            question, self._question = self._question, None
+            if answer in YES:
+                return question.confirmed()
+            self._say(f"* {question.declined}")
+            if answer in NO:
+                return False
         word, _, rest = text.strip().partition(" ")
-        if self._offers and text.strip().lower() in OFFER_ANSWERS:
-            self._answer_offer(text.strip().lower() in ("y", "yes", "/accept"))
+        if self._offers and answer in OFFER_ANSWERS:
+            self._answer_offer(answer in ("y", "yes", "/accept"))
+            return False
+        if answer in STRAY_ANSWERS:
+            self._say(f"! {answer!r} was not sent: no file offer or question waits for an answer")
             return False
         command = COMMANDS_BY_NAME.get(word)
         if command is not None:
-            leave = await command.run(self, rest.strip())
-            if leave:
-                self.leave()
-            return leave
+            return await command.run(self, rest.strip())
         if word.startswith("/") and not word.startswith("//"):
             self._say(f"! unknown command {escape_text(word)}; /help lists them")
             return False
@@ -258,12 +289,34 @@ class ChatScreen:
         return False
 
     async def burn_room(self, rest: str) -> bool:
-        self._engine.burn()
-        self._say("* burning the room")
+        def burn() -> bool:
+            self._engine.burn()
+            self._say("* burning the room")
+            return False
+
+        self._ask(
+            "burn the room? It ends for both of you and both links stop working, for good. (y/n)",
+            burn,
+            "the room was not burned",
+        )
         return False
 
     async def quit(self, rest: str) -> bool:
-        return True
+        texts = len(self._sent)
+        files = sum(1 for _, outgoing in self._transfers if outgoing)
+        if not texts and not files:
+            return True
+        owed = " and ".join(
+            f"{count} {noun}{'' if count == 1 else 's'}"
+            for count, noun in ((texts, "message"), (files, "file"))
+            if count
+        )
+        self._ask(
+            f"{owed} not delivered yet (the other person has not got them): leave anyway? (y/n)",
+            lambda: True,
+            "staying",
+        )
+        return False
 
     async def help(self, rest: str) -> bool:
         self._say(CHAT_HELP)
@@ -336,6 +389,10 @@ class ChatScreen:
         return False
 
     # -- output ---------------------------------------------------------------------------------
+
+    def _ask(self, prompt: str, confirmed: Callable[[], bool], declined: str) -> None:
+        self._question = Question(confirmed, declined)
+        self._say(f"? {prompt}")
 
     def _say(self, line: str) -> None:
         self._output.show(line)
