@@ -7,8 +7,10 @@ command table, real engines on an in-process relay for the whole path.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,13 +20,15 @@ import trio
 import trio.lowlevel
 import trio.testing
 
-from m42d.cli import EXIT_ERROR, EXIT_OK, EXIT_REFUSED, main
+from m42d.cli import EXIT_ERROR, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, main
 from m42d.cli.chat import CHAT_CONTINUATION, CHAT_HELP, COMMANDS, ChatScreen, run_chat
 from m42d.cli.running import with_client
 from m42d.client import events as ev
 from m42d.client.engine import Client
 from m42d.errors import M42Error
+from m42d.link import make_links
 from m42d.session import FileCode
+from m42d.ticket import TicketKeyRing
 from tests.client_harness import Recorder, RelayUnderTest, running_relay
 
 
@@ -139,7 +143,7 @@ async def test_chat_session(
     assert "unknown command /nonsense" in out
     assert "/send PATH" in out
     assert "doc.txt delivered" in out
-    assert "usage: /send PATH" in out
+    assert "cannot send /does/not/exist: no such file" in out
     assert "peer offers offer.txt" in out
     assert (down_a / "offer.txt").read_bytes() == b"from b"
     assert "no changed peer key" in out
@@ -344,14 +348,31 @@ async def test_send_checks_the_path_and_reports_what_fails(tmp_path: Path) -> No
     (tmp_path / "doc.txt").write_bytes(b"x")
     await screen.enter("/send")
     await screen.enter(f"/send {tmp_path / 'missing'}")
-    await screen.enter(f"/send {tmp_path}")  # a directory
-    assert out.take() == ["! usage: /send PATH (an existing file)"] * 3
+    await screen.enter(f"/send {tmp_path}")
+    await screen.enter(f"/send {tmp_path / 'bad'}\x1b[2J")
+    assert out.take() == [
+        "! usage: /send PATH (the file to offer)",
+        f"! cannot send {tmp_path / 'missing'}: no such file",
+        f"! cannot send {tmp_path}: it is a directory (send the files in it one by one)",
+        f"! cannot send {tmp_path / 'bad'}\\x1b[2J: no such file",
+    ]
     await screen.enter(f"/send   {tmp_path / 'doc.txt'}  ")
     assert engine.calls == [("send_file", tmp_path / "doc.txt", 1)]
     assert out.take() == [f"[{T}] * offering doc.txt (2.0 KiB)"]
     engine.send_error = PermissionError(13, "Permission denied")
     await screen.enter(f"/send {tmp_path / 'doc.txt'}")
-    assert out.take() == ["! cannot send: [Errno 13] Permission denied"]
+    assert out.take() == [f"! cannot send {tmp_path / 'doc.txt'}: Permission denied"]
+
+
+def test_send_names_the_file_it_cannot_send(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    issued = TicketKeyRing.generate().mint(now=int(time.time()), ttl=3600)
+    link = make_links("ws://127.0.0.1:9", issued, os.urandom(32))[0]  # nobody listens there
+    missing = tmp_path / "missing.txt"
+    argv = ["send", "--keys-dir", str(tmp_path), link.format(), "--file", str(missing)]
+    assert main(argv) == EXIT_USAGE
+    assert f"cannot send {missing}: no such file" in capsys.readouterr().err
 
 
 async def test_cancel_stops_every_transfer_in_both_directions(tmp_path: Path) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import os
 import signal
 import sys
 import time
@@ -39,6 +38,7 @@ from m42d.cli.output import (
     sas_line,
     text_block,
 )
+from m42d.cli.paths import file_problem, user_path
 from m42d.cli.running import FLUSH_TIMEOUT, Leaving, finish, with_client
 from m42d.cli.terminal import TerminalInput, TerminalOutput
 from m42d.client import events as ev
@@ -126,10 +126,6 @@ class ChatEngine(Protocol):
 def stamp() -> str:
     """The time stamp in front of a chat line."""
     return time.strftime("%H:%M:%S")
-
-
-def _user_path(text: str) -> Path:
-    return Path(os.path.expanduser(text))
 
 
 @final
@@ -235,14 +231,20 @@ class ChatScreen:
     # -- the commands (rows of COMMANDS) ---------------------------------------------------
 
     async def send_file(self, rest: str) -> bool:
-        path = _user_path(rest)
-        if not rest or not await trio.to_thread.run_sync(path.is_file):
-            self._say("! usage: /send PATH (an existing file)")
+        if not rest:
+            self._say("! usage: /send PATH (the file to offer)")
             return False
-        try:
-            file_id = await self._engine.send_file(path)
-        except (OSError, M42Error) as exc:
-            self._say(f"! cannot send: {escape_text(str(exc))}")
+        path = user_path(rest)
+        problem = await trio.to_thread.run_sync(file_problem, path)
+        if problem is None:
+            try:
+                file_id = await self._engine.send_file(path)
+            except OSError as exc:
+                problem = exc.strerror or type(exc).__name__
+            except M42Error as exc:
+                problem = str(exc)
+        if problem is not None:
+            self._say(f"! cannot send {escape_text(str(path))}: {escape_text(problem)}")
             return False
         self._transfers[(file_id, True)] = path.name
         size = self._engine.outgoing_size(file_id)

@@ -20,6 +20,7 @@ from m42d.cli.output import (
     sas_line,
     text_block,
 )
+from m42d.cli.paths import file_problem
 from m42d.cli.running import finish, next_event, with_client
 from m42d.client import events as ev
 from m42d.client.engine import Client
@@ -40,8 +41,8 @@ async def cmd_send(args: argparse.Namespace, stdin: TextIO) -> int:
     for text in texts:
         _check_text(text)
     for path in files:
-        if not path.is_file():
-            raise UsageError(f"not a file: {path}")
+        if (problem := file_problem(path)) is not None:
+            raise UsageError(f"cannot send {path}: {problem}")
     client = Client(link, key_store(args), download_dir=None, max_size=None)
 
     def late(event: ev.ClientEvent) -> None:
