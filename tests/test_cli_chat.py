@@ -24,6 +24,7 @@ from m42d.cli import EXIT_ERROR, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, main
 from m42d.cli.chat import CHAT_CONTINUATION, CHAT_HELP, COMMANDS, ChatScreen, run_chat
 from m42d.cli.running import with_client
 from m42d.client import events as ev
+from m42d.client import outgoing
 from m42d.client.engine import Client
 from m42d.errors import M42Error
 from m42d.link import make_links
@@ -335,7 +336,7 @@ async def test_offers_are_answered_oldest_first_in_any_case() -> None:
     await screen.enter("YES")
     await screen.enter("/reject")
     assert engine.calls == [("accept", 7), ("reject", 8, "declined", FileCode.DECLINED)]
-    assert out.take() == [f"[{T}] * receiving a.txt", f"[{T}] * refused b\\x1b[2J.txt"]
+    assert out.take() == [f"[{T}] * receiving a.txt", f"[{T}] * declined b\\x1b[2J.txt"]
     await screen.enter("/accept")
     await screen.enter("/reject")
     assert out.take() == ["! no file offer to accept", "! no file offer to refuse"]
@@ -591,3 +592,103 @@ async def test_run_chat_leaves_on_quit_or_end_of_input(
     # Our own leaving ends the connection, which the engine reports as the
     # peer going away: the screen knows it is leaving and does not say so.
     assert "peer offline" not in out.text
+
+
+async def _two_screens(
+    ws_relay: RelayUnderTest, tmp_path: Path, nursery: trio.Nursery
+) -> tuple[ChatScreen, Lines, ChatScreen, Lines]:
+    """Both seats in chat on real engines, once the secure session stands."""
+    link_a, link_b = ws_relay.links()
+    screens = []
+    for link in (link_a, link_b):
+        down = tmp_path / f"down-{link.seat.value}"
+        down.mkdir()
+        client = ws_relay.client(link, tmp_path, download_dir=down)
+        screen, out = screen_on(client)
+
+        async def feed(client: Client = client, screen: ChatScreen = screen) -> None:
+            async for event in client.events:
+                screen.show(event)
+
+        nursery.start_soon(feed)
+        await nursery.start(client.run)
+        screens.append((screen, out))
+    (sa, out_a), (sb, out_b) = screens
+    await out_a.wait_for("secure session")
+    await out_b.wait_for("secure session")
+    out_a.take()
+    out_b.take()
+    return sa, out_a, sb, out_b
+
+
+async def _settled(screen: ChatScreen, out: Lines, peer_out: Lines, text: str) -> None:
+    """A text there and back: whatever either engine reported before it has been shown."""
+    await screen.enter(text)
+    await peer_out.wait_for(f"peer: {text}")
+    await out.wait_for("delivered #")
+
+
+async def test_a_declined_file_is_said_once_on_each_side(
+    ws_relay: RelayUnderTest, tmp_path: Path
+) -> None:
+    (tmp_path / "doc.txt").write_bytes(b"x" * 1000)
+    async with trio.open_nursery() as nursery:
+        sa, out_a, sb, out_b = await _two_screens(ws_relay, tmp_path, nursery)
+        await sa.enter(f"/send {tmp_path / 'doc.txt'}")
+        await out_b.wait_for("accept? (y/n)")
+        await sb.enter("n")
+        await _settled(sa, out_a, out_b, "after")
+        await _settled(sb, out_b, out_a, "back")
+        nursery.cancel_scope.cancel()
+    about_a = [line for line in out_a.lines if "doc.txt" in line]
+    about_b = [line for line in out_b.lines if "doc.txt" in line]
+    assert about_a == [
+        f"[{T}] * offering doc.txt (1000 B)",
+        f"[{T}] * the other person declined doc.txt",
+    ]
+    assert about_b == [
+        f"[{T}] * peer offers doc.txt (1000 B); accept? (y/n)",
+        f"[{T}] * declined doc.txt",
+    ]
+
+
+async def test_cancel_mid_read_is_said_once_on_each_side_and_reads_no_closed_file(
+    ws_relay: RelayUnderTest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/cancel while a read-ahead is on the disk: the read finishes on the file it began on.
+
+    The gate holds the sender's first read in its worker thread, as a slow disk
+    would, while /cancel runs.
+    """
+    reading, release = threading.Event(), threading.Event()
+    real_pread = outgoing._pread
+
+    def gated_pread(fd: int, size: int, offset: int) -> bytes:
+        reading.set()
+        release.wait(timeout=20)
+        return real_pread(fd, size, offset)
+
+    monkeypatch.setattr(outgoing, "_pread", gated_pread)
+    (tmp_path / "big.bin").write_bytes(os.urandom(4 * 1024 * 1024))
+    async with trio.open_nursery() as nursery:
+        sa, out_a, sb, out_b = await _two_screens(ws_relay, tmp_path, nursery)
+        await sa.enter(f"/send {tmp_path / 'big.bin'}")
+        await out_b.wait_for("accept? (y/n)")
+        await sb.enter("y")
+        assert await trio.to_thread.run_sync(reading.wait, 20)
+        await sa.enter("/cancel")
+        release.set()
+        await out_b.wait_for("big.bin")
+        await _settled(sa, out_a, out_b, "after")
+        await _settled(sb, out_b, out_a, "back")
+        nursery.cancel_scope.cancel()
+    about_a = [line for line in out_a.lines if "big.bin" in line]
+    about_b = [
+        line for line in out_b.lines if "big.bin" in line and "receiving big.bin:" not in line
+    ]
+    assert about_a == [f"[{T}] * offering big.bin (4.0 MiB)", f"[{T}] * cancelled big.bin"]
+    assert about_b == [
+        f"[{T}] * peer offers big.bin (4.0 MiB); accept? (y/n)",
+        f"[{T}] * receiving big.bin",
+        f"[{T}] * the other person cancelled big.bin",
+    ]

@@ -32,6 +32,7 @@ from m42d.cli.exits import EXIT_ERROR, EXIT_OK, EXIT_REFUSED, UsageError
 from m42d.cli.links import isatty, key_store, read_link
 from m42d.cli.output import (
     eprint,
+    file_failed_line,
     human_size,
     key_changed_message,
     progress_line,
@@ -156,6 +157,9 @@ class ChatScreen:
         self._offers: deque[ev.FileOffer] = deque()
         self._last_progress: dict[tuple[int, bool], float] = {}
         self._question: Question | None = None
+        self._ended: set[tuple[int, bool]] = set()
+        """Transfers the user declined or cancelled: said when asked, so the engine's
+        FileFailed and any late progress of them are not shown again."""
 
     @property
     def leaving(self) -> bool:
@@ -216,9 +220,10 @@ class ChatScreen:
     def _answer_offer(self, accept: bool) -> None:
         offer = self._offers.popleft()
         if not accept:
+            self._ended.add((offer.file_id, False))
             with contextlib.suppress(M42Error):
                 self._engine.reject_file(offer.file_id)
-            self._stamped(f"* refused {escape_text(offer.name)}")
+            self._stamped(f"* declined {escape_text(offer.name)}")
             return
         try:
             self._engine.accept_file(offer.file_id)
@@ -271,6 +276,7 @@ class ChatScreen:
             self._say("! no transfer to cancel")
         for (file_id, outgoing), name in list(self._transfers.items()):
             self._transfers.pop((file_id, outgoing), None)
+            self._ended.add((file_id, outgoing))
             with contextlib.suppress(M42Error):
                 if outgoing:
                     self._engine.cancel_file(file_id)
@@ -366,6 +372,8 @@ class ChatScreen:
     def _show_file_or_problem(self, event: ev.ClientEvent) -> bool:
         if isinstance(event, ev.Progress):
             key = (event.file_id, event.outgoing)
+            if key in self._ended:
+                return False
             self._transfers.setdefault(key, event.name)
             now = trio.current_time()
             last = self._last_progress.get(key, -math.inf)
@@ -379,9 +387,12 @@ class ChatScreen:
             else:
                 self._stamped(f"* saved {escape_text(str(event.path))}")
         elif isinstance(event, ev.FileFailed):
-            self._transfers.pop((event.file_id, event.outgoing), None)
-            side = "sending" if event.outgoing else "receiving"
-            self._stamped(f"! {side} {escape_text(event.name)} failed: {escape_text(event.reason)}")
+            key = (event.file_id, event.outgoing)
+            self._transfers.pop(key, None)
+            if key in self._ended:
+                self._ended.discard(key)
+            else:
+                self._stamped(file_failed_line(event))
         elif isinstance(event, ev.Problem):
             self._stamped(f"! {escape_text(event.message)}")
             if event.fatal:
