@@ -445,8 +445,8 @@ async def test_events_from_the_peer_and_the_relay_are_escaped() -> None:
     screen.show(ev.Problem("odd \x1b frame"))
     assert out.take() == [
         f"[{T}] peer: evil \\x1b[2J\n{CHAT_CONTINUATION}[12:00:00] * saved /etc/passwd",
-        f"[{T}] * connection lost (relay said \\x1b[31mno); retrying in 0.5 s",
-        f"[{T}] * still no relay (again); retrying in 1.0 s",
+        f"[{T}] * lost the relay: relay said \\x1b[31mno (retrying in 0.5 s)",
+        f"[{T}] * still no relay: again (retrying in 1.0 s)",
         f"[{T}] * connected to the relay again",
         f"[{T}] ! sending x\\x1b.bin failed: peer says \\x1b[2J",
         f"[{T}] ! odd \\x1b frame",
@@ -587,7 +587,9 @@ async def test_run_chat_leaves_on_quit_or_end_of_input(
         await b.wait_for(lambda r: r.of(ev.PeerDown))
         nursery.cancel_scope.cancel()
     assert result == [EXIT_OK]
-    assert out.lines[0] == "m42 chat, seat A.  /help for commands."
+    assert out.lines[0] == (
+        "m42 chat: you hold Link A, the other person Link B.  /help for commands."
+    )
     assert "you: bye b  (sent #1)" in out.text
     # Our own leaving ends the connection, which the engine reports as the
     # peer going away: the screen knows it is leaving and does not say so.

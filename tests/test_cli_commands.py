@@ -238,7 +238,8 @@ async def test_recv_wrong_token_refused(
     code = await m42("recv", bad.format(), "--keys-dir", str(tmp_path), "--out", str(tmp_path))
     assert code == EXIT_REFUSED
     err = capsys.readouterr().err
-    assert "401" in err
+    assert "m42: the relay does not accept this link" in err
+    assert "401" not in err
     assert bad.format() not in err
 
 

@@ -36,6 +36,7 @@ from m42d.cli.output import (
     human_size,
     key_changed_message,
     progress_line,
+    retry_in,
     sas_line,
     text_block,
 )
@@ -170,7 +171,11 @@ class ChatScreen:
         self._leaving = True
 
     def greet(self, seat: Seat) -> None:
-        self._say(f"m42 chat, seat {seat.value}.  /help for commands.")
+        other = Seat.B if seat is Seat.A else Seat.A
+        self._say(
+            f"m42 chat: you hold Link {seat.value}, the other person Link {other.value}.  "
+            "/help for commands."
+        )
 
     # -- typed lines -----------------------------------------------------------------------
 
@@ -344,11 +349,9 @@ class ChatScreen:
                 self._stamped("* connected to the relay again")
             self._relay_lost = False
         elif isinstance(event, ev.Reconnecting):
-            # One line for the loss, quieter lines for each retry.
-            what = "still no relay" if self._relay_lost else "connection lost"
-            self._stamped(
-                f"* {what} ({escape_text(event.reason)}); retrying in {event.delay:.1f} s"
-            )
+            # One short line per attempt: what went wrong, and when the next one is.
+            what = "still no relay" if self._relay_lost else "lost the relay"
+            self._stamped(f"* {what}: {escape_text(event.reason)} ({retry_in(event.delay)})")
             self._relay_lost = True
         elif isinstance(event, ev.SafetyWords):
             first = " (first contact: compare these words by voice)" if event.first_contact else ""

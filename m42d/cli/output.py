@@ -30,6 +30,7 @@ __all__ = [
     "human_size",
     "key_changed_message",
     "progress_line",
+    "retry_in",
     "sas_line",
     "text_block",
 ]
@@ -104,6 +105,11 @@ def progress_line(p: ev.Progress) -> str:
         f"{arrow} {escape_text(p.name)}: {human_size(p.done)} of {human_size(p.size)} "
         f"({pct:.0f}%) at {human_size(p.rate)}/s{eta}"
     )
+
+
+def retry_in(delay: float) -> str:
+    """When the next connection attempt is, as a reconnect line ends."""
+    return f"retrying in {delay:.1f} s" if delay < 10 else f"retrying in {delay:.0f} s"
 
 
 def sas_line(words: Sequence[str]) -> str:
