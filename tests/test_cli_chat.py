@@ -343,6 +343,20 @@ async def test_offers_are_answered_oldest_first_in_any_case() -> None:
     assert len(engine.calls) == 2
 
 
+async def test_an_offer_taken_by_accept_all_is_said_and_not_asked() -> None:
+    engine = FakeEngine()
+    screen, out = screen_on(engine)
+    screen.show(ev.FileOffer(9, "auto.bin", 10, accepted=True))
+    await screen.enter("y")
+    assert engine.calls == []
+    assert out.take() == [
+        f"[{T}] * receiving auto.bin (10 B)",
+        "! 'y' was not sent: no file offer or question waits for an answer",
+    ]
+    await screen.enter("/cancel")  # it is a transfer in flight
+    assert engine.calls == [("reject", 9, "cancelled by the receiver", FileCode.CANCELLED)]
+
+
 async def test_send_checks_the_path_and_reports_what_fails(tmp_path: Path) -> None:
     engine = FakeEngine()
     screen, out = screen_on(engine)

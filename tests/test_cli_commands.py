@@ -12,6 +12,7 @@ import io
 import json
 import os
 import sys
+import typing
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -182,6 +183,35 @@ async def test_send_and_recv_jsonl(
     done = [line for line in lines if line["event"] == "file_done"]
     assert len(done) == 1
     assert file_digest(done[0]["path"]) == hashlib.sha256(data).digest()
+    offer = kinds.index("file_offer")
+    assert offer < kinds.index("file_progress")
+    assert {k: lines[offer][k] for k in ("file_id", "name", "size", "accepted")} == {
+        "file_id": done[0]["file_id"],
+        "name": "payload.bin",
+        "size": len(data),
+        "accepted": True,
+    }
+
+
+def test_every_jsonl_event_and_its_fields_are_in_the_docs() -> None:
+    """docs/client.md's table is what scripts rely on: it names every field recv prints."""
+    import re
+
+    import attrs
+
+    doc = (Path(__file__).parent.parent / "docs" / "client.md").read_text()
+    table = doc.split("### `recv --jsonl` events", 1)[1].split("\n### ", 1)[0]
+    documented: dict[str, set[str]] = {}
+    for row in re.findall(r"^\| `(\w+)` \|([^|]*)\|", table, re.MULTILINE):
+        documented[row[0]] = set(re.findall(r"`(\w+)`", row[1]))
+    printed = {
+        cls.kind: {field.name for field in attrs.fields(cls)}
+        for cls in typing.get_args(ev.ClientEvent)
+        if cls not in (ev.Connected, ev.Reconnecting)
+    }
+    assert set(documented) == set(printed)
+    for kind, fields in printed.items():
+        assert fields <= documented[kind], kind
 
 
 async def test_recv_plain_escapes_text(

@@ -363,6 +363,9 @@ class ChatScreen:
         elif isinstance(event, ev.Delivered):
             preview = self._sent.pop(event.seq, "")
             self._stamped(f"\u2713 delivered #{event.seq}: {escape_text(preview[:40])}")
+        elif isinstance(event, ev.FileOffer) and event.accepted:
+            self._transfers[(event.file_id, False)] = event.name
+            self._stamped(f"* receiving {escape_text(event.name)} ({human_size(event.size)})")
         elif isinstance(event, ev.FileOffer):
             self._offers.append(event)
             self._stamped(

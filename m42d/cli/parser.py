@@ -184,8 +184,9 @@ def _add_recv(sub: _Subparsers, parents: list[argparse.ArgumentParser]) -> None:
     recv.add_argument(
         "--jsonl",
         action="store_true",
-        help="one JSON object per event (peer_up, peer_down, safety_words, text, file_progress, "
-        "file_done, file_failed, key_changed, delivered, error), each with a 'ts'",
+        help="one JSON object per event (peer_up, peer_down, safety_words, key_changed, text, "
+        "delivered, text_failed, file_offer, file_progress, file_done, file_failed, error), "
+        "each with a 'ts'; docs/client.md lists their fields",
     )
     recv.add_argument(
         "--max-size", metavar="BYTES", type=_positive_int, help="refuse larger incoming files"

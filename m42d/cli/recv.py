@@ -20,7 +20,15 @@ from m42d.cli.exits import (
     UsageError,
 )
 from m42d.cli.links import key_store, read_link
-from m42d.cli.output import PROGRESS, eprint, fatal, key_changed_message, sas_line, text_block
+from m42d.cli.output import (
+    PROGRESS,
+    eprint,
+    fatal,
+    human_size,
+    key_changed_message,
+    sas_line,
+    text_block,
+)
 from m42d.cli.running import finish, next_event, with_client
 from m42d.client import events as ev
 from m42d.client.engine import Client
@@ -53,6 +61,8 @@ async def cmd_recv(args: argparse.Namespace, stdin: TextIO) -> int:
             eprint(f"m42: secure session; safety words: {sas_line(event.words)}")
         elif isinstance(event, ev.Problem) and not event.fatal:
             eprint(f"m42: {escape_text(event.message)}")
+        elif isinstance(event, ev.FileOffer):
+            eprint(f"m42: receiving {escape_text(event.name)} ({human_size(event.size)})")
         elif isinstance(event, ev.FileDone) and not event.outgoing:
             eprint(f"m42: saved {escape_text(str(event.path))}")
         elif isinstance(event, ev.FileFailed) and not event.outgoing:

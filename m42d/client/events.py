@@ -132,12 +132,18 @@ class Delivered(_Base):
 @final
 @attrs.frozen
 class FileOffer(_Base):
-    """The peer offers a file; answer with ``accept_file`` or ``reject_file``."""
+    """The peer offers a file; answer with ``accept_file`` or ``reject_file``.
+
+    With ``accepted`` the engine took it already (its accept policy is
+    "all"): nothing to answer, but an interface can say what is coming, and
+    a script learns the name and size before the first progress.
+    """
 
     kind: ClassVar[str] = "file_offer"
     file_id: int
     name: str
     size: int
+    accepted: bool = False
 
 
 @final
