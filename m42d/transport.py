@@ -43,7 +43,6 @@ import hashlib
 import hmac
 import importlib.metadata
 import logging
-import os
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -76,7 +75,6 @@ __all__ = [
     "as_relaying",
     "check_pin",
     "client_ssl_context",
-    "connect_failure",
     "format_url",
     "load_transports",
     "map_stream_errors",
@@ -377,23 +375,6 @@ def parse_url(
     if port is None:
         port = default_port(scheme) if callable(default_port) else default_port
     return TransportURL(scheme, parts.hostname, port, parts.path)
-
-
-def connect_failure(exc: OSError) -> str:
-    """Why a TCP connect failed, in the OS's words ("Connection refused").
-
-    ``trio.open_tcp_stream`` tries every address and raises "all attempts to
-    connect to ... failed", with the per-address errors as its cause; the
-    first of those says what a person needs to know.
-    """
-    cause = exc.__cause__
-    candidates = [exc, *(cause.exceptions if isinstance(cause, BaseExceptionGroup) else [cause])]
-    for candidate in candidates:
-        if isinstance(candidate, socket.gaierror):
-            return candidate.strerror or str(candidate)  # its errno is not an OS errno
-        if isinstance(candidate, OSError) and candidate.errno:
-            return os.strerror(candidate.errno)  # trio's strerror repeats the address
-    return exc.strerror or str(exc) or type(exc).__name__
 
 
 def format_url(scheme: str, host: str, port: int, path: str = "") -> str:

@@ -83,6 +83,8 @@ def test_a_lost_connection_is_one_short_line_without_close_codes() -> None:
         retry_words(ErrorCode.UNAVAILABLE),
     ]
     assert "1006" not in reasons[0]
+    trio_words = "cannot connect to ws://h:1: all attempts to connect to h:1 failed"
+    assert lost_words(TransportError(trio_words)) == "cannot connect: nothing answered"
     assert all(len(reason) <= MAX_REASON for reason in reasons)
     lines: list[str] = []
     screen = ChatScreen(cast(ChatEngine, None), _Lines(lines), clock=lambda: "12:00:00")

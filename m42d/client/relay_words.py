@@ -14,15 +14,22 @@ it like everything else that came over the network.
 
 from __future__ import annotations
 
+import os
+import re
+import socket
 from typing import Final
 
 import trio
 
-from m42d.errors import ConnectionClosed, TransportError, WireError
+from m42d.errors import ConnectionClosed, TransportError
 from m42d.ticket import Seat
 from m42d.wire import ErrorCode
 
 __all__ = ["MAX_REASON", "lost_words", "refusal_words", "retry_words"]
+
+_CONNECT: Final = re.compile(r"^cannot connect to \S+: ")
+_ALL_ATTEMPTS: Final = re.compile(r"all attempts to connect to \S+ failed")
+"""trio's words when every address of a host refused (the plugins keep no cause)."""
 
 MAX_REASON: Final = 52
 """Characters of a reconnect reason: one short line with its "retrying in" tail."""
@@ -64,9 +71,33 @@ def lost_words(exc: BaseException) -> str:
         return "the connection to the relay broke"
     if isinstance(exc, trio.TooSlowError):
         return "the relay did not answer in time"
-    if isinstance(exc, TransportError | WireError):
-        return _short(str(exc))
+    if isinstance(exc, TransportError):
+        refusal = _os_refusal(exc)
+        if refusal is not None:
+            return refusal
+        # The relay's address is said by the interface; what is left is why.
+        text = _CONNECT.sub("cannot connect: ", str(exc))
+        return _short(_ALL_ATTEMPTS.sub("nothing answered", text))
     return _short(str(exc) or type(exc).__name__)
+
+
+def _os_refusal(exc: BaseException) -> str | None:
+    """What the OS said when connecting failed: "Connection refused", not trio's
+    "all attempts to connect to ... failed" (the errors are in its cause)."""
+    seen: list[BaseException] = []
+    pending: list[BaseException] = [exc]
+    while pending and len(seen) < 16:
+        current = pending.pop(0)
+        seen.append(current)
+        if isinstance(current, socket.gaierror):
+            return f"cannot find the relay's host ({current.strerror or current})"
+        if isinstance(current, OSError) and current.errno and current.errno > 0:
+            return f"cannot connect: {os.strerror(current.errno)}"
+        if isinstance(current, BaseExceptionGroup):
+            pending.extend(current.exceptions)
+        if current.__cause__ is not None:
+            pending.append(current.__cause__)
+    return None
 
 
 def retry_words(code: int) -> str:

@@ -30,7 +30,6 @@ from m42d.transport import (
     StreamFrameConnection,
     check_pin,
     client_ssl_context,
-    connect_failure,
     format_url,
     open_tcp_listeners,
     parse_url,
@@ -163,7 +162,7 @@ class TlsTransport:
         except trio.TooSlowError as exc:
             raise TransportError(f"connecting to {target} timed out") from exc
         except OSError as exc:
-            raise TransportError(f"cannot connect to {target}: {connect_failure(exc)}") from exc
+            raise TransportError(f"cannot connect to {target}: {exc.strerror or exc}") from exc
         except trio.BrokenResourceError as exc:
             reason = type(exc.__cause__).__name__ if exc.__cause__ else "connection lost"
             raise TransportError(f"TLS handshake with {target} failed ({reason})") from exc
