@@ -23,6 +23,7 @@ from m42d.cli import (
     EXIT_KEY_CHANGED,
     EXIT_REFUSED,
     EXIT_TIMEOUT,
+    EXIT_UNREACHABLE,
     EXIT_USAGE,
     chat,
     main,
@@ -532,7 +533,7 @@ def test_on_a_terminal_the_link_is_asked_for_without_echo(tmp_path: Path) -> Non
         while b"paste the link" not in seen:
             seen += os.read(main_fd, 4096)
         os.write(main_fd, link.format().encode() + b"\n")
-        assert proc.wait(timeout=60) == 0
+        assert proc.wait(timeout=60) == EXIT_UNREACHABLE  # the link was read: it got that far
         while True:
             try:
                 chunk = os.read(main_fd, 4096)

@@ -14,8 +14,9 @@ from typing import cast
 import attrs
 import pytest
 import trio
+import trio.lowlevel
 
-from m42d.cli import EXIT_REFUSED, main
+from m42d.cli import EXIT_REFUSED, EXIT_TIMEOUT, EXIT_UNREACHABLE, main
 from m42d.cli.chat import ChatEngine, ChatScreen
 from m42d.client import events as ev
 from m42d.client.relay_words import MAX_REASON, lost_words, refusal_words, retry_words
@@ -100,3 +101,86 @@ class _Lines:
 
     def show(self, line: str) -> None:
         self.lines.append(line)
+
+
+def _dead_relay_url() -> str:
+    """A loopback port nobody listens on (bound once on port 0, then closed)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"ws://127.0.0.1:{port}"
+
+
+async def test_send_with_a_dead_relay_names_the_relay_not_the_peer(
+    ws_relay: RelayUnderTest, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dead = _dead_relay_url()
+    link_a = ws_relay.links()[0].with_relay(dead)
+    started = trio.current_time()
+    argv = ["send", link_a.format(), "--keys-dir", str(tmp_path), "--text", "hi", "--wait", "2"]
+    assert await m42(*argv, limit=10) == EXIT_UNREACHABLE
+    assert trio.current_time() - started < 8  # the wait, not a connect timeout after it
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == f"m42: connecting to the relay {dead}"
+    assert err[1].startswith(f"m42: can't reach the relay {dead}: cannot connect: ")
+    assert err[-1].startswith(f"m42: could not reach the relay {dead} within 2 s: cannot connect")
+    assert not any("other person" in line or "peer" in line for line in err)
+    assert all(len(line) < 120 for line in err)
+
+
+async def test_send_without_a_peer_says_it_waits_for_them_then_that_they_did_not_come(
+    ws_relay: RelayUnderTest, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    link_a, _ = ws_relay.links()
+    argv = ["send", link_a.format(), "--keys-dir", str(tmp_path), "--text", "hi", "--wait", "0.5"]
+    assert await m42(*argv) == EXIT_TIMEOUT
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        f"m42: connecting to the relay {link_a.relay}",
+        "m42: connected; waiting for the other person to open their link",
+        "m42: the other person did not come within 0.5 s",
+    ]
+
+
+async def test_send_says_a_file_waits_for_the_other_persons_yes(
+    ws_relay: RelayUnderTest, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    link_a, link_b = ws_relay.links()
+    (tmp_path / "f.txt").write_bytes(b"12345")
+    down = tmp_path / "down"
+    down.mkdir()
+    codes: list[int] = []
+    sent = trio.Event()
+    async with trio.open_nursery() as nursery:
+        b = Recorder(ws_relay.client(link_b, tmp_path, download_dir=down, accept="ask"))
+        nursery.start_soon(b.run)
+        await nursery.start(b.client.run)
+
+        async def send() -> None:
+            argv = ["send", link_a.format(), "--keys-dir", str(tmp_path / "ka")]
+            codes.append(await m42(*argv, "--file", str(tmp_path / "f.txt")))
+            sent.set()
+
+        nursery.start_soon(send)
+        await b.wait_for(lambda r: r.of(ev.FileOffer))
+        b.client.accept_file(b.of(ev.FileOffer)[0].file_id)
+        await b.wait_for(lambda r: r.of(ev.FileDone))
+        with trio.fail_after(20):
+            await sent.wait()
+        nursery.cancel_scope.cancel()
+    assert codes == [0]
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == f"m42: connecting to the relay {link_a.relay}"
+    assert err[1].startswith("m42: secure session; safety words:")
+    assert err[2] == "m42: offered f.txt (5 B); waiting for the other person to accept it"
+    assert err[-1] == "m42: f.txt delivered (5 B)"
+
+
+def test_help_lists_every_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["send", "--help"]) == 0
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "6    the relay could not be reached" in out
+    assert "3    timed out: the other person did not come within --wait" in out

@@ -30,6 +30,7 @@ from m42d.cli.output import (
     text_block,
 )
 from m42d.cli.running import finish, next_event, with_client
+from m42d.cli.status import Status
 from m42d.client import events as ev
 from m42d.client.engine import Client
 from m42d.client.names import escape_text
@@ -48,8 +49,10 @@ async def cmd_recv(args: argparse.Namespace, stdin: TextIO) -> int:
         link, key_store(args), download_dir=out_dir, accept="all", max_size=args.max_size
     )
     deadline = math.inf if args.timeout is None else trio.current_time() + args.timeout
+    status = Status(link.relay, quiet=args.jsonl)
 
     def show(event: ev.ClientEvent) -> None:
+        status.show(event)
         if args.jsonl:
             if not isinstance(event, ev.Connected | ev.Reconnecting):
                 record = event.to_json()
@@ -75,6 +78,7 @@ async def cmd_recv(args: argparse.Namespace, stdin: TextIO) -> int:
             show(event)
 
     async def body(client: Client) -> int:
+        status.starting()
         received = 0
 
         async def finish_showing() -> None:
@@ -103,6 +107,8 @@ async def cmd_recv(args: argparse.Namespace, stdin: TextIO) -> int:
                     else (EXIT_REFUSED if event.code is not None else EXIT_ERROR)
                 )
         if trio.current_time() >= deadline:
+            if not status.reached:
+                return status.give_up(args.timeout)
             await finish_showing()
             return EXIT_TIMEOUT if args.count is not None else EXIT_OK
         return EXIT_ERROR

@@ -427,7 +427,7 @@ class Client:
     # -- what the connection tells us ----------------------------------------------
 
     async def _joined(self, peer_online: bool) -> None:
-        self._emit(ev.Connected(self.link.relay))
+        self._emit(ev.Connected(self.link.relay, peer_online))
         if peer_online:
             self._peer_changed(True)
         else:

@@ -48,10 +48,15 @@ class _Base:
 @final
 @attrs.frozen
 class Connected(_Base):
-    """Joined the seat on the relay (every reconnect too)."""
+    """Joined the seat on the relay (every reconnect too).
+
+    ``peer_online``: the other seat is occupied (a :class:`PeerUp` follows),
+    so an interface need not say "waiting for the other person".
+    """
 
     kind: ClassVar[str] = "connected"
     relay: str
+    peer_online: bool = False
 
 
 @final
