@@ -7,6 +7,7 @@ command table, real engines on an in-process relay for the whole path.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -19,13 +20,16 @@ import trio
 import trio.lowlevel
 import trio.testing
 
-from m42d.cli import EXIT_ERROR, EXIT_OK, EXIT_REFUSED, main
+from m42d.cli import EXIT_ERROR, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, main
 from m42d.cli.chat import CHAT_CONTINUATION, CHAT_HELP, COMMANDS, ChatScreen, run_chat
 from m42d.cli.running import with_client
 from m42d.client import events as ev
+from m42d.client import outgoing
 from m42d.client.engine import Client
 from m42d.errors import M42Error
+from m42d.link import make_links
 from m42d.session import FileCode
+from m42d.ticket import TicketKeyRing
 from tests.client_harness import Recorder, RelayUnderTest, running_relay
 
 
@@ -140,7 +144,7 @@ async def test_chat_session(
     assert "unknown command /nonsense" in out
     assert "/send PATH" in out
     assert "doc.txt delivered" in out
-    assert "usage: /send PATH" in out
+    assert "cannot send /does/not/exist: no such file" in out
     assert "peer offers offer.txt" in out
     assert (down_a / "offer.txt").read_bytes() == b"from b"
     assert "no changed peer key" in out
@@ -248,16 +252,75 @@ async def test_lines_become_texts_and_unknown_commands_are_not_sent() -> None:
     assert not await screen.enter("//not a command")
     assert not await screen.enter("   ")
     assert not await screen.enter("/nonsense \x1b[2J")
-    assert not await screen.enter("y")  # no offer waits: an ordinary text
-    assert engine.calls == [("text", "hello"), ("text", "/not a command"), ("text", "y")]
+    assert not await screen.enter("no")  # no offer waits: an ordinary word
+    assert engine.calls == [("text", "hello"), ("text", "/not a command"), ("text", "no")]
     assert out.take() == [
         f"[{T}] you: hello  (sent #1)",
         f"[{T}] you: /not a command  (sent #2)",
         "! unknown command /nonsense; /help lists them",
-        f"[{T}] you: y  (sent #3)",
+        f"[{T}] you: no  (sent #3)",
     ]
     assert not screen.show(ev.Delivered(2))
     assert out.take() == [f"[{T}] \u2713 delivered #2: /not a command"]
+
+
+@pytest.mark.parametrize("letter", ["y", "N"])
+async def test_a_lone_y_or_n_without_an_offer_is_not_sent(letter: str) -> None:
+    engine = FakeEngine()
+    screen, out = screen_on(engine)
+    assert not await screen.enter(f" {letter} ")
+    assert engine.calls == []
+    assert out.take() == [
+        f"! '{letter.lower()}' was not sent: no file offer or question waits for an answer"
+    ]
+
+
+@pytest.mark.parametrize("answer", ["n", "", "burn it", "/verify"])
+async def test_burn_asks_first_and_anything_but_yes_keeps_the_room(answer: str) -> None:
+    engine = FakeEngine()
+    screen, out = screen_on(engine)
+    await screen.enter("/burn")
+    assert out.take()[0].startswith("? burn the room?")
+    await screen.enter(answer)
+    if answer:
+        await screen.enter("y")  # the question is gone: a stray letter now
+    assert ("burn",) not in engine.calls
+    shown = out.take()
+    if answer:
+        assert shown[0] == "* the room was not burned"
+        assert shown[-1].startswith("! 'y' was not sent")
+    if answer == "burn it":
+        assert engine.calls == [("text", "burn it")]  # a text is sent, not swallowed
+    await screen.enter("/burn")
+    await screen.enter("YES")
+    assert engine.calls[-1] == ("burn",)
+
+
+async def test_quit_with_undelivered_messages_says_how_many_and_asks(tmp_path: Path) -> None:
+    engine = FakeEngine()
+    screen, out = screen_on(engine)
+    for text in ("one", "two", "three"):
+        await screen.enter(text)
+    (tmp_path / "f.bin").write_bytes(b"x")
+    await screen.enter(f"/send {tmp_path / 'f.bin'}")
+    screen.show(ev.Delivered(1))
+    out.take()
+    assert not await screen.enter("/quit")
+    assert out.take() == [
+        "? 2 messages and 1 file not delivered yet (the other person has not got them): "
+        "leave anyway? (y/n)"
+    ]
+    assert not await screen.enter("n")
+    assert out.take() == ["* staying"]
+    assert not screen.leaving
+    screen.show(ev.Delivered(2))
+    screen.show(ev.FileDone(1, True, "f.bin", 1, None))
+    await screen.enter("/quit")
+    assert out.take()[-1].startswith("? 1 message not delivered yet")
+    assert await screen.enter("y")
+    assert screen.leaving
+    screen, out = screen_on(FakeEngine())
+    assert await screen.enter("/quit")  # nothing owed: no question
 
 
 async def test_help_lists_every_command_of_the_table() -> None:
@@ -311,11 +374,25 @@ async def test_offers_are_answered_oldest_first_in_any_case() -> None:
     await screen.enter("YES")
     await screen.enter("/reject")
     assert engine.calls == [("accept", 7), ("reject", 8, "declined", FileCode.DECLINED)]
-    assert out.take() == [f"[{T}] * receiving a.txt", f"[{T}] * refused b\\x1b[2J.txt"]
+    assert out.take() == [f"[{T}] * receiving a.txt", f"[{T}] * declined b\\x1b[2J.txt"]
     await screen.enter("/accept")
     await screen.enter("/reject")
     assert out.take() == ["! no file offer to accept", "! no file offer to refuse"]
     assert len(engine.calls) == 2
+
+
+async def test_an_offer_taken_by_accept_all_is_said_and_not_asked() -> None:
+    engine = FakeEngine()
+    screen, out = screen_on(engine)
+    screen.show(ev.FileOffer(9, "auto.bin", 10, accepted=True))
+    await screen.enter("y")
+    assert engine.calls == []
+    assert out.take() == [
+        f"[{T}] * receiving auto.bin (10 B)",
+        "! 'y' was not sent: no file offer or question waits for an answer",
+    ]
+    await screen.enter("/cancel")  # it is a transfer in flight
+    assert engine.calls == [("reject", 9, "cancelled by the receiver", FileCode.CANCELLED)]
 
 
 async def test_send_checks_the_path_and_reports_what_fails(tmp_path: Path) -> None:
@@ -324,14 +401,31 @@ async def test_send_checks_the_path_and_reports_what_fails(tmp_path: Path) -> No
     (tmp_path / "doc.txt").write_bytes(b"x")
     await screen.enter("/send")
     await screen.enter(f"/send {tmp_path / 'missing'}")
-    await screen.enter(f"/send {tmp_path}")  # a directory
-    assert out.take() == ["! usage: /send PATH (an existing file)"] * 3
+    await screen.enter(f"/send {tmp_path}")
+    await screen.enter(f"/send {tmp_path / 'bad'}\x1b[2J")
+    assert out.take() == [
+        "! usage: /send PATH (the file to offer)",
+        f"! cannot send {tmp_path / 'missing'}: no such file",
+        f"! cannot send {tmp_path}: it is a directory (send the files in it one by one)",
+        f"! cannot send {tmp_path / 'bad'}\\x1b[2J: no such file",
+    ]
     await screen.enter(f"/send   {tmp_path / 'doc.txt'}  ")
     assert engine.calls == [("send_file", tmp_path / "doc.txt", 1)]
     assert out.take() == [f"[{T}] * offering doc.txt (2.0 KiB)"]
     engine.send_error = PermissionError(13, "Permission denied")
     await screen.enter(f"/send {tmp_path / 'doc.txt'}")
-    assert out.take() == ["! cannot send: [Errno 13] Permission denied"]
+    assert out.take() == [f"! cannot send {tmp_path / 'doc.txt'}: Permission denied"]
+
+
+def test_send_names_the_file_it_cannot_send(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    issued = TicketKeyRing.generate().mint(now=int(time.time()), ttl=3600)
+    link = make_links("ws://127.0.0.1:9", issued, os.urandom(32))[0]  # nobody listens there
+    missing = tmp_path / "missing.txt"
+    argv = ["send", "--keys-dir", str(tmp_path), link.format(), "--file", str(missing)]
+    assert main(argv) == EXIT_USAGE
+    assert f"cannot send {missing}: no such file" in capsys.readouterr().err
 
 
 async def test_cancel_stops_every_transfer_in_both_directions(tmp_path: Path) -> None:
@@ -377,12 +471,14 @@ async def test_verify_trust_burn_and_quit() -> None:
     engine.trust_error = None
     await screen.enter("/trust")
     await screen.enter("/burn")
+    await screen.enter("y")
     assert out.take() == [
         "no secure session yet",
         "safety words: alpha bravo charlie (not compared yet: read them to each other by voice, "
         "then type /compared)",
         "! no changed peer key to trust \\x07",
         "* trusting the new key; reconnecting the session",
+        "? burn the room? It ends for both of you and both links stop working, for good. (y/n)",
         "* burning the room",
     ]
     assert engine.calls == [("trust",), ("burn",)]
@@ -402,8 +498,8 @@ async def test_events_from_the_peer_and_the_relay_are_escaped() -> None:
     screen.show(ev.Problem("odd \x1b frame"))
     assert out.take() == [
         f"[{T}] peer: evil \\x1b[2J\n{CHAT_CONTINUATION}[12:00:00] * saved /etc/passwd",
-        f"[{T}] * connection lost (relay said \\x1b[31mno); retrying in 0.5 s",
-        f"[{T}] * still no relay (again); retrying in 1.0 s",
+        f"[{T}] * lost the relay: relay said \\x1b[31mno (retrying in 0.5 s)",
+        f"[{T}] * still no relay: again (retrying in 1.0 s)",
         f"[{T}] * connected to the relay again",
         f"[{T}] ! sending x\\x1b.bin failed: peer says \\x1b[2J",
         f"[{T}] ! odd \\x1b frame",
@@ -535,6 +631,7 @@ async def test_run_chat_leaves_on_quit_or_end_of_input(
         await lines.send.send("bye b")
         if ending == "/quit":
             await lines.send.send("/quit")
+            await lines.send.send("y")  # "bye b" may be owed still: leave anyway
         else:
             await lines.send.aclose()
         with trio.fail_after(20):
@@ -543,8 +640,110 @@ async def test_run_chat_leaves_on_quit_or_end_of_input(
         await b.wait_for(lambda r: r.of(ev.PeerDown))
         nursery.cancel_scope.cancel()
     assert result == [EXIT_OK]
-    assert out.lines[0] == "m42 chat, seat A.  /help for commands."
+    assert out.lines[0] == (
+        "m42 chat: you hold Link A, the other person Link B.  /help for commands."
+    )
     assert "you: bye b  (sent #1)" in out.text
     # Our own leaving ends the connection, which the engine reports as the
     # peer going away: the screen knows it is leaving and does not say so.
     assert "peer offline" not in out.text
+
+
+async def _two_screens(
+    ws_relay: RelayUnderTest, tmp_path: Path, nursery: trio.Nursery
+) -> tuple[ChatScreen, Lines, ChatScreen, Lines]:
+    """Both seats in chat on real engines, once the secure session stands."""
+    link_a, link_b = ws_relay.links()
+    screens = []
+    for link in (link_a, link_b):
+        down = tmp_path / f"down-{link.seat.value}"
+        down.mkdir()
+        client = ws_relay.client(link, tmp_path, download_dir=down)
+        screen, out = screen_on(client)
+
+        async def feed(client: Client = client, screen: ChatScreen = screen) -> None:
+            async for event in client.events:
+                screen.show(event)
+
+        nursery.start_soon(feed)
+        await nursery.start(client.run)
+        screens.append((screen, out))
+    (sa, out_a), (sb, out_b) = screens
+    await out_a.wait_for("secure session")
+    await out_b.wait_for("secure session")
+    out_a.take()
+    out_b.take()
+    return sa, out_a, sb, out_b
+
+
+async def _settled(screen: ChatScreen, out: Lines, peer_out: Lines, text: str) -> None:
+    """A text there and back: whatever either engine reported before it has been shown."""
+    await screen.enter(text)
+    await peer_out.wait_for(f"peer: {text}")
+    await out.wait_for("delivered #")
+
+
+async def test_a_declined_file_is_said_once_on_each_side(
+    ws_relay: RelayUnderTest, tmp_path: Path
+) -> None:
+    (tmp_path / "doc.txt").write_bytes(b"x" * 1000)
+    async with trio.open_nursery() as nursery:
+        sa, out_a, sb, out_b = await _two_screens(ws_relay, tmp_path, nursery)
+        await sa.enter(f"/send {tmp_path / 'doc.txt'}")
+        await out_b.wait_for("accept? (y/n)")
+        await sb.enter("n")
+        await _settled(sa, out_a, out_b, "after")
+        await _settled(sb, out_b, out_a, "back")
+        nursery.cancel_scope.cancel()
+    about_a = [line for line in out_a.lines if "doc.txt" in line]
+    about_b = [line for line in out_b.lines if "doc.txt" in line]
+    assert about_a == [
+        f"[{T}] * offering doc.txt (1000 B)",
+        f"[{T}] * the other person declined doc.txt",
+    ]
+    assert about_b == [
+        f"[{T}] * peer offers doc.txt (1000 B); accept? (y/n)",
+        f"[{T}] * declined doc.txt",
+    ]
+
+
+async def test_cancel_mid_read_is_said_once_on_each_side_and_reads_no_closed_file(
+    ws_relay: RelayUnderTest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/cancel while a read-ahead is on the disk: the read finishes on the file it began on.
+
+    The gate holds the sender's first read in its worker thread, as a slow disk
+    would, while /cancel runs.
+    """
+    reading, release = threading.Event(), threading.Event()
+    real_pread = outgoing._pread
+
+    def gated_pread(fd: int, size: int, offset: int) -> bytes:
+        reading.set()
+        release.wait(timeout=20)
+        return real_pread(fd, size, offset)
+
+    monkeypatch.setattr(outgoing, "_pread", gated_pread)
+    (tmp_path / "big.bin").write_bytes(os.urandom(4 * 1024 * 1024))
+    async with trio.open_nursery() as nursery:
+        sa, out_a, sb, out_b = await _two_screens(ws_relay, tmp_path, nursery)
+        await sa.enter(f"/send {tmp_path / 'big.bin'}")
+        await out_b.wait_for("accept? (y/n)")
+        await sb.enter("y")
+        assert await trio.to_thread.run_sync(reading.wait, 20)
+        await sa.enter("/cancel")
+        release.set()
+        await out_b.wait_for("big.bin")
+        await _settled(sa, out_a, out_b, "after")
+        await _settled(sb, out_b, out_a, "back")
+        nursery.cancel_scope.cancel()
+    about_a = [line for line in out_a.lines if "big.bin" in line]
+    about_b = [
+        line for line in out_b.lines if "big.bin" in line and "receiving big.bin:" not in line
+    ]
+    assert about_a == [f"[{T}] * offering big.bin (4.0 MiB)", f"[{T}] * cancelled big.bin"]
+    assert about_b == [
+        f"[{T}] * peer offers big.bin (4.0 MiB); accept? (y/n)",
+        f"[{T}] * receiving big.bin",
+        f"[{T}] * the other person cancelled big.bin",
+    ]

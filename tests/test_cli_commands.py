@@ -7,10 +7,12 @@ thread while the relay keeps serving in the test's event loop.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import io
 import json
 import os
 import sys
+import typing
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from m42d.cli import (
     EXIT_KEY_CHANGED,
     EXIT_REFUSED,
     EXIT_TIMEOUT,
+    EXIT_UNREACHABLE,
     EXIT_USAGE,
     chat,
     main,
@@ -56,6 +59,11 @@ def test_help_lists_exit_codes_and_link_safety(capsys: pytest.CaptureFixture[str
     assert "ps" in capsys.readouterr().out
 
 
+def test_version_is_the_installed_packages(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"m42 {importlib.metadata.version('m42d')}"
+
+
 def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == EXIT_USAGE
     assert "required" in capsys.readouterr().err
@@ -70,7 +78,7 @@ def test_missing_link(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.Mo
 def test_bad_link_is_not_echoed(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["recv", "ws://x#m42.1.A.secretstuff"]) == EXIT_USAGE
     err = capsys.readouterr().err
-    assert "bad link" in err
+    assert "link is cut short" in err
     assert "secretstuff" not in err
 
 
@@ -212,6 +220,35 @@ async def test_send_and_recv_jsonl(
     done = [line for line in lines if line["event"] == "file_done"]
     assert len(done) == 1
     assert file_digest(done[0]["path"]) == hashlib.sha256(data).digest()
+    offer = kinds.index("file_offer")
+    assert offer < kinds.index("file_progress")
+    assert {k: lines[offer][k] for k in ("file_id", "name", "size", "accepted")} == {
+        "file_id": done[0]["file_id"],
+        "name": "payload.bin",
+        "size": len(data),
+        "accepted": True,
+    }
+
+
+def test_every_jsonl_event_and_its_fields_are_in_the_docs() -> None:
+    """docs/client.md's table is what scripts rely on: it names every field recv prints."""
+    import re
+
+    import attrs
+
+    doc = (Path(__file__).parent.parent / "docs" / "client.md").read_text()
+    table = doc.split("### `recv --jsonl` events", 1)[1].split("\n### ", 1)[0]
+    documented: dict[str, set[str]] = {}
+    for row in re.findall(r"^\| `(\w+)` \|([^|]*)\|", table, re.MULTILINE):
+        documented[row[0]] = set(re.findall(r"`(\w+)`", row[1]))
+    printed = {
+        cls.kind: {field.name for field in attrs.fields(cls)}
+        for cls in typing.get_args(ev.ClientEvent)
+        if cls not in (ev.Connected, ev.Reconnecting)
+    }
+    assert set(documented) == set(printed)
+    for kind, fields in printed.items():
+        assert fields <= documented[kind], kind
 
 
 async def test_recv_plain_escapes_text(
@@ -268,7 +305,8 @@ async def test_recv_wrong_token_refused(
     code = await m42("recv", bad.format(), "--keys-dir", str(tmp_path), "--out", str(tmp_path))
     assert code == EXIT_REFUSED
     err = capsys.readouterr().err
-    assert "401" in err
+    assert "m42: the relay does not accept this link" in err
+    assert "401" not in err
     assert bad.format() not in err
 
 
@@ -531,7 +569,7 @@ def test_on_a_terminal_the_link_is_asked_for_without_echo(tmp_path: Path) -> Non
         while b"paste the link" not in seen:
             seen += os.read(main_fd, 4096)
         os.write(main_fd, link.format().encode() + b"\n")
-        assert proc.wait(timeout=60) == 0
+        assert proc.wait(timeout=60) == EXIT_UNREACHABLE  # the link was read: it got that far
         while True:
             try:
                 chunk = os.read(main_fd, 4096)

@@ -9,9 +9,11 @@ Every subcommand is a small user interface over one
 0     success (``send``: everything acknowledged end to end)
 1     error (a file could not be read, a transfer failed, ...)
 2     usage error (bad option, missing or malformed link)
-3     timeout (``--wait`` / ``--timeout`` passed first)
+3     timeout: the other person did not come within ``--wait``, or
+      ``--count`` was not reached within ``--timeout``
 4     the peer's key changed: compare the safety words, then ``m42 trust``
-5     refused by the relay (bad token, expired, burned, seat taken)
+5     refused by the relay (wrong link, expired, burned, opened elsewhere)
+6     the relay could not be reached within ``--wait`` / ``--timeout``
 129   SIGHUP (the terminal closed)
 130   interrupted (Ctrl-C) in ``send`` / ``recv`` / ``trust``
 143   SIGTERM
@@ -43,6 +45,7 @@ from m42d.cli.exits import (
     EXIT_REFUSED,
     EXIT_TERMINATED,
     EXIT_TIMEOUT,
+    EXIT_UNREACHABLE,
     EXIT_USAGE,
     UsageError,
 )
@@ -67,6 +70,7 @@ __all__ = [
     "EXIT_REFUSED",
     "EXIT_TERMINATED",
     "EXIT_TIMEOUT",
+    "EXIT_UNREACHABLE",
     "EXIT_USAGE",
     "build_parser",
     "main",
@@ -109,7 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug or not isinstance(inner, M42Error | OSError | trio.TooSlowError):
             raise
         if isinstance(inner, UsageError):
-            parser.print_usage(sys.stderr)
+            if inner.show_usage:
+                parser.print_usage(sys.stderr)
             eprint(f"m42: error: {escape_text(str(inner))}")
             return EXIT_USAGE
         if isinstance(inner, trio.TooSlowError):

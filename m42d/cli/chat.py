@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import os
 import signal
 import sys
 import time
@@ -33,12 +32,15 @@ from m42d.cli.exits import EXIT_ERROR, EXIT_OK, EXIT_REFUSED, UsageError
 from m42d.cli.links import isatty, key_store, read_link
 from m42d.cli.output import (
     eprint,
+    file_failed_line,
     human_size,
     key_changed_message,
     progress_line,
+    retry_in,
     sas_line,
     text_block,
 )
+from m42d.cli.paths import file_problem, user_path
 from m42d.cli.running import FLUSH_TIMEOUT, Leaving, finish, with_client
 from m42d.cli.terminal import LineEditor, TerminalInput, TerminalOutput, editing_terminal
 from m42d.client import events as ev
@@ -66,6 +68,22 @@ PROGRESS_LINE_EVERY: Final = 1.0
 """Seconds between two progress lines of one file (the last one always shows)."""
 OFFER_ANSWERS: Final = frozenset({"y", "yes", "n", "no", "/accept", "/reject"})
 """Lines that answer the oldest pending offer (in any case) instead of being sent."""
+YES: Final = frozenset({"y", "yes"})
+NO: Final = frozenset({"n", "no"})
+STRAY_ANSWERS: Final = frozenset({"y", "n"})
+"""A lone letter meant for a question no longer asked: not sent, since the peer would see it
+out of context ("yes" and "no" are ordinary words and go out as texts)."""
+
+
+@final
+@attrs.frozen
+class Question:
+    """A yes/no question the screen asked before doing something that cannot be undone."""
+
+    confirmed: Callable[[], bool]
+    """Runs on "y"; True to leave the chat."""
+    declined: str
+    """Said on any other answer (the line is then handled as usual, unless it was "n")."""
 
 
 class ChatOutput(Protocol):
@@ -117,10 +135,6 @@ def stamp() -> str:
     return time.strftime("%H:%M:%S")
 
 
-def _user_path(text: str) -> Path:
-    return Path(os.path.expanduser(text))
-
-
 @final
 class ChatScreen:
     """The chat: typed lines become texts or commands, engine events become lines.
@@ -148,6 +162,10 @@ class ChatScreen:
         """Files in flight, (file id, outgoing) -> name, for /cancel."""
         self._offers: deque[ev.FileOffer] = deque()
         self._last_progress: dict[tuple[int, bool], float] = {}
+        self._question: Question | None = None
+        self._ended: set[tuple[int, bool]] = set()
+        """Transfers the user declined or cancelled: said when asked, so the engine's
+        FileFailed and any late progress of them are not shown again."""
 
     @property
     def leaving(self) -> bool:
@@ -158,24 +176,42 @@ class ChatScreen:
         self._leaving = True
 
     def greet(self, seat: Seat) -> None:
-        self._say(f"m42 chat, seat {seat.value}.  /help for commands.")
+        other = Seat.B if seat is Seat.A else Seat.A
+        self._say(
+            f"m42 chat: you hold Link {seat.value}, the other person Link {other.value}.  "
+            "/help for commands."
+        )
 
     # -- typed lines -----------------------------------------------------------------------
 
     async def enter(self, text: str) -> bool:
         """Handle one typed line; True when the user asked to leave."""
+        leave = await self._handle(text)
+        if leave:
+            self.leave()
+        return leave
+
+    async def _handle(self, text: str) -> bool:
         if not text.strip():
             return False
+        answer = text.strip().lower()
+        if self._question is not None:
+            question, self._question = self._question, None
+            if answer in YES:
+                return question.confirmed()
+            self._say(f"* {question.declined}")
+            if answer in NO:
+                return False
         word, _, rest = text.strip().partition(" ")
-        if self._offers and text.strip().lower() in OFFER_ANSWERS:
-            self._answer_offer(text.strip().lower() in ("y", "yes", "/accept"))
+        if self._offers and answer in OFFER_ANSWERS:
+            self._answer_offer(answer in ("y", "yes", "/accept"))
+            return False
+        if answer in STRAY_ANSWERS:
+            self._say(f"! {answer!r} was not sent: no file offer or question waits for an answer")
             return False
         command = COMMANDS_BY_NAME.get(word)
         if command is not None:
-            leave = await command.run(self, rest.strip())
-            if leave:
-                self.leave()
-            return leave
+            return await command.run(self, rest.strip())
         if word.startswith("/") and not word.startswith("//"):
             self._say(f"! unknown command {escape_text(word)}; /help lists them")
             return False
@@ -194,9 +230,10 @@ class ChatScreen:
     def _answer_offer(self, accept: bool) -> None:
         offer = self._offers.popleft()
         if not accept:
+            self._ended.add((offer.file_id, False))
             with contextlib.suppress(M42Error):
                 self._engine.reject_file(offer.file_id)
-            self._stamped(f"* refused {escape_text(offer.name)}")
+            self._stamped(f"* declined {escape_text(offer.name)}")
             return
         try:
             self._engine.accept_file(offer.file_id)
@@ -209,14 +246,20 @@ class ChatScreen:
     # -- the commands (rows of COMMANDS) ---------------------------------------------------
 
     async def send_file(self, rest: str) -> bool:
-        path = _user_path(rest)
-        if not rest or not await trio.to_thread.run_sync(path.is_file):
-            self._say("! usage: /send PATH (an existing file)")
+        if not rest:
+            self._say("! usage: /send PATH (the file to offer)")
             return False
-        try:
-            file_id = await self._engine.send_file(path)
-        except (OSError, M42Error) as exc:
-            self._say(f"! cannot send: {escape_text(str(exc))}")
+        path = user_path(rest)
+        problem = await trio.to_thread.run_sync(file_problem, path)
+        if problem is None:
+            try:
+                file_id = await self._engine.send_file(path)
+            except OSError as exc:
+                problem = exc.strerror or type(exc).__name__
+            except M42Error as exc:
+                problem = str(exc)
+        if problem is not None:
+            self._say(f"! cannot send {escape_text(str(path))}: {escape_text(problem)}")
             return False
         self._transfers[(file_id, True)] = path.name
         size = self._engine.outgoing_size(file_id)
@@ -265,6 +308,7 @@ class ChatScreen:
             self._say("! no transfer to cancel")
         for (file_id, outgoing), name in list(self._transfers.items()):
             self._transfers.pop((file_id, outgoing), None)
+            self._ended.add((file_id, outgoing))
             with contextlib.suppress(M42Error):
                 if outgoing:
                     self._engine.cancel_file(file_id)
@@ -285,12 +329,34 @@ class ChatScreen:
         return False
 
     async def burn_room(self, rest: str) -> bool:
-        self._engine.burn()
-        self._say("* burning the room")
+        def burn() -> bool:
+            self._engine.burn()
+            self._say("* burning the room")
+            return False
+
+        self._ask(
+            "burn the room? It ends for both of you and both links stop working, for good. (y/n)",
+            burn,
+            "the room was not burned",
+        )
         return False
 
     async def quit(self, rest: str) -> bool:
-        return True
+        texts = len(self._sent)
+        files = sum(1 for _, outgoing in self._transfers if outgoing)
+        if not texts and not files:
+            return True
+        owed = " and ".join(
+            f"{count} {noun}{'' if count == 1 else 's'}"
+            for count, noun in ((texts, "message"), (files, "file"))
+            if count
+        )
+        self._ask(
+            f"{owed} not delivered yet (the other person has not got them): leave anyway? (y/n)",
+            lambda: True,
+            "staying",
+        )
+        return False
 
     async def help(self, rest: str) -> bool:
         self._say(CHAT_HELP)
@@ -310,11 +376,9 @@ class ChatScreen:
                 self._stamped("* connected to the relay again")
             self._relay_lost = False
         elif isinstance(event, ev.Reconnecting):
-            # One line for the loss, quieter lines for each retry.
-            what = "still no relay" if self._relay_lost else "connection lost"
-            self._stamped(
-                f"* {what} ({escape_text(event.reason)}); retrying in {event.delay:.1f} s"
-            )
+            # One short line per attempt: what went wrong, and when the next one is.
+            what = "still no relay" if self._relay_lost else "lost the relay"
+            self._stamped(f"* {what}: {escape_text(event.reason)} ({retry_in(event.delay)})")
             self._relay_lost = True
         elif isinstance(event, ev.SafetyWords):
             note = (
@@ -330,6 +394,9 @@ class ChatScreen:
         elif isinstance(event, ev.Delivered):
             preview = self._sent.pop(event.seq, "")
             self._stamped(f"\u2713 delivered #{event.seq}: {escape_text(preview[:40])}")
+        elif isinstance(event, ev.FileOffer) and event.accepted:
+            self._transfers[(event.file_id, False)] = event.name
+            self._stamped(f"* receiving {escape_text(event.name)} ({human_size(event.size)})")
         elif isinstance(event, ev.FileOffer):
             self._offers.append(event)
             self._stamped(
@@ -342,6 +409,8 @@ class ChatScreen:
     def _show_file_or_problem(self, event: ev.ClientEvent) -> bool:
         if isinstance(event, ev.Progress):
             key = (event.file_id, event.outgoing)
+            if key in self._ended:
+                return False
             self._transfers.setdefault(key, event.name)
             now = trio.current_time()
             last = self._last_progress.get(key, -math.inf)
@@ -355,9 +424,12 @@ class ChatScreen:
             else:
                 self._stamped(f"* saved {escape_text(str(event.path))}")
         elif isinstance(event, ev.FileFailed):
-            self._transfers.pop((event.file_id, event.outgoing), None)
-            side = "sending" if event.outgoing else "receiving"
-            self._stamped(f"! {side} {escape_text(event.name)} failed: {escape_text(event.reason)}")
+            key = (event.file_id, event.outgoing)
+            self._transfers.pop(key, None)
+            if key in self._ended:
+                self._ended.discard(key)
+            else:
+                self._stamped(file_failed_line(event))
         elif isinstance(event, ev.Problem):
             self._stamped(f"! {escape_text(event.message)}")
             if event.fatal:
@@ -367,6 +439,10 @@ class ChatScreen:
         return False
 
     # -- output ---------------------------------------------------------------------------------
+
+    def _ask(self, prompt: str, confirmed: Callable[[], bool], declined: str) -> None:
+        self._question = Question(confirmed, declined)
+        self._say(f"? {prompt}")
 
     def _say(self, line: str) -> None:
         self._output.show(line)

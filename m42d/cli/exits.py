@@ -7,7 +7,7 @@ rely on them, so a code never changes its meaning.
 from __future__ import annotations
 
 import signal
-from typing import Final
+from typing import ClassVar, Final
 
 from m42d.errors import M42Error
 
@@ -21,6 +21,7 @@ __all__ = [
     "EXIT_REFUSED",
     "EXIT_TERMINATED",
     "EXIT_TIMEOUT",
+    "EXIT_UNREACHABLE",
     "EXIT_USAGE",
     "UsageError",
 ]
@@ -31,6 +32,7 @@ EXIT_USAGE: Final = 2
 EXIT_TIMEOUT: Final = 3
 EXIT_KEY_CHANGED: Final = 4
 EXIT_REFUSED: Final = 5
+EXIT_UNREACHABLE: Final = 6
 EXIT_HANGUP: Final = 128 + signal.SIGHUP
 EXIT_INTERRUPTED: Final = 128 + signal.SIGINT
 EXIT_TERMINATED: Final = 128 + signal.SIGTERM
@@ -39,9 +41,12 @@ EXIT_CODES: Final = {
     EXIT_OK: "success",
     EXIT_ERROR: "error",
     EXIT_USAGE: "usage error (bad option, missing or malformed link)",
-    EXIT_TIMEOUT: "timed out",
+    EXIT_TIMEOUT: "timed out: the other person did not come within --wait, "
+    "or --count was not reached within --timeout",
     EXIT_KEY_CHANGED: "the peer's key changed (compare the safety words, then run 'm42 trust')",
-    EXIT_REFUSED: "refused by the relay",
+    EXIT_REFUSED: "refused by the relay: a wrong link, an expired or burned room, "
+    "or the link opened elsewhere",
+    EXIT_UNREACHABLE: "the relay could not be reached (--wait, --timeout)",
     EXIT_HANGUP: "the terminal closed (SIGHUP)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
     EXIT_TERMINATED: "terminated (SIGTERM)",
@@ -50,3 +55,6 @@ EXIT_CODES: Final = {
 
 class UsageError(M42Error):
     """The command line is wrong; exit code 2."""
+
+    show_usage: ClassVar[bool] = True
+    """Whether the usage line helps (a bad option), or only the message does (a bad link)."""

@@ -12,7 +12,7 @@ import getpass
 import os
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import Final, TextIO
 
 from m42d.cli.exits import UsageError
 from m42d.cli.output import eprint
@@ -21,7 +21,81 @@ from m42d.client.names import escape_text
 from m42d.errors import LinkError
 from m42d.link import Link
 
-__all__ = ["isatty", "key_store", "read_link"]
+__all__ = ["BadLink", "isatty", "key_store", "read_link", "tidy_pasted"]
+
+_WRAPPERS: Final = (
+    '""',
+    "''",
+    "``",
+    "<>",
+    "()",
+    "[]",
+    "\u201c\u201d",
+    "\u2018\u2019",
+    "\u00ab\u00bb",
+)
+"""Pairs a link gets wrapped in when pasted from a chat, a mail or a markdown page."""
+
+_WHOLE_FIELDS: Final = ("m42", "1", "A", 56, 22, 43, 43)
+"""What each part of a link's fragment is: ``m42``, the version, the seat (or B), then
+the lengths of the ticket, the seat token, the room secret and the certificate pin
+(the only optional part)."""
+
+CUT_HINT: Final = (
+    "the link is cut short: copy the whole link again, from its start to its last character"
+)
+
+
+class BadLink(UsageError):
+    """The link is wrong; said in one line, without the usage text (the options were fine)."""
+
+    show_usage = False
+
+
+def tidy_pasted(text: str) -> str:
+    """A pasted link without what copying adds to it: surrounding quotes or brackets,
+    sentence punctuation after it, and the line breaks and spaces of a wrapped line.
+
+    A link holds no whitespace, quote or bracket, so nothing removed here can
+    change which room a link names: :meth:`Link.parse` stays strict.
+    """
+    text = text.strip()
+    while True:
+        before = text
+        text = text.rstrip(".,;").strip()
+        for opening, closing in _WRAPPERS:
+            if len(text) >= 2 and text[0] == opening and text[-1] == closing:
+                text = text[1:-1].strip()
+        if text == before:
+            break
+    return "".join(text.split())
+
+
+def looks_cut(text: str) -> bool:
+    """Whether ``text`` is the start of a link whose end was lost (a short selection, a
+    wrapped line pasted only in part): every part is whole but the last, which is short."""
+    relay, hash_sign, fragment = text.partition("#")
+    if "://" not in relay:
+        return False
+    if not hash_sign:
+        return True
+    fields = fragment.split(".")
+    if len(fields) > len(_WHOLE_FIELDS):
+        return False
+    *before, last = fields
+    if not all(_is_whole(at, field) for at, field in enumerate(before)):
+        return False
+    expected = _WHOLE_FIELDS[len(before)]
+    if isinstance(expected, str):
+        return expected.startswith(last) or (expected == "A" and last in ("", "B"))
+    return len(last) < expected or (len(last) == expected and len(fields) < len(_WHOLE_FIELDS) - 1)
+
+
+def _is_whole(at: int, field: str) -> bool:
+    expected = _WHOLE_FIELDS[at]
+    if expected == "A":
+        return field in ("A", "B")
+    return field == expected if isinstance(expected, str) else len(field) == expected
 
 
 def read_link(args: argparse.Namespace, stdin: TextIO) -> Link:
@@ -50,10 +124,16 @@ def read_link(args: argparse.Namespace, stdin: TextIO) -> Link:
         raise UsageError(
             "no link given: use --link-file FILE or '-' (stdin), or run on a terminal to be asked"
         )
+    # Only '-' reads a single line: stdin may go on with other data.
+    link = tidy_pasted(text)
     try:
-        return Link.parse(text.strip().splitlines()[0])
+        return Link.parse(link)
     except LinkError as exc:
-        raise UsageError(f"bad link: {exc}") from exc
+        if looks_cut(link):
+            raise BadLink(CUT_HINT) from exc
+        raise BadLink(
+            f"bad link: {exc} (copy the whole link again, as m42 new printed it)"
+        ) from exc
 
 
 def _read_link_file(path: Path) -> str:

@@ -18,6 +18,7 @@ from typing import Final, final
 from m42d.cli.exits import EXIT_ERROR, EXIT_REFUSED
 from m42d.client import events as ev
 from m42d.client.names import escape_text
+from m42d.session import FileCode
 
 __all__ = [
     "CONTINUATION",
@@ -25,9 +26,11 @@ __all__ = [
     "ProgressView",
     "eprint",
     "fatal",
+    "file_failed_line",
     "human_size",
     "key_changed_message",
     "progress_line",
+    "retry_in",
     "sas_line",
     "text_block",
 ]
@@ -104,6 +107,11 @@ def progress_line(p: ev.Progress) -> str:
     )
 
 
+def retry_in(delay: float) -> str:
+    """When the next connection attempt is, as a reconnect line ends."""
+    return f"retrying in {delay:.1f} s" if delay < 10 else f"retrying in {delay:.0f} s"
+
+
 def sas_line(words: Sequence[str]) -> str:
     """Safety words as docs/protocol.md shows them: single spaces."""
     return " ".join(words)
@@ -117,6 +125,23 @@ def text_block(text: str, continuation: str = CONTINUATION) -> str:
     """A peer's text for a terminal: escaped, its further lines marked as continuations."""
     first, *more = escape_text(text, keep_newlines=True).split("\n")
     return "\n".join([first, *(continuation + line for line in more)])
+
+
+PEER_CANCELLED: Final = frozenset({"cancelled by sender", "cancelled by the receiver"})
+"""The reasons m42 clients give when their user cancels (the words come from the peer)."""
+
+
+def file_failed_line(event: ev.FileFailed) -> str:
+    """A transfer the user did not end themselves: who ended it, in words."""
+    name = escape_text(event.name)
+    reason = escape_text(event.reason)
+    if event.code == FileCode.DECLINED and event.outgoing:
+        said = "" if event.reason in ("", "declined") else f" ({reason})"
+        return f"* the other person declined {name}{said}"
+    if event.code == FileCode.CANCELLED and event.reason in PEER_CANCELLED:
+        return f"* the other person cancelled {name}"
+    side = "sending" if event.outgoing else "receiving"
+    return f"! {side} {name} failed: {reason}"
 
 
 def key_changed_message(event: ev.KeyChanged) -> str:

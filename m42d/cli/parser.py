@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 from typing import Final, TypeAlias
 
+from m42d import __version__
 from m42d.cli.chat import CHAT_HELP
 from m42d.cli.exits import EXIT_CODES
 from m42d.cli.new import DEFAULT_RELAY
 
-__all__ = ["build_parser"]
+__all__ = ["build_parser", "installed_version"]
 
 LINK_HELP: Final = (
     "the room link, or '-' to read it from stdin.  A link on the command line is "
@@ -47,6 +49,14 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def installed_version() -> str:
+    """The version pip installed (what a bug report should quote), else the source tree's."""
+    try:
+        return importlib.metadata.version("m42d")
+    except importlib.metadata.PackageNotFoundError:
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -68,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=_FORMAT,
         parents=[common],
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"m42 {installed_version()}",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_new(sub, common)
@@ -169,8 +184,9 @@ def _add_recv(sub: _Subparsers, parents: list[argparse.ArgumentParser]) -> None:
     recv.add_argument(
         "--jsonl",
         action="store_true",
-        help="one JSON object per event (peer_up, peer_down, safety_words, text, file_progress, "
-        "file_done, file_failed, key_changed, delivered, error), each with a 'ts'",
+        help="one JSON object per event (peer_up, peer_down, safety_words, key_changed, text, "
+        "delivered, text_failed, file_offer, file_progress, file_done, file_failed, error), "
+        "each with a 'ts'; docs/client.md lists their fields",
     )
     recv.add_argument(
         "--max-size", metavar="BYTES", type=_positive_int, help="refuse larger incoming files"

@@ -20,8 +20,17 @@ from m42d.cli.exits import (
     UsageError,
 )
 from m42d.cli.links import key_store, read_link
-from m42d.cli.output import PROGRESS, eprint, fatal, key_changed_message, sas_line, text_block
+from m42d.cli.output import (
+    PROGRESS,
+    eprint,
+    fatal,
+    human_size,
+    key_changed_message,
+    sas_line,
+    text_block,
+)
 from m42d.cli.running import finish, next_event, with_client
+from m42d.cli.status import Status
 from m42d.client import events as ev
 from m42d.client.engine import Client
 from m42d.client.names import escape_text
@@ -40,8 +49,10 @@ async def cmd_recv(args: argparse.Namespace, stdin: TextIO) -> int:
         link, key_store(args), download_dir=out_dir, accept="all", max_size=args.max_size
     )
     deadline = math.inf if args.timeout is None else trio.current_time() + args.timeout
+    status = Status(link.relay, quiet=args.jsonl)
 
     def show(event: ev.ClientEvent) -> None:
+        status.show(event)
         if args.jsonl:
             if not isinstance(event, ev.Connected | ev.Reconnecting):
                 record = event.to_json()
@@ -53,6 +64,8 @@ async def cmd_recv(args: argparse.Namespace, stdin: TextIO) -> int:
             eprint(f"m42: secure session; safety words: {sas_line(event.words)}")
         elif isinstance(event, ev.Problem) and not event.fatal:
             eprint(f"m42: {escape_text(event.message)}")
+        elif isinstance(event, ev.FileOffer):
+            eprint(f"m42: receiving {escape_text(event.name)} ({human_size(event.size)})")
         elif isinstance(event, ev.FileDone) and not event.outgoing:
             eprint(f"m42: saved {escape_text(str(event.path))}")
         elif isinstance(event, ev.FileFailed) and not event.outgoing:
@@ -65,6 +78,7 @@ async def cmd_recv(args: argparse.Namespace, stdin: TextIO) -> int:
             show(event)
 
     async def body(client: Client) -> int:
+        status.starting()
         received = 0
 
         async def finish_showing() -> None:
@@ -93,6 +107,8 @@ async def cmd_recv(args: argparse.Namespace, stdin: TextIO) -> int:
                     else (EXIT_REFUSED if event.code is not None else EXIT_ERROR)
                 )
         if trio.current_time() >= deadline:
+            if not status.reached:
+                return status.give_up(args.timeout)
             await finish_showing()
             return EXIT_TIMEOUT if args.count is not None else EXIT_OK
         return EXIT_ERROR

@@ -9,7 +9,7 @@ from typing import TextIO
 
 import trio
 
-from m42d.cli.exits import EXIT_ERROR, EXIT_KEY_CHANGED, EXIT_OK, EXIT_TIMEOUT, UsageError
+from m42d.cli.exits import EXIT_ERROR, EXIT_KEY_CHANGED, EXIT_OK, UsageError
 from m42d.cli.links import key_store, read_link
 from m42d.cli.output import (
     PROGRESS,
@@ -20,7 +20,9 @@ from m42d.cli.output import (
     sas_line,
     text_block,
 )
+from m42d.cli.paths import file_problem
 from m42d.cli.running import finish, next_event, with_client
+from m42d.cli.status import Status
 from m42d.client import events as ev
 from m42d.client.engine import Client
 from m42d.client.names import escape_text
@@ -40,32 +42,37 @@ async def cmd_send(args: argparse.Namespace, stdin: TextIO) -> int:
     for text in texts:
         _check_text(text)
     for path in files:
-        if not path.is_file():
-            raise UsageError(f"not a file: {path}")
+        if (problem := file_problem(path)) is not None:
+            raise UsageError(f"cannot send {path}: {problem}")
     client = Client(link, key_store(args), download_dir=None, max_size=None)
+    status = Status(link.relay)
 
     def late(event: ev.ClientEvent) -> None:
         if isinstance(event, ev.TextIn):
             print(text_block(event.text), flush=True)
 
     async def body(client: Client) -> int:
+        status.starting()
         pending_texts = {client.send_text(text) for text in texts}
-        pending_files: set[int] = set()
+        pending_files: dict[int, str] = {}
         for path in files:
-            pending_files.add(await client.send_file(path))
+            pending_files[await client.send_file(path)] = path.name
         deadline = math.inf if args.wait is None else trio.current_time() + args.wait
         failed = False
         while (event := await next_event(client, deadline)) is not None:
+            status.show(event)
             if isinstance(event, ev.SafetyWords):
                 deadline = math.inf
                 eprint(f"m42: secure session; safety words: {sas_line(event.words)}")
+                for file_id, name in pending_files.items():
+                    status.offered(file_id, name, client.outgoing_size(file_id))
             elif isinstance(event, ev.Delivered):
                 pending_texts.discard(event.seq)
             elif isinstance(event, ev.FileDone) and event.outgoing:
-                pending_files.discard(event.file_id)
+                pending_files.pop(event.file_id, None)
                 eprint(f"m42: {escape_text(event.name)} delivered ({human_size(event.size)})")
             elif isinstance(event, ev.FileFailed) and event.outgoing:
-                pending_files.discard(event.file_id)
+                pending_files.pop(event.file_id, None)
                 failed = True
                 eprint(f"m42: {escape_text(event.name)} not delivered: {escape_text(event.reason)}")
             elif isinstance(event, ev.Progress):
@@ -84,8 +91,7 @@ async def cmd_send(args: argparse.Namespace, stdin: TextIO) -> int:
                     late(after)
                 return EXIT_ERROR if failed else EXIT_OK
         if trio.current_time() >= deadline:
-            eprint(f"m42: the peer did not come within {args.wait:g} s")
-            return EXIT_TIMEOUT
+            return status.give_up(args.wait)
         return EXIT_ERROR
 
     return await with_client(client, body, late)

@@ -8,10 +8,11 @@ from typing import Final, TextIO
 
 import trio
 
-from m42d.cli.exits import EXIT_KEY_CHANGED, EXIT_OK, EXIT_TIMEOUT, UsageError
+from m42d.cli.exits import EXIT_ERROR, EXIT_KEY_CHANGED, EXIT_OK, UsageError
 from m42d.cli.links import key_store, read_link
 from m42d.cli.output import CONTINUATION, eprint, fatal, key_changed_message, sas_line, text_block
 from m42d.cli.running import finish, next_event, with_client
+from m42d.cli.status import Status
 from m42d.client import events as ev
 from m42d.client.engine import Client
 
@@ -39,7 +40,9 @@ async def cmd_trust(args: argparse.Namespace, stdin: TextIO) -> int:
 
     async def body(client: Client) -> int:
         trusted = False
+        status = Status(link.relay, quiet=True)  # only to say, at the end, who did not come
         while (event := await next_event(client, deadline)) is not None:
+            status.show(event)
             if isinstance(event, ev.SafetyWords):
                 if trusted:
                     print(f"Trusted.  Safety words: {sas_line(event.words)}")
@@ -65,7 +68,9 @@ async def cmd_trust(args: argparse.Namespace, stdin: TextIO) -> int:
                 trusted = True
             elif isinstance(event, ev.Problem) and event.fatal:
                 return fatal(event)
-        eprint("m42: the peer did not come in time")
-        return EXIT_TIMEOUT
+        if args.wait is not None and trio.current_time() >= deadline:
+            return status.give_up(args.wait)
+        eprint("m42: the engine stopped before the other person came")
+        return EXIT_ERROR
 
     return await with_client(client, body, late)

@@ -51,6 +51,7 @@ from m42d.client.incoming import AcceptPolicy, IncomingFiles
 from m42d.client.keystore import SeatKeyStore
 from m42d.client.outgoing import READ_AHEAD, OutgoingFiles
 from m42d.client.partials import partial_key
+from m42d.client.relay_words import lost_words, refusal_words, retry_words
 from m42d.errors import TransportError, WireError
 from m42d.link import Link
 from m42d.session import (
@@ -405,15 +406,11 @@ class Client:
                 if not retryable(exc.code):
                     self._refused_for_good(exc)
                     raise
-                reason = str(exc)
-            except RelayGoingAway as exc:
-                reason = (
-                    f"the relay is going away: {exc}" if str(exc) else "the relay is going away"
-                )
-            except (TransportError, WireError) as exc:
-                reason = str(exc)
-            except trio.TooSlowError:
-                reason = "the relay did not answer in time"
+                reason = retry_words(exc.code)
+            except RelayGoingAway:
+                reason = "the relay is restarting or shutting down"
+            except (TransportError, WireError, trio.TooSlowError) as exc:
+                reason = lost_words(exc)
             finally:
                 await self._disconnected()
             if self._closing:
@@ -426,7 +423,8 @@ class Client:
             await trio.sleep(delay)
 
     def _refused_for_good(self, exc: RelayRefused) -> None:
-        self._emit(ev.Problem(str(exc), fatal=True, code=exc.code))
+        words = refusal_words(exc.code, exc.relay_message, self.link.seat)
+        self._emit(ev.Problem(words, fatal=True, code=exc.code))
         if exc.code == ErrorCode.BURNED and self._burn_requested:
             # Only the user's own /burn forgets keys: an ERROR is not
             # authenticated, and a relay that could make a seat drop its key
@@ -447,7 +445,7 @@ class Client:
     # -- what the connection tells us ----------------------------------------------
 
     async def _joined(self, peer_online: bool) -> None:
-        self._emit(ev.Connected(self.link.relay))
+        self._emit(ev.Connected(self.link.relay, peer_online))
         if peer_online:
             self._peer_changed(True)
         else:

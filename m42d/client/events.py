@@ -48,10 +48,15 @@ class _Base:
 @final
 @attrs.frozen
 class Connected(_Base):
-    """Joined the seat on the relay (every reconnect too)."""
+    """Joined the seat on the relay (every reconnect too).
+
+    ``peer_online``: the other seat is occupied (a :class:`PeerUp` follows),
+    so an interface need not say "waiting for the other person".
+    """
 
     kind: ClassVar[str] = "connected"
     relay: str
+    peer_online: bool = False
 
 
 @final
@@ -132,12 +137,18 @@ class Delivered(_Base):
 @final
 @attrs.frozen
 class FileOffer(_Base):
-    """The peer offers a file; answer with ``accept_file`` or ``reject_file``."""
+    """The peer offers a file; answer with ``accept_file`` or ``reject_file``.
+
+    With ``accepted`` the engine took it already (its accept policy is
+    "all"): nothing to answer, but an interface can say what is coming, and
+    a script learns the name and size before the first progress.
+    """
 
     kind: ClassVar[str] = "file_offer"
     file_id: int
     name: str
     size: int
+    accepted: bool = False
 
 
 @final

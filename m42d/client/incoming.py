@@ -204,6 +204,9 @@ class IncomingFiles:
             self.reject(offer.file_id, *refusal)
             return
         if self.accept_policy == "all":
+            # Said before accepting, so that it comes before any progress
+            # (and before the failure, should the partial file not open).
+            self._emit(ev.FileOffer(offer.file_id, name, offer.size, accepted=True))
             with contextlib.suppress(OSError):
                 self.accept(offer.file_id)
             return

@@ -13,6 +13,12 @@ Rules and invariants
   re-accepts from its first missing chunk after the next handshake).
 * The writer takes chunks in the order they were read, one at a time and
   only within the relay's credit (:meth:`OutgoingFiles.take_chunk`).
+* A file's descriptor is closed only when no read of it is in a worker
+  thread: a cancel cannot stop a thread, and a descriptor closed under it
+  fails the read ("Bad file descriptor") or, once its number is reused,
+  reads another file.  The last read to finish closes it instead.
+* Only the current generation of a file still in flight reports a failure:
+  a read that ends after a cancel or restart says nothing.
 """
 
 from __future__ import annotations
@@ -57,6 +63,10 @@ class _OutFile(Transfer):
     scope: trio.CancelScope | None = None
     space: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot)
     accepted: bool = False
+    reads: int = 0
+    """Reads of ``fd`` in worker threads right now."""
+    closing: bool = False
+    """Close ``fd`` once ``reads`` is back to 0."""
 
 
 @attrs.frozen
@@ -260,12 +270,20 @@ class OutgoingFiles:
                 end = min(first + READ_BATCH, count)
                 offset = first * CHUNK_SIZE
                 wanted = max(0, min(end * CHUNK_SIZE, out.size) - offset)
+                failure: OSError | None = None
+                out.reads += 1
                 try:
                     data = await trio.to_thread.run_sync(_pread, out.fd, wanted, offset)
                 except OSError as exc:
-                    self._abort(out, f"cannot read the file: {exc.strerror}")
-                    return
+                    failure = exc
+                finally:
+                    out.reads -= 1
+                    if out.closing:
+                        self._close(out)
                 if out.generation != generation:
+                    return  # cancelled, done or restarted meanwhile: not this read's to report
+                if failure is not None:
+                    self._abort(out, f"cannot read the file: {failure.strerror}")
                     return
                 if not self._encrypt_batch(out, generation, first, end, data):
                     return
@@ -290,6 +308,8 @@ class OutgoingFiles:
         return True
 
     def _abort(self, out: _OutFile, reason: str) -> None:
+        if self._files.get(out.file_id) is not out:
+            return  # it ended already, and that was reported
         with contextlib.suppress(LocalProtocolError):
             self._session.cancel_file(out.file_id, reason)
         self._files.pop(out.file_id, None)
@@ -300,6 +320,10 @@ class OutgoingFiles:
 
     @staticmethod
     def _close(out: _OutFile) -> None:
+        if out.reads:
+            out.closing = True  # the last read to come back closes it
+            return
+        out.closing = False
         if out.fd >= 0:
             with contextlib.suppress(OSError):
                 os.close(out.fd)
