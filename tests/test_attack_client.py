@@ -156,14 +156,14 @@ async def test_a_peer_streaming_past_its_offer_fills_no_disk(tmp_path: Path) -> 
 
             hostile.middle = endless
             await p.a.client.send_file(src)
-            await p.b.wait_for(lambda r: r.of(ev.FileFailed), STEP)
-            await p.a.wait_for(lambda r: r.of(ev.FileFailed), STEP)
+            await p.b.wait_for(lambda r: r.of(ev.TransferFailed), STEP)
+            await p.a.wait_for(lambda r: r.of(ev.TransferFailed), STEP)
             assert forged
-            [failed] = p.b.of(ev.FileFailed)
+            [failed] = p.b.of(ev.TransferFailed)
             assert failed.code == FileCode.MISMATCH
             assert "more than the 1 bytes offered" in failed.reason
-            assert p.a.of(ev.FileFailed)[0].code == FileCode.MISMATCH
-            assert not p.b.of(ev.FileDone)
+            assert p.a.of(ev.TransferFailed)[0].code == FileCode.MISMATCH
+            assert not p.b.of(ev.TransferDone)
             assert list(p.down.iterdir()) == []  # the partial file went too
             assert all(pr.done <= 1 for pr in p.b.of(ev.Progress))
             assert p.b.client.established  # the session itself stands

@@ -328,9 +328,9 @@ async def test_bulk_lane_meddling_still_saves_the_right_file(tmp_path: Path, kin
         path, data = write_file(s)
         await established_pair(s)
         await s.a.client.send_file(path)
-        await s.b.wait_for(lambda r: r.of(ev.FileDone), STEP)
-        await s.a.wait_for(lambda r: r.of(ev.FileDone), STEP)
-        done = s.b.of(ev.FileDone)[0]
+        await s.b.wait_for(lambda r: r.of(ev.TransferDone), STEP)
+        await s.a.wait_for(lambda r: r.of(ev.TransferDone), STEP)
+        done = s.b.of(ev.TransferDone)[0]
         assert done.path is not None
         assert Path(done.path).read_bytes() == data  # noqa: ASYNC240
         s.check_files(data)
@@ -362,14 +362,14 @@ async def test_truncated_file_is_never_saved_then_resumes(tmp_path: Path) -> Non
         # The receiver keeps asking for the missing end (stall_after) and never
         # completes, whatever the relay does meanwhile.
         with trio.move_on_after(2.0):
-            await s.b.wait_for(lambda r: r.of(ev.FileDone), STEP)
+            await s.b.wait_for(lambda r: r.of(ev.TransferDone), STEP)
         assert len(dropped) >= 2, "the receiver should have asked again for the end"
-        assert not s.b.of(ev.FileDone)
-        assert not s.a.of(ev.FileDone)
+        assert not s.b.of(ev.TransferDone)
+        assert not s.a.of(ev.TransferDone)
         assert [p.name for p in s.down.iterdir()] == [p.name for p in s.partials()]
         active["on"] = False
-        await s.b.wait_for(lambda r: r.of(ev.FileDone), STEP)
-        await s.a.wait_for(lambda r: r.of(ev.FileDone), STEP)
+        await s.b.wait_for(lambda r: r.of(ev.TransferDone), STEP)
+        await s.a.wait_for(lambda r: r.of(ev.TransferDone), STEP)
         s.check_files(data)
         assert [p.read_bytes() == data for p in s.down.iterdir()] == [True]
 
@@ -387,8 +387,8 @@ async def test_file_extended_with_a_forged_chunk_is_not_affected(tmp_path: Path)
         path, data = write_file(s)
         await established_pair(s)
         await s.a.client.send_file(path)
-        await s.b.wait_for(lambda r: r.of(ev.FileDone), STEP)
-        await s.a.wait_for(lambda r: r.of(ev.FileDone), STEP)
+        await s.b.wait_for(lambda r: r.of(ev.TransferDone), STEP)
+        await s.a.wait_for(lambda r: r.of(ev.TransferDone), STEP)
         s.check_files(data)
         assert not s.partials()
 
@@ -407,14 +407,14 @@ async def test_forged_final_chunk_ends_the_transfer_cleanly(tmp_path: Path) -> N
         path, _data = write_file(s)
         await established_pair(s)
         await s.a.client.send_file(path)
-        await s.b.wait_for(lambda r: r.of(ev.FileFailed), STEP)
-        await s.a.wait_for(lambda r: r.of(ev.FileFailed), STEP)
-        failed_b = s.b.of(ev.FileFailed)[0]
-        failed_a = s.a.of(ev.FileFailed)[0]
+        await s.b.wait_for(lambda r: r.of(ev.TransferFailed), STEP)
+        await s.a.wait_for(lambda r: r.of(ev.TransferFailed), STEP)
+        failed_b = s.b.of(ev.TransferFailed)[0]
+        failed_a = s.a.of(ev.TransferFailed)[0]
         assert "file chunk rejected" in failed_b.reason
         assert failed_a.code == failed_b.code
-        assert not s.b.of(ev.FileDone)
-        assert not s.a.of(ev.FileDone)
+        assert not s.b.of(ev.TransferDone)
+        assert not s.a.of(ev.TransferDone)
         assert list(s.down.iterdir()) == [], "the partial file must be removed"
         # The session itself stands: texts still flow.
         s.send(Seat.A, "still here")

@@ -120,12 +120,12 @@ async def test_chat_session(
         stdin.feed("/help")
         stdin.feed(f"/send {tmp_path / 'doc.txt'}")
         stdin.feed("/send /does/not/exist")
-        await b.wait_for(lambda r: r.of(ev.FileDone))
+        await b.wait_for(lambda r: r.of(ev.TransferDone))
         assert (down_b / "doc.txt").read_bytes() == b"file body"
         await b.client.send_file(tmp_path / "offer.txt")
         await stdout.wait_for("accept? (y/n)")
         stdin.feed("y")
-        await b.wait_for(lambda r: any(d.outgoing for d in r.of(ev.FileDone)))
+        await b.wait_for(lambda r: any(d.outgoing for d in r.of(ev.TransferDone)))
         stdin.feed("/trust")
         await stdout.wait_for("no changed peer key")
         stdin.feed("/quit")
@@ -314,7 +314,7 @@ async def test_quit_with_undelivered_messages_says_how_many_and_asks(tmp_path: P
     assert out.take() == ["* staying"]
     assert not screen.leaving
     screen.show(ev.Delivered(2))
-    screen.show(ev.FileDone(1, True, "f.bin", 1, None))
+    screen.show(ev.TransferDone(1, True, "f.bin", 1, None))
     await screen.enter("/quit")
     assert out.take()[-1].startswith("? 1 message not delivered yet")
     assert await screen.enter("y")
@@ -454,7 +454,7 @@ async def test_a_finished_transfer_is_not_cancelled_again() -> None:
     screen, out = screen_on(engine)
     screen.show(ev.FileOffer(3, "in.bin", 10))
     await screen.enter("y")
-    screen.show(ev.FileDone(3, False, "in.bin", 10, "/down/in.bin"))
+    screen.show(ev.TransferDone(3, False, "in.bin", 10, "/down/in.bin"))
     assert out.take()[-1] == f"[{T}] * saved /down/in.bin"
     await screen.enter("/cancel")
     assert out.take() == ["! no transfer to cancel"]
@@ -494,7 +494,7 @@ async def test_events_from_the_peer_and_the_relay_are_escaped() -> None:
     screen.show(ev.Reconnecting(0.5, "relay said \x1b[31mno"))
     screen.show(ev.Reconnecting(1.0, "again"))
     screen.show(ev.Connected("ws://relay"))
-    screen.show(ev.FileFailed(4, True, "x\x1b.bin", 7, "peer says \x1b[2J"))
+    screen.show(ev.TransferFailed(4, True, "x\x1b.bin", 7, "peer says \x1b[2J"))
     screen.show(ev.Problem("odd \x1b frame"))
     assert out.take() == [
         f"[{T}] peer: evil \\x1b[2J\n{CHAT_CONTINUATION}[12:00:00] * saved /etc/passwd",
@@ -509,10 +509,10 @@ async def test_events_from_the_peer_and_the_relay_are_escaped() -> None:
 
 async def test_peer_offline_is_shown_unless_we_are_leaving() -> None:
     screen, out = screen_on(FakeEngine())
-    screen.show(ev.PeerUp())
-    screen.show(ev.PeerDown())
+    screen.show(ev.PeerOnline())
+    screen.show(ev.PeerOffline())
     screen.leave()
-    screen.show(ev.PeerDown())
+    screen.show(ev.PeerOffline())
     assert out.take() == [f"[{T}] * peer online", f"[{T}] * peer offline"]
 
 
@@ -637,7 +637,7 @@ async def test_run_chat_leaves_on_quit_or_end_of_input(
         with trio.fail_after(20):
             await finished.wait()
         await b.wait_for(lambda r: [t.text for t in r.of(ev.TextIn)] == ["bye b"])
-        await b.wait_for(lambda r: r.of(ev.PeerDown))
+        await b.wait_for(lambda r: r.of(ev.PeerOffline))
         nursery.cancel_scope.cancel()
     assert result == [EXIT_OK]
     assert out.lines[0] == (

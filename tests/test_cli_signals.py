@@ -147,8 +147,8 @@ async def test_a_signal_leaves_cleanly_mid_transfer(
         assert s.partials() == [], proc.describe()
         assert "Traceback" not in proc.stderr.text, proc.describe()
         # The sender hears the receiver go (no error); the file simply waits for it.
-        await s.sender.wait_for(lambda r: r.of(ev.PeerDown), STEP)
-        assert not s.sender.of(ev.FileFailed)
+        await s.sender.wait_for(lambda r: r.of(ev.PeerOffline), STEP)
+        assert not s.sender.of(ev.TransferFailed)
 
 
 async def test_a_killed_run_leaves_a_partial_that_the_next_run_removes(tmp_path: Path) -> None:

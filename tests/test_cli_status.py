@@ -166,7 +166,7 @@ async def test_send_says_a_file_waits_for_the_other_persons_yes(
         nursery.start_soon(send)
         await b.wait_for(lambda r: r.of(ev.FileOffer))
         b.client.accept_file(b.of(ev.FileOffer)[0].file_id)
-        await b.wait_for(lambda r: r.of(ev.FileDone))
+        await b.wait_for(lambda r: r.of(ev.TransferDone))
         with trio.fail_after(20):
             await sent.wait()
         nursery.cancel_scope.cancel()

@@ -64,11 +64,11 @@ async def test_text_both_ways_with_delivery(relay: RelayUnderTest, tmp_path: Pat
         await b.wait_for(lambda r: r.of(ev.TextIn))
         assert [t.text for t in b.of(ev.TextIn)] == ["hello from A \x1b[31m"]
         assert [t.text for t in a.of(ev.TextIn)] == ["hello from B"]
-        assert a.of(ev.PeerUp)
+        assert a.of(ev.PeerOnline)
         assert a.of(ev.Connected)
         assert not a.client.busy
         a.client.close()
-        await b.wait_for(lambda r: r.of(ev.PeerDown))
+        await b.wait_for(lambda r: r.of(ev.PeerOffline))
         b.client.close()
 
 
@@ -103,13 +103,13 @@ async def test_file_transfer_with_progress(relay: RelayUnderTest, tmp_path: Path
         a = await start(nursery, relay.client(link_a, tmp_path))
         b = await start(nursery, relay.client(link_b, tmp_path, download_dir=down, accept="all"))
         file_id = await a.client.send_file(src / "big file.bin")
-        await a.wait_for(lambda r: r.of(ev.FileDone))
-        await b.wait_for(lambda r: r.of(ev.FileDone))
-        done_b = b.of(ev.FileDone)[0]
+        await a.wait_for(lambda r: r.of(ev.TransferDone))
+        await b.wait_for(lambda r: r.of(ev.TransferDone))
+        done_b = b.of(ev.TransferDone)[0]
         assert done_b.path is not None
         assert Path(done_b.path) == down / "big file.bin"
         assert file_digest(done_b.path) == digest
-        assert a.of(ev.FileDone)[0].file_id == file_id
+        assert a.of(ev.TransferDone)[0].file_id == file_id
         assert a.of(ev.Progress)
         assert b.of(ev.Progress)
         last = b.of(ev.Progress)[-1]
@@ -130,7 +130,7 @@ async def test_second_file_same_name_not_overwritten(relay: RelayUnderTest, tmp_
         a = await start(nursery, relay.client(link_a, tmp_path))
         b = await start(nursery, relay.client(link_b, tmp_path, download_dir=down, accept="all"))
         await a.client.send_file(tmp_path / "a.txt", name="../../a.txt")
-        await b.wait_for(lambda r: r.of(ev.FileDone))
+        await b.wait_for(lambda r: r.of(ev.TransferDone))
         assert (down / "a.txt").read_bytes() == b"precious"
         assert (down / "a (1).txt").read_bytes() == b"new content"
         nursery.cancel_scope.cancel()
@@ -147,8 +147,8 @@ async def test_offer_asked_and_refusals(relay: RelayUnderTest, tmp_path: Path) -
         a = await start(nursery, relay.client(link_a, tmp_path))
         b = await start(nursery, relay.client(link_b, tmp_path, download_dir=down, max_size=2000))
         await a.client.send_file(tmp_path / "two.bin")
-        await a.wait_for(lambda r: r.of(ev.FileFailed))
-        failed = a.of(ev.FileFailed)[0]
+        await a.wait_for(lambda r: r.of(ev.TransferFailed))
+        failed = a.of(ev.TransferFailed)[0]
         assert failed.code == FileCode.TOO_LARGE
         assert "2000" in failed.reason
         await a.client.send_file(tmp_path / "one.bin")
@@ -158,15 +158,15 @@ async def test_offer_asked_and_refusals(relay: RelayUnderTest, tmp_path: Path) -
         with pytest.raises(Exception, match="no pending offer"):
             b.client.accept_file(12345)
         b.client.reject_file(offer.file_id, "no thanks")
-        await a.wait_for(lambda r: len(r.of(ev.FileFailed)) == 2)
-        assert a.of(ev.FileFailed)[1].code == FileCode.DECLINED
-        assert a.of(ev.FileFailed)[1].reason == "no thanks"
+        await a.wait_for(lambda r: len(r.of(ev.TransferFailed)) == 2)
+        assert a.of(ev.TransferFailed)[1].code == FileCode.DECLINED
+        assert a.of(ev.TransferFailed)[1].reason == "no thanks"
         await a.client.send_file(tmp_path / "three.bin")
         await b.wait_for(lambda r: len(r.of(ev.FileOffer)) == 2)
         partial = b.client.accept_file(b.of(ev.FileOffer)[1].file_id)
         assert partial.name.startswith(".three.bin.")
         assert partial.name.endswith(".m42part")
-        await b.wait_for(lambda r: r.of(ev.FileDone))
+        await b.wait_for(lambda r: r.of(ev.TransferDone))
         assert (down / "three.bin").stat().st_size == 10
         assert not partial.exists()
         nursery.cancel_scope.cancel()
@@ -184,14 +184,14 @@ async def test_an_event_handed_over_under_cancellation_is_not_lost(
     """
     link_a, _ = relay.links()
     client = relay.client(link_a, tmp_path)
-    client._emit(ev.PeerUp())
+    client._emit(ev.PeerOnline())
     with trio.CancelScope() as scope:
         scope.cancel()
         await client._deliver_ui()  # cancelled before anything is sent
-    client._emit(ev.PeerDown())
+    client._emit(ev.PeerOffline())
     await client._deliver_ui()
     got = [client.events.receive_nowait(), client.events.receive_nowait()]
-    assert got == [ev.PeerUp(), ev.PeerDown()]
+    assert got == [ev.PeerOnline(), ev.PeerOffline()]
 
 
 async def test_reconnect_after_cut_loses_nothing(relay: RelayUnderTest, tmp_path: Path) -> None:
@@ -221,14 +221,14 @@ async def test_reconnect_after_cut_loses_nothing(relay: RelayUnderTest, tmp_path
         await a.wait_for(lambda r: r.of(ev.Reconnecting))
         await a.wait_for(lambda r: len(r.of(ev.Connected)) > connected_before)
         await b.wait_for(lambda r: len(r.of(ev.TextIn)) == 6)
-        await b.wait_for(lambda r: r.of(ev.FileDone))
-        await a.wait_for(lambda r: len(r.of(ev.Delivered)) == 6 and r.of(ev.FileDone))
+        await b.wait_for(lambda r: r.of(ev.TransferDone))
+        await a.wait_for(lambda r: len(r.of(ev.Delivered)) == 6 and r.of(ev.TransferDone))
         texts = [t.text for t in b.of(ev.TextIn)]
         assert texts == [f"before {i}" for i in range(3)] + [f"after {i}" for i in range(3)]
-        path = b.of(ev.FileDone)[0].path
+        path = b.of(ev.TransferDone)[0].path
         assert path is not None
         assert file_digest(path) == digest
-        assert len(b.of(ev.FileDone)) == 1
+        assert len(b.of(ev.TransferDone)) == 1
         nursery.cancel_scope.cancel()
 
 
@@ -241,7 +241,7 @@ async def test_changed_key_detected_then_trusted(relay: RelayUnderTest, tmp_path
         await b.wait_for(established)
         first_peer = keys_b.load_peer(link_b.room_id, Seat.B)
         a.client.close()
-        await b.wait_for(lambda r: r.of(ev.PeerDown))
+        await b.wait_for(lambda r: r.of(ev.PeerOffline))
         # A comes back with a different static key (another device, or an impostor).
         a2 = await start(
             nursery,

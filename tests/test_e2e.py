@@ -213,18 +213,18 @@ async def test_hostile_names_stay_inside_and_nothing_is_overwritten(
         link=link_b,
     )
     sender = Client(Link.parse(link_a), FileKeyStore(tmp_path / "alice-keys"))
-    delivered: list[ev.FileDone] = []
+    delivered: list[ev.TransferDone] = []
     async with trio.open_nursery() as nursery:
         nursery.start_soon(sender.run)
         for name in HOSTILE_NAMES:
             await sender.send_file(payload, name=name)
         with trio.fail_after(60):
             async for event in sender.events:
-                if isinstance(event, ev.FileDone):
+                if isinstance(event, ev.TransferDone):
                     delivered.append(event)
                     if len(delivered) == len(HOSTILE_NAMES):
                         break
-                assert not isinstance(event, ev.FileFailed | ev.KeyChanged), event
+                assert not isinstance(event, ev.TransferFailed | ev.KeyChanged), event
         sender.close()
     await bob.expect_exit(EXIT_OK)
 

@@ -121,12 +121,12 @@ async def test_cut_connection_reconnects_and_loses_nothing(
             await trio.sleep(0.005)
         await a.wait_for(lambda r: len(r.of(ev.Delivered)) >= len(sent_a), STEP)
         await b.wait_for(lambda r: len(r.of(ev.Delivered)) >= len(sent_b), STEP)
-        await b.wait_for(lambda r: r.of(ev.FileDone), STEP)
-        await a.wait_for(lambda r: r.of(ev.FileDone), STEP)
+        await b.wait_for(lambda r: r.of(ev.TransferDone), STEP)
+        await a.wait_for(lambda r: r.of(ev.TransferDone), STEP)
         assert [t.text for t in b.of(ev.TextIn)] == sent_a
         assert [t.text for t in a.of(ev.TextIn)] == sent_b
         assert a.of(ev.Reconnecting) or b.of(ev.Reconnecting)
-        done = b.of(ev.FileDone)[0]
+        done = b.of(ev.TransferDone)[0]
         assert done.path is not None
         assert (
             hashlib.sha256(Path(done.path).read_bytes()).digest()  # noqa: ASYNC240
@@ -177,17 +177,17 @@ async def disk_full_scene(
         if fill is not None:
             # Someone else fills the disk between the offer and the chunks.
             fill.write_bytes(b"\0" * (1024 * 1024 + 256 * 1024))  # noqa: ASYNC240
-        await b.wait_for(lambda r: r.of(ev.FileFailed), STEP)
-        await a.wait_for(lambda r: r.of(ev.FileFailed), STEP)
-        failed_b = b.of(ev.FileFailed)[0]
-        failed_a = a.of(ev.FileFailed)[0]
+        await b.wait_for(lambda r: r.of(ev.TransferFailed), STEP)
+        await a.wait_for(lambda r: r.of(ev.TransferFailed), STEP)
+        failed_b = b.of(ev.TransferFailed)[0]
+        failed_a = a.of(ev.TransferFailed)[0]
         assert failed_b.code == FileCode.NO_SPACE, failed_b
         assert "No space left on device" in failed_b.reason
         assert failed_a.code == FileCode.NO_SPACE, failed_a
         assert failed_a.outgoing
         assert not failed_b.outgoing
-        assert not a.of(ev.FileDone)
-        assert not b.of(ev.FileDone)
+        assert not a.of(ev.TransferDone)
+        assert not b.of(ev.TransferDone)
         assert not partial.exists(), "the partial file must be removed"
         left = sorted(p.name for p in down.iterdir())  # noqa: ASYNC240
         assert left == ([fill.name] if fill else [])
@@ -239,9 +239,9 @@ async def test_offer_bigger_than_free_space_is_refused_up_front(
             nursery, relay.client(link_b, tmp_path, download_dir=small_tmpfs, accept="all")
         )
         await a.client.send_file(tmp_path / "big.bin")
-        await a.wait_for(lambda r: r.of(ev.FileFailed), STEP)
-        assert a.of(ev.FileFailed)[0].code == FileCode.NO_SPACE
-        assert b.of(ev.FileFailed)[0].code == FileCode.NO_SPACE
+        await a.wait_for(lambda r: r.of(ev.TransferFailed), STEP)
+        assert a.of(ev.TransferFailed)[0].code == FileCode.NO_SPACE
+        assert b.of(ev.TransferFailed)[0].code == FileCode.NO_SPACE
         assert list(small_tmpfs.iterdir()) == []  # noqa: ASYNC240
         nursery.cancel_scope.cancel()
 
@@ -263,10 +263,10 @@ async def test_sender_not_told_delivered_when_the_receiver_cannot_save(
         a = await start(nursery, relay.client(link_a, tmp_path))
         b = await start(nursery, relay.client(link_b, tmp_path, download_dir=down, accept="all"))
         await a.client.send_file(tmp_path / "f.bin")
-        await b.wait_for(lambda r: r.of(ev.FileFailed), STEP)
-        await a.wait_for(lambda r: r.of(ev.FileDone) or r.of(ev.FileFailed), STEP)
-        assert a.of(ev.FileDone) == []
-        assert [f.code for f in a.of(ev.FileFailed)] == [FileCode.NO_SPACE]
-        assert [f.code for f in b.of(ev.FileFailed)] == [FileCode.NO_SPACE]
+        await b.wait_for(lambda r: r.of(ev.TransferFailed), STEP)
+        await a.wait_for(lambda r: r.of(ev.TransferDone) or r.of(ev.TransferFailed), STEP)
+        assert a.of(ev.TransferDone) == []
+        assert [f.code for f in a.of(ev.TransferFailed)] == [FileCode.NO_SPACE]
+        assert [f.code for f in b.of(ev.TransferFailed)] == [FileCode.NO_SPACE]
         assert list(down.iterdir()) == []
         nursery.cancel_scope.cancel()

@@ -267,8 +267,8 @@ async def test_two_clients_chat_and_send_a_file_through_nginx(tmp_path: Path) ->
                 await until("b", ev.TextIn)
                 await until("a", ev.TextIn)
                 await a.send_file(src)
-                await until("b", ev.FileDone)
-                await until("a", ev.FileDone)
+                await until("b", ev.TransferDone)
+                await until("a", ev.TransferDone)
                 a.close()
                 b.close()
                 nursery.cancel_scope.cancel()
@@ -276,7 +276,7 @@ async def test_two_clients_chat_and_send_a_file_through_nginx(tmp_path: Path) ->
     texts_a = [e.text for e in seen["a"] if isinstance(e, ev.TextIn)]
     assert texts_b == ["hello through nginx"]
     assert texts_a == ["hello back"]
-    (done,) = [e for e in seen["b"] if isinstance(e, ev.FileDone)]
+    (done,) = [e for e in seen["b"] if isinstance(e, ev.TransferDone)]
     assert done.path is not None
     received = await trio.Path(done.path).read_bytes()
     assert hashlib.sha256(received).digest() == hashlib.sha256(data).digest()

@@ -108,7 +108,7 @@ class SeatClient:
         async for event in self.client.events:
             if isinstance(event, ev.TextIn):
                 self.texts.append(event.text)
-            elif isinstance(event, ev.FileDone) and not event.outgoing and event.path:
+            elif isinstance(event, ev.TransferDone) and not event.outgoing and event.path:
                 self.files.append(event.path)
             elif isinstance(event, ev.Problem) and event.fatal and event.code is not None:
                 self.refused.append(event.code)

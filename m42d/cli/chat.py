@@ -165,7 +165,7 @@ class ChatScreen:
         self._question: Question | None = None
         self._ended: set[tuple[int, bool]] = set()
         """Transfers the user declined or cancelled: said when asked, so the engine's
-        FileFailed and any late progress of them are not shown again."""
+        TransferFailed and any late progress of them are not shown again."""
 
     @property
     def leaving(self) -> bool:
@@ -366,9 +366,9 @@ class ChatScreen:
 
     def show(self, event: ev.ClientEvent) -> bool:
         """Show one engine event; True when it ends the chat (the relay refused us for good)."""
-        if isinstance(event, ev.PeerUp):
+        if isinstance(event, ev.PeerOnline):
             self._stamped("* peer online")
-        elif isinstance(event, ev.PeerDown):
+        elif isinstance(event, ev.PeerOffline):
             if not self._leaving:
                 self._stamped("* peer offline")
         elif isinstance(event, ev.Connected):
@@ -417,13 +417,13 @@ class ChatScreen:
             if event.done >= event.size or now - last >= PROGRESS_LINE_EVERY:
                 self._last_progress[key] = now
                 self._stamped(progress_line(event))
-        elif isinstance(event, ev.FileDone):
+        elif isinstance(event, ev.TransferDone):
             self._transfers.pop((event.file_id, event.outgoing), None)
             if event.outgoing:
                 self._stamped(f"\u2713 {escape_text(event.name)} delivered")
             else:
                 self._stamped(f"* saved {escape_text(str(event.path))}")
-        elif isinstance(event, ev.FileFailed):
+        elif isinstance(event, ev.TransferFailed):
             key = (event.file_id, event.outgoing)
             self._transfers.pop(key, None)
             if key in self._ended:

@@ -131,7 +131,7 @@ PEER_CANCELLED: Final = frozenset({"cancelled by sender", "cancelled by the rece
 """The reasons m42 clients give when their user cancels (the words come from the peer)."""
 
 
-def file_failed_line(event: ev.FileFailed) -> str:
+def file_failed_line(event: ev.TransferFailed) -> str:
     """A transfer the user did not end themselves: who ended it, in words."""
     name = escape_text(event.name)
     reason = escape_text(event.reason)

@@ -66,15 +66,15 @@ async def cmd_recv(args: argparse.Namespace, stdin: TextIO) -> int:
             eprint(f"m42: {escape_text(event.message)}")
         elif isinstance(event, ev.FileOffer):
             eprint(f"m42: receiving {escape_text(event.name)} ({human_size(event.size)})")
-        elif isinstance(event, ev.FileDone) and not event.outgoing:
+        elif isinstance(event, ev.TransferDone) and not event.outgoing:
             eprint(f"m42: saved {escape_text(str(event.path))}")
-        elif isinstance(event, ev.FileFailed) and not event.outgoing:
+        elif isinstance(event, ev.TransferFailed) and not event.outgoing:
             eprint(f"m42: {escape_text(event.name)} failed: {escape_text(event.reason)}")
         elif isinstance(event, ev.Progress):
             PROGRESS.show(event)
 
     def late(event: ev.ClientEvent) -> None:
-        if isinstance(event, ev.TextIn | ev.FileDone | ev.FileFailed):
+        if isinstance(event, ev.TextIn | ev.TransferDone | ev.TransferFailed):
             show(event)
 
     async def body(client: Client) -> int:
@@ -91,7 +91,7 @@ async def cmd_recv(args: argparse.Namespace, stdin: TextIO) -> int:
         while (event := await next_event(client, deadline)) is not None:
             show(event)
             if isinstance(event, ev.TextIn) or (
-                isinstance(event, ev.FileDone) and not event.outgoing
+                isinstance(event, ev.TransferDone) and not event.outgoing
             ):
                 received += 1
                 if args.count is not None and received >= args.count:

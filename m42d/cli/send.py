@@ -68,10 +68,10 @@ async def cmd_send(args: argparse.Namespace, stdin: TextIO) -> int:
                     status.offered(file_id, name, client.outgoing_size(file_id))
             elif isinstance(event, ev.Delivered):
                 pending_texts.discard(event.seq)
-            elif isinstance(event, ev.FileDone) and event.outgoing:
+            elif isinstance(event, ev.TransferDone) and event.outgoing:
                 pending_files.pop(event.file_id, None)
                 eprint(f"m42: {escape_text(event.name)} delivered ({human_size(event.size)})")
-            elif isinstance(event, ev.FileFailed) and event.outgoing:
+            elif isinstance(event, ev.TransferFailed) and event.outgoing:
                 pending_files.pop(event.file_id, None)
                 failed = True
                 eprint(f"m42: {escape_text(event.name)} not delivered: {escape_text(event.reason)}")

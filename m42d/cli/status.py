@@ -62,7 +62,7 @@ class Status:
                     f"can't reach the relay {self._relay}: {reason} ({retry_in(event.delay)})"
                 )
             self._connected = False
-        elif isinstance(event, ev.PeerDown):
+        elif isinstance(event, ev.PeerOffline):
             self._say("the other person left; waiting for them to come back")
         elif isinstance(event, ev.SafetyWords):
             self.secured = True

@@ -438,7 +438,7 @@ class Client:
             self.session.connection_lost()
             if self._peer:
                 self._peer = False
-                self._emit(ev.PeerDown())
+                self._emit(ev.PeerOffline())
         with trio.CancelScope(shield=True), trio.move_on_after(1.0):
             await self._process()
 
@@ -456,11 +456,11 @@ class Client:
         if online:
             self.session.peer_online(trio.current_time())
             if not self._peer:
-                self._emit(ev.PeerUp())
+                self._emit(ev.PeerOnline())
         else:
             self.session.peer_offline()
             if self._peer:
-                self._emit(ev.PeerDown())
+                self._emit(ev.PeerOffline())
         self._peer = online
         self._changed()
 

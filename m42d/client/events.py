@@ -18,18 +18,18 @@ __all__ = [
     "ClientEvent",
     "Connected",
     "Delivered",
-    "FileDone",
-    "FileFailed",
     "FileOffer",
     "KeyChanged",
-    "PeerDown",
-    "PeerUp",
+    "PeerOffline",
+    "PeerOnline",
     "Problem",
     "Progress",
     "Reconnecting",
     "SafetyWords",
     "TextFailed",
     "TextIn",
+    "TransferDone",
+    "TransferFailed",
 ]
 
 
@@ -50,7 +50,7 @@ class _Base:
 class Connected(_Base):
     """Joined the seat on the relay (every reconnect too).
 
-    ``peer_online``: the other seat is occupied (a :class:`PeerUp` follows),
+    ``peer_online``: the other seat is occupied (a :class:`PeerOnline` follows),
     so an interface need not say "waiting for the other person".
     """
 
@@ -71,13 +71,13 @@ class Reconnecting(_Base):
 
 @final
 @attrs.frozen
-class PeerUp(_Base):
+class PeerOnline(_Base):
     kind: ClassVar[str] = "peer_up"
 
 
 @final
 @attrs.frozen
-class PeerDown(_Base):
+class PeerOffline(_Base):
     kind: ClassVar[str] = "peer_down"
 
 
@@ -168,7 +168,7 @@ class Progress(_Base):
 
 @final
 @attrs.frozen
-class FileDone(_Base):
+class TransferDone(_Base):
     """Incoming: authenticated and saved at ``path``.  Outgoing: the peer confirmed it."""
 
     kind: ClassVar[str] = "file_done"
@@ -181,7 +181,7 @@ class FileDone(_Base):
 
 @final
 @attrs.frozen
-class FileFailed(_Base):
+class TransferFailed(_Base):
     """A transfer ended without success; ``code`` is a :class:`m42d.session.FileCode`."""
 
     kind: ClassVar[str] = "file_failed"
@@ -206,8 +206,8 @@ class Problem(_Base):
 ClientEvent: TypeAlias = (
     Connected
     | Reconnecting
-    | PeerUp
-    | PeerDown
+    | PeerOnline
+    | PeerOffline
     | SafetyWords
     | KeyChanged
     | TextIn
@@ -215,7 +215,7 @@ ClientEvent: TypeAlias = (
     | Delivered
     | FileOffer
     | Progress
-    | FileDone
-    | FileFailed
+    | TransferDone
+    | TransferFailed
     | Problem
 )

@@ -262,13 +262,13 @@ class IncomingFiles:
             # The sender must hear the failure, not "delivered".
             with contextlib.suppress(LocalProtocolError):
                 self._session.reject_file(inc.file_id, code, reason)
-            self._emit(ev.FileFailed(inc.file_id, False, inc.name, int(code), reason))
+            self._emit(ev.TransferFailed(inc.file_id, False, inc.name, int(code), reason))
             self._changed()
             return
         inc.partial = None
         with contextlib.suppress(LocalProtocolError):
             self._session.confirm_saved(inc.file_id)  # only now: FILE_DONE
-        self._emit(ev.FileDone(inc.file_id, False, inc.name, inc.size, str(path)))
+        self._emit(ev.TransferDone(inc.file_id, False, inc.name, inc.size, str(path)))
         self._changed()
 
     def failed(self, file_id: int, code: int, reason: str) -> None:
@@ -278,7 +278,7 @@ class IncomingFiles:
         if inc is None:
             return
         self._discard_partial(inc)
-        self._emit(ev.FileFailed(inc.file_id, False, inc.name, code, reason))
+        self._emit(ev.TransferFailed(inc.file_id, False, inc.name, code, reason))
 
     def cleanup(self) -> None:
         """At exit: unfinished incoming files are deleted."""
@@ -315,7 +315,7 @@ class IncomingFiles:
             self._session.reject_file(inc.file_id, code, reason)
         self._discard_partial(inc)
         self._files.pop(inc.file_id, None)
-        self._emit(ev.FileFailed(inc.file_id, False, inc.name, int(code), reason))
+        self._emit(ev.TransferFailed(inc.file_id, False, inc.name, int(code), reason))
         self._changed()
 
     @staticmethod

@@ -162,7 +162,7 @@ class OutgoingFiles:
         if out is not None:
             self._stop_stream(out)
             self._close(out)
-            self._emit(ev.FileFailed(file_id, True, out.name, FileCode.CANCELLED, "cancelled"))
+            self._emit(ev.TransferFailed(file_id, True, out.name, FileCode.CANCELLED, "cancelled"))
         self._changed()
 
     # -- what the session says ---------------------------------------------------------
@@ -195,7 +195,7 @@ class OutgoingFiles:
         if out is not None:
             self._stop_stream(out)
             self._close(out)
-            self._emit(ev.FileDone(out.file_id, True, out.name, out.size, None))
+            self._emit(ev.TransferDone(out.file_id, True, out.name, out.size, None))
 
     def failed(self, file_id: int, code: int, reason: str) -> None:
         """The peer refused or aborted the file, or the session gave it up."""
@@ -204,7 +204,7 @@ class OutgoingFiles:
             return
         self._stop_stream(out)
         self._close(out)
-        self._emit(ev.FileFailed(out.file_id, True, out.name, code, reason))
+        self._emit(ev.TransferFailed(out.file_id, True, out.name, code, reason))
 
     def connection_lost(self) -> None:
         """Every read-ahead stops and queued chunks go: the next handshake says where to resume."""
@@ -315,7 +315,7 @@ class OutgoingFiles:
         self._files.pop(out.file_id, None)
         self._stop_stream(out)
         self._close(out)
-        self._emit(ev.FileFailed(out.file_id, True, out.name, FileCode.CANCELLED, reason))
+        self._emit(ev.TransferFailed(out.file_id, True, out.name, FileCode.CANCELLED, reason))
         self._changed()
 
     @staticmethod
