@@ -7,6 +7,7 @@ loopback, as in test_cli_commands.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import cast
@@ -16,7 +17,7 @@ import pytest
 import trio
 import trio.lowlevel
 
-from m42d.cli import EXIT_REFUSED, EXIT_TIMEOUT, EXIT_UNREACHABLE, main
+from m42d.cli import EXIT_REFUSED, EXIT_TIMEOUT, EXIT_UNREACHABLE, EXIT_WRONG_SECRET, main
 from m42d.cli.chat import ChatEngine, ChatScreen
 from m42d.client import events as ev
 from m42d.client.relay_words import MAX_REASON, lost_words, refusal_words, retry_words
@@ -184,3 +185,54 @@ def test_help_lists_every_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "6    the relay could not be reached" in out
     assert "3    timed out: the other person did not come within --wait" in out
+
+
+async def test_a_wrong_secret_is_named_once_on_each_side_and_exits_7(
+    ws_relay: RelayUnderTest, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    link_a, link_b = ws_relay.links()
+    changed_b = attrs.evolve(link_b, secret=bytes(32))
+    codes: dict[str, int] = {}
+    async with trio.open_nursery() as nursery:
+
+        async def run(name: str, *argv: str) -> None:
+            codes[name] = await m42(*argv, "--keys-dir", str(tmp_path / name))
+
+        nursery.start_soon(run, "send", "send", link_a.format(), "--text", "hi")
+        nursery.start_soon(run, "recv", "recv", changed_b.format(), "--out", str(tmp_path))
+    assert codes == {"send": EXIT_WRONG_SECRET, "recv": EXIT_WRONG_SECRET}
+    err = capsys.readouterr().err
+    line = "m42: this link's secret does not match the other person's: was the link changed?"
+    assert err.count(line) == 2  # once on each side
+    assert "secure session broke" not in err
+
+
+async def test_the_engine_says_a_wrong_secret_once_however_often_the_handshake_fails(
+    ws_relay: RelayUnderTest, tmp_path: Path
+) -> None:
+    link_a, link_b = ws_relay.links()
+    link_b = attrs.evolve(link_b, secret=bytes(32))
+    relayed = trio.Event()
+
+    class Watched(Counter[str]):
+        def __setitem__(self, lane: str, count: int) -> None:
+            super().__setitem__(lane, count)
+            if lane == "control" and count >= 12:
+                relayed.set()
+
+    ws_relay.relay.counters.frames = Watched(ws_relay.relay.counters.frames)
+    recorders = [
+        Recorder(ws_relay.client(link, tmp_path / link.seat.value)) for link in (link_a, link_b)
+    ]
+    async with trio.open_nursery() as nursery:
+        for recorder in recorders:
+            nursery.start_soon(recorder.run)
+            await nursery.start(recorder.client.run)
+        # Each attempt is HS1, HS2, HS3 and B's RESET: wait for three of them.
+        with trio.fail_after(20):
+            await relayed.wait()
+        nursery.cancel_scope.cancel()
+    for recorder in recorders:
+        problems = recorder.of(ev.Problem)
+        assert [p.cause for p in problems] == [ev.WRONG_SECRET_CAUSE]
+        assert problems[0].message.startswith("this link's secret does not match")

@@ -28,6 +28,7 @@ from m42d.session import (
     MemoryKeyStore,
     PeerKeyChanged,
     RecordType,
+    ResetReason,
     Session,
     SessionError,
     SessionFailed,
@@ -366,6 +367,15 @@ def test_wrong_room_secret_fails_on_both_sides() -> None:
     pair.now = 31.0
     pair.a.session.tick(pair.now)
     assert [p[0] for p in pair.a.session.data_to_send()] == [Envelope.HS1]
+
+
+def test_a_wrong_room_secret_is_named_as_such_on_both_sides() -> None:
+    """The cause travels in the event, so that a client can say it once, in its own words."""
+    pair = Pair.make(secret_a=os.urandom(32), secret_b=os.urandom(32))
+    pair.connect()
+    for side in (pair.a, pair.b):
+        assert side.of(SessionFailed)
+        assert {e.why for e in side.of(SessionFailed)} == {ResetReason.AUTHENTICATION}
 
 
 def test_key_swapping_middle_fails_on_both_sides() -> None:

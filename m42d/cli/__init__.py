@@ -14,6 +14,7 @@ Every subcommand is a small user interface over one
 4     the peer's key changed: compare the safety words, then ``m42 trust``
 5     refused by the relay (wrong link, expired, burned, opened elsewhere)
 6     the relay could not be reached within ``--wait`` / ``--timeout``
+7     the two links' room secrets differ (``send`` / ``recv`` / ``trust``)
 129   SIGHUP (the terminal closed)
 130   interrupted (Ctrl-C) in ``send`` / ``recv`` / ``trust``
 143   SIGTERM
@@ -47,6 +48,7 @@ from m42d.cli.exits import (
     EXIT_TIMEOUT,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
+    EXIT_WRONG_SECRET,
     UsageError,
 )
 from m42d.cli.new import cmd_new
@@ -72,6 +74,7 @@ __all__ = [
     "EXIT_TIMEOUT",
     "EXIT_UNREACHABLE",
     "EXIT_USAGE",
+    "EXIT_WRONG_SECRET",
     "build_parser",
     "main",
 ]

@@ -23,6 +23,7 @@ __all__ = [
     "EXIT_TIMEOUT",
     "EXIT_UNREACHABLE",
     "EXIT_USAGE",
+    "EXIT_WRONG_SECRET",
     "UsageError",
 ]
 
@@ -33,6 +34,7 @@ EXIT_TIMEOUT: Final = 3
 EXIT_KEY_CHANGED: Final = 4
 EXIT_REFUSED: Final = 5
 EXIT_UNREACHABLE: Final = 6
+EXIT_WRONG_SECRET: Final = 7
 EXIT_HANGUP: Final = 128 + signal.SIGHUP
 EXIT_INTERRUPTED: Final = 128 + signal.SIGINT
 EXIT_TERMINATED: Final = 128 + signal.SIGTERM
@@ -47,6 +49,8 @@ EXIT_CODES: Final = {
     EXIT_REFUSED: "refused by the relay: a wrong link, an expired or burned room, "
     "or the link opened elsewhere",
     EXIT_UNREACHABLE: "the relay could not be reached (--wait, --timeout)",
+    EXIT_WRONG_SECRET: "this link's room secret does not match the other person's "
+    "(was a link changed?)",
     EXIT_HANGUP: "the terminal closed (SIGHUP)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
     EXIT_TERMINATED: "terminated (SIGTERM)",

@@ -17,6 +17,7 @@ from m42d.cli.exits import (
     EXIT_OK,
     EXIT_REFUSED,
     EXIT_TIMEOUT,
+    EXIT_WRONG_SECRET,
     UsageError,
 )
 from m42d.cli.links import key_store, read_link
@@ -100,6 +101,9 @@ async def cmd_recv(args: argparse.Namespace, stdin: TextIO) -> int:
             elif isinstance(event, ev.KeyChanged):
                 eprint(key_changed_message(event))
                 return EXIT_KEY_CHANGED
+            elif isinstance(event, ev.Problem) and event.cause == ev.WRONG_SECRET_CAUSE:
+                await finish(client)  # B's RESET names the cause to A: let it out
+                return EXIT_WRONG_SECRET  # show() said it
             elif isinstance(event, ev.Problem) and event.fatal:
                 return (
                     fatal(event)

@@ -9,7 +9,13 @@ from typing import TextIO
 
 import trio
 
-from m42d.cli.exits import EXIT_ERROR, EXIT_KEY_CHANGED, EXIT_OK, UsageError
+from m42d.cli.exits import (
+    EXIT_ERROR,
+    EXIT_KEY_CHANGED,
+    EXIT_OK,
+    EXIT_WRONG_SECRET,
+    UsageError,
+)
 from m42d.cli.links import key_store, read_link
 from m42d.cli.output import (
     PROGRESS,
@@ -80,6 +86,10 @@ async def cmd_send(args: argparse.Namespace, stdin: TextIO) -> int:
             elif isinstance(event, ev.KeyChanged):
                 eprint(key_changed_message(event))
                 return EXIT_KEY_CHANGED
+            elif isinstance(event, ev.Problem) and event.cause == ev.WRONG_SECRET_CAUSE:
+                eprint(f"m42: {escape_text(event.message)}")
+                await finish(client)  # B's RESET names the cause to A: let it out
+                return EXIT_WRONG_SECRET
             elif isinstance(event, ev.Problem) and event.fatal:
                 return fatal(event)
             elif isinstance(event, ev.TextIn):

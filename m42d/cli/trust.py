@@ -8,13 +8,14 @@ from typing import Final, TextIO
 
 import trio
 
-from m42d.cli.exits import EXIT_ERROR, EXIT_KEY_CHANGED, EXIT_OK, UsageError
+from m42d.cli.exits import EXIT_ERROR, EXIT_KEY_CHANGED, EXIT_OK, EXIT_WRONG_SECRET, UsageError
 from m42d.cli.links import key_store, read_link
 from m42d.cli.output import CONTINUATION, eprint, fatal, key_changed_message, sas_line, text_block
 from m42d.cli.running import finish, next_event, with_client
 from m42d.cli.status import Status
 from m42d.client import events as ev
 from m42d.client.engine import Client
+from m42d.client.names import escape_text
 
 __all__ = ["TRUST_CONTINUATION", "cmd_trust"]
 
@@ -66,6 +67,10 @@ async def cmd_trust(args: argparse.Namespace, stdin: TextIO) -> int:
                         return EXIT_KEY_CHANGED
                 client.trust()
                 trusted = True
+            elif isinstance(event, ev.Problem) and event.cause == ev.WRONG_SECRET_CAUSE:
+                eprint(f"m42: {escape_text(event.message)}")
+                await finish(client)  # B's RESET names the cause to A: let it out
+                return EXIT_WRONG_SECRET
             elif isinstance(event, ev.Problem) and event.fatal:
                 return fatal(event)
         if args.wait is not None and trio.current_time() >= deadline:

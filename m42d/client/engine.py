@@ -40,7 +40,7 @@ import ssl
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, final
+from typing import Any, Final, final
 
 import attrs
 import trio
@@ -65,6 +65,7 @@ from m42d.session import (
     FileProgress,
     HandshakeComplete,
     PeerKeyChanged,
+    ResetReason,
     SendChunks,
     Session,
     SessionFailed,
@@ -84,6 +85,9 @@ __all__ = [
     "ClientStatistics",
     "RelayRefused",
 ]
+
+WRONG_SECRET: Final = "this link's secret does not match the other person's: was the link changed?"
+"""Said once per side when the handshake shows the two links' room secrets differ."""
 
 
 @attrs.frozen
@@ -160,6 +164,8 @@ class Client:
         self._run_scope: trio.CancelScope | None = None
         self._closing = False
         self._burn_requested = False
+        self._said_wrong_secret = False
+        """The secrets differ, said once: every retry of the handshake fails alike."""
         self._partial_key = partial_key(link.secret, link.room_id, link.seat)
         self._outgoing = OutgoingFiles(
             self.session, emit=self._emit, changed=self._changed, wake_writer=self._wake_writer
@@ -456,6 +462,7 @@ class Client:
         if online:
             self.session.peer_online(trio.current_time())
             if not self._peer:
+                self._said_wrong_secret = False  # they may have come back with the right link
                 self._emit(ev.PeerOnline())
         else:
             self.session.peer_offline()
@@ -532,9 +539,14 @@ class Client:
         elif isinstance(event, TextDelivered):
             self._emit(ev.Delivered(event.seq))
         elif isinstance(event, HandshakeComplete):
+            self._said_wrong_secret = False
             self._emit(ev.SafetyWords(event.words, event.first_contact))
         elif isinstance(event, PeerKeyChanged):
             self._emit(ev.KeyChanged(event.words))
+        elif isinstance(event, SessionFailed) and event.why == ResetReason.AUTHENTICATION:
+            if not self._said_wrong_secret:
+                self._said_wrong_secret = True
+                self._emit(ev.Problem(WRONG_SECRET, cause=ev.WRONG_SECRET_CAUSE))
         elif isinstance(event, SessionFailed):
             self._emit(ev.Problem(f"secure session broke: {event.reason}"))
         elif isinstance(event, FileChunk):

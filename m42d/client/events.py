@@ -10,11 +10,12 @@ showing them on a terminal.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, TypeAlias, final
+from typing import Any, ClassVar, Final, TypeAlias, final
 
 import attrs
 
 __all__ = [
+    "WRONG_SECRET_CAUSE",
     "ClientEvent",
     "Connected",
     "Delivered",
@@ -31,6 +32,8 @@ __all__ = [
     "TransferDone",
     "TransferFailed",
 ]
+
+WRONG_SECRET_CAUSE: Final = "wrong_secret"
 
 
 class _Base:
@@ -195,12 +198,18 @@ class TransferFailed(_Base):
 @final
 @attrs.frozen
 class Problem(_Base):
-    """Something went wrong; ``fatal`` means the engine stops (``code``: relay ERROR code)."""
+    """Something went wrong; ``fatal`` means the engine stops (``code``: relay ERROR code).
+
+    ``cause`` names, for scripts and for the commands' exit codes, a problem
+    that is not the relay's: :data:`WRONG_SECRET_CAUSE` (the two links' room
+    secrets differ; said once, the handshake keeps failing alike).
+    """
 
     kind: ClassVar[str] = "error"
     message: str
     fatal: bool = False
     code: int | None = None
+    cause: str | None = None
 
 
 ClientEvent: TypeAlias = (

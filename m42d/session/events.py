@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 import attrs
 
+from m42d.session.records import ResetReason
+
 
 @attrs.frozen
 class HandshakeComplete:
@@ -129,9 +131,16 @@ class FileFailed:
 
 @attrs.frozen
 class SessionFailed:
-    """The secure session broke; the machine starts over by itself where it can."""
+    """The secure session broke; the machine starts over by itself where it can.
+
+    ``why`` is the cause as RESET carries it: ``AUTHENTICATION`` (the room
+    secrets differ, or someone is in the middle) on B when message 3 fails
+    and on A when B's RESET says so, so both sides can name it.  On A it is
+    B's unauthenticated word: a hint for the user, acted on by nothing.
+    """
 
     reason: str
+    why: ResetReason = ResetReason.UNSPECIFIED
 
 
 Event = (

@@ -403,14 +403,23 @@ class Handshake:
 
         One about an older attempt crossed our retry in flight and is ignored.
         """
+        why = self.reset_reason(body)
+        return None if why is None else RESET_SENTENCES[why]
+
+    def reset_reason(self, body: bytes) -> ResetReason | None:
+        """A: why a RESET says B broke off (an unknown number is UNSPECIFIED), if it
+        names the session we hold or the handshake we run; else None."""
         if len(body) != RESET_BODY.size:
             raise SessionError("RESET has a bad length")
         named, why = RESET_BODY.unpack(body)
         about_session = self._send is not None and named == self._session_id
         about_handshake = self._hs is not None and named == self._hs_id
-        if about_session or about_handshake:
-            return RESET_SENTENCES.get(why, RESET_SENTENCES[ResetReason.UNSPECIFIED])
-        return None
+        if not (about_session or about_handshake):
+            return None
+        try:
+            return ResetReason(why)
+        except ValueError:
+            return ResetReason.UNSPECIFIED
 
     def reset(self, now: float) -> bytes:
         """B: the RESET owed, and when the next one is due (2 s, 4 s, ... 30 s)."""

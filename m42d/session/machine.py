@@ -367,9 +367,9 @@ class Session:
             case Envelope.RESET:
                 if self.seat is not Seat.A:
                     raise SessionError("RESET sent to the responder")
-                sentence = hs.reset_sentence(body)
-                if sentence is not None:
-                    self._fail(sentence, tell_peer=False)
+                why = hs.reset_reason(body)
+                if why is not None:
+                    self._fail(hs.reset_sentence(body) or "", tell_peer=False, why=why)
             case _:
                 raise SessionError(f"unknown control envelope {kind}")
 
@@ -517,7 +517,7 @@ class Session:
     def _fail(
         self, reason: str, *, tell_peer: bool = True, why: ResetReason = ResetReason.UNSPECIFIED
     ) -> None:
-        self._event(SessionFailed(reason))
+        self._event(SessionFailed(reason, why))
         blocked = self.blocked
         self._handshake.failed(why, blocked=blocked)
         self._drop_keys()

@@ -10,7 +10,7 @@ import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
 
-import { BrowserEngine } from "../../m42d/web/engine/engine.js";
+import { BrowserEngine, WRONG_SECRET, WRONG_SECRET_CAUSE } from "../../m42d/web/engine/engine.js";
 import { Link, makeLinks } from "../../m42d/web/lib/link.js";
 import { Wordlist } from "../../m42d/web/lib/sas.js";
 import { memorySink } from "../../m42d/web/lib/sink.js";
@@ -91,6 +91,8 @@ class Socket {
 class FakeRelay {
   /** @type {Map<"A" | "B", Socket>} */ seats = new Map();
   burned = false;
+  /** Called with each CONTROL frame relayed (a test counts handshake attempts with it). */
+  onControl = () => {};
 
   open = () => new Socket(this);
 
@@ -122,6 +124,7 @@ class FakeRelay {
     if (socket.seat === null) return;
     if (frame instanceof Control || frame instanceof Bulk) {
       this.#other(socket.seat)?.deliver(frame);
+      if (frame instanceof Control) this.onControl();
       if (frame instanceof Bulk) socket.deliver(new Credit(frame.payload.length)); // drained at once
     } else if (frame instanceof Ping) {
       socket.deliver(new Pong(frame.data));
@@ -229,6 +232,33 @@ async function pair() {
   const [wa, wb] = await Promise.all([a.next("safety_words"), b.next("safety_words")]);
   return { relay, a, b, wa, wb };
 }
+
+test("a wrong room secret is named once on each side, however often the handshake fails", async () => {
+  const relay = new FakeRelay();
+  const [linkA, right] = room();
+  const linkB = new Link({ relay: right.relay, seat: "B", ticket: right.ticket, token: right.token, secret: new Uint8Array(32) });
+  // Each attempt is HS1, HS2, HS3 and B's RESET: wait for three of them.
+  let controls = 0;
+  const attempts = new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`only ${controls} control frames in time`)), 20_000);
+    relay.onControl = () => {
+      if (++controls >= 12) resolve(clearTimeout(timer));
+    };
+  });
+  const a = engine(linkA, relay);
+  const b = engine(linkB, relay);
+  a.engine.start();
+  b.engine.start();
+  await attempts;
+  for (const side of [a, b]) {
+    const errors = side.all("error");
+    assert.deepEqual(errors.map((e) => e.cause), [WRONG_SECRET_CAUSE]);
+    assert.equal(errors[0].message, WRONG_SECRET);
+    assert.equal(side.all("safety_words").length, 0);
+  }
+  a.engine.close();
+  b.engine.close();
+});
 
 test("both seats meet with the same eight safety words, first contact, memory-only keys", async () => {
   const { a, b, wa, wb } = await pair();

@@ -41,6 +41,7 @@ import {
   HandshakeComplete,
   MemoryKeyStore,
   PeerKeyChanged,
+  ResetReason,
   SendChunks,
   Session,
   SessionFailed,
@@ -52,6 +53,10 @@ import {
 import { Emitter, MAX_TEXT_BYTES } from "../ui/engine.js";
 import { ConnectionLost, RelayConnection, RelayRefused, roomUrl } from "./connection.js";
 import { IncomingFiles, OutgoingFiles } from "./files.js";
+
+/** Said once per side when the handshake shows the two links' room secrets differ (as m42 says it). */
+export const WRONG_SECRET = "this link's secret does not match the other person's: was the link changed?";
+export const WRONG_SECRET_CAUSE = "wrong_secret";
 
 /** @typedef {import("../lib/link.js").Link} Link */
 /** @typedef {import("../lib/sas.js").Wordlist} Wordlist */
@@ -97,6 +102,8 @@ export class BrowserEngine {
   #peer = false;
   #failures = 0;
   #burnRequested = false;
+  /** The secrets differ, said once: every retry of the handshake fails alike. */
+  #saidWrongSecret = false;
   /** @type {number | null} */ #comparedAt = null;
   /** @type {ReturnType<typeof setInterval> | null} */ #ticker = null;
   /** @type {ReturnType<typeof setTimeout> | null} */ #retry = null;
@@ -337,7 +344,10 @@ export class BrowserEngine {
     const session = /** @type {Session} */ (this.#session);
     if (online) {
       await session.peerOnline(this.now() / 1000);
-      if (!this.#peer) this.#emit("peer_up", {});
+      if (!this.#peer) {
+        this.#saidWrongSecret = false; // they may have come back with the right link
+        this.#emit("peer_up", {});
+      }
     } else {
       await session.peerOffline();
       if (this.#peer) this.#emit("peer_down", {});
@@ -439,10 +449,16 @@ export class BrowserEngine {
     } else if (event instanceof TextRejected) {
       this.#emit("error", { message: `the other person could not take a text of yours: ${event.reason}`, fatal: false, code: null });
     } else if (event instanceof HandshakeComplete) {
+      this.#saidWrongSecret = false;
       this.#emit("safety_words", { words: [...event.words], firstContact: event.firstContact, comparedAt: this.#comparedAt });
     } else if (event instanceof PeerKeyChanged) {
       this.#comparedAt = null;
       this.#emit("key_changed", { words: [...event.words] });
+    } else if (event instanceof SessionFailed && event.why === ResetReason.AUTHENTICATION) {
+      if (!this.#saidWrongSecret) {
+        this.#saidWrongSecret = true;
+        this.#emit("error", { message: WRONG_SECRET, fatal: false, code: null, cause: WRONG_SECRET_CAUSE });
+      }
     } else if (event instanceof SessionFailed) {
       this.#emit("error", { message: `the secure session broke and is being set up again: ${event.reason}`, fatal: false, code: null });
     } else if (event instanceof FileChunk) {

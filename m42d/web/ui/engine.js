@@ -100,9 +100,10 @@ export const FileCode = Object.freeze({
  *   close() returned, to offer for saving); outgoing: the peer confirmed it
  * @property {{fileId: bigint, outgoing: boolean, name: string, code: number,
  *   reason: string}} file_failed a transfer ended without success (`code`: FileCode)
- * @property {{message: string, fatal: boolean, code: number | null}} error something
- *   went wrong; `fatal`: the engine stopped (`code`: the relay's ERROR code, e.g.
- *   411 for a burned room)
+ * @property {{message: string, fatal: boolean, code: number | null, cause?: string}} error
+ *   something went wrong; `fatal`: the engine stopped (`code`: the relay's ERROR
+ *   code, e.g. 411 for a burned room); `cause` "wrong_secret": the two links' room
+ *   secrets differ (said once, as m42's Problem.cause)
  */
 
 /** @typedef {keyof EngineEvents} EngineEventType */

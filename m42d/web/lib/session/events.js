@@ -163,9 +163,17 @@ export class FileFailed {
 
 /** The secure session broke; the machine starts over by itself where it can. */
 export class SessionFailed {
-  /** @param {string} reason */
-  constructor(reason) {
+  /**
+   * `why` is the cause as RESET carries it (ResetReason): AUTHENTICATION (the
+   * room secrets differ, or someone is in the middle) on B when message 3
+   * fails and on A when B's RESET says so, so both sides can name it. On A it
+   * is B's unauthenticated word: a hint for the user, acted on by nothing.
+   * @param {string} reason
+   * @param {number} [why]
+   */
+  constructor(reason, why = 0) {
     this.reason = reason;
+    this.why = why;
     Object.freeze(this);
   }
 }

@@ -512,15 +512,24 @@ export class Handshake {
    * @returns {string | null}
    */
   resetSentence(body) {
+    const why = this.resetReason(body);
+    return why === null ? null : /** @type {string} */ (RESET_SENTENCES.get(why));
+  }
+
+  /**
+   * A: why a RESET says B broke off (an unknown number is UNSPECIFIED), if it
+   * names the session we hold or the handshake we run; else null.
+   * @param {Uint8Array} body
+   * @returns {number | null}
+   */
+  resetReason(body) {
     if (body.length !== RESET_BODY) throw new SessionError("RESET has a bad length");
     const named = readU32(body);
     const why = body[4];
     const aboutSession = this.#send !== null && named === this.#sessionId;
     const aboutHandshake = this.#hs !== null && named === this.#hsId;
-    if (aboutSession || aboutHandshake) {
-      return RESET_SENTENCES.get(why) ?? /** @type {string} */ (RESET_SENTENCES.get(ResetReason.UNSPECIFIED));
-    }
-    return null;
+    if (!(aboutSession || aboutHandshake)) return null;
+    return RESET_SENTENCES.has(why) ? why : ResetReason.UNSPECIFIED;
   }
 
   /**

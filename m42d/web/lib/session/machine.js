@@ -542,8 +542,8 @@ export class Session {
         return;
       case Envelope.RESET: {
         if (this.seat !== "A") throw new SessionError("RESET sent to the responder");
-        const sentence = hs.resetSentence(body);
-        if (sentence !== null) await this.#fail(sentence, { tellPeer: false });
+        const why = hs.resetReason(body);
+        if (why !== null) await this.#fail(hs.resetSentence(body) ?? "", { tellPeer: false, why });
         return;
       }
       default:
@@ -739,7 +739,7 @@ export class Session {
    * @param {{tellPeer?: boolean, why?: number}} [options]
    */
   async #fail(reason, { tellPeer = true, why = ResetReason.UNSPECIFIED } = {}) {
-    this.#event(new SessionFailed(reason));
+    this.#event(new SessionFailed(reason, why));
     const blocked = this.blocked;
     this.#handshake.failed(why, { blocked });
     this.#dropKeys();
