@@ -11,7 +11,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import attrs
@@ -22,6 +22,7 @@ import trio.testing
 
 from m42d.cli import EXIT_ERROR, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, main
 from m42d.cli.chat import CHAT_CONTINUATION, CHAT_HELP, COMMANDS, ChatScreen, run_chat
+from m42d.cli.output import progress_line
 from m42d.cli.running import with_client
 from m42d.client import events as ev
 from m42d.client import outgoing
@@ -160,12 +161,20 @@ class Lines:
     """A ChatOutput that keeps every line, and lets a test wait for one."""
 
     lines: list[str] = attrs.field(factory=list)
+    in_place: bool = False
+    """Whether it redraws transfers in place (a terminal with a line editor) or not (a pipe)."""
+    live: list[tuple[str, ...]] = attrs.field(factory=list)
     _changed: trio.Event = attrs.field(factory=trio.Event)
 
     def show(self, line: str) -> None:
         self.lines.append(line)
         self._changed.set()
         self._changed = trio.Event()
+
+    def show_in_place(self, lines: Sequence[str]) -> bool:
+        if self.in_place:
+            self.live.append(tuple(lines))
+        return self.in_place
 
     @property
     def text(self) -> str:
@@ -540,6 +549,27 @@ async def test_progress_shows_a_line_a_second_and_always_the_last(
     assert shown == ["0%", "30%", "100%"]
     await screen.enter("/cancel")  # a transfer seen only through its progress counts too
     assert out.take() == [f"[{T}] * cancelled big.bin"]
+
+
+async def test_progress_is_redrawn_in_place_where_the_output_can() -> None:
+    out = Lines(in_place=True)
+    screen = ChatScreen(FakeEngine(), out, clock=lambda: T)
+    for done in (0, 10, 20, 30):
+        screen.show(ev.Progress(5, False, "big.bin", done, 100, 10.0, 8.0))
+    screen.show(ev.Progress(6, True, "out.bin", 1, 2, 10.0, 8.0))
+    assert out.lines == []  # nothing scrolled: each update replaced the one before
+    assert len(out.live) == 5
+    assert out.live[3] == (progress_line(ev.Progress(5, False, "big.bin", 30, 100, 10.0, 8.0)),)
+    assert [line.split(" ")[1] for line in out.live[-1]] == ["big.bin:", "out.bin:"]
+    screen.show(ev.Progress(5, False, "big.bin", 100, 100, 10.0, 0.0))
+    assert out.take() == [f"[{T}] receiving big.bin: 100 B of 100 B (100%) at 10 B/s"]
+    assert [line.split(" ")[1] for line in out.live[-1]] == ["out.bin:"]
+    screen.show(ev.TransferFailed(6, True, "out.bin", 1, "peer cancelled"))
+    assert out.live[-1] == ()  # the bar goes once nothing is in flight
+    screen.show(ev.Progress(7, True, "third.bin", 1, 4, 10.0, 8.0))
+    await screen.enter("/cancel")
+    assert out.live[-1] == ()
+    assert out.take()[-1] == f"[{T}] * cancelled third.bin"
 
 
 async def test_screen_on_real_engines_sends_and_accepts_files(

@@ -21,7 +21,7 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Final, Protocol, TextIO, final
 
@@ -93,6 +93,14 @@ class ChatOutput(Protocol):
         """One line (or a block of lines) for the user."""
         ...
 
+    def show_in_place(self, lines: Sequence[str]) -> bool:
+        """The transfers in flight, replacing the ones shown before (none: clear them).
+
+        False where the output cannot redraw (a pipe, a log): the screen then
+        prints a progress line now and then instead.
+        """
+        ...
+
 
 class ChatInput(Protocol):
     """Where the user's lines come from."""
@@ -162,6 +170,8 @@ class ChatScreen:
         """Files in flight, (file id, outgoing) -> name, for /cancel."""
         self._offers: deque[ev.FileOffer] = deque()
         self._last_progress: dict[tuple[int, bool], float] = {}
+        self._live: dict[tuple[int, bool], str] = {}
+        """The progress line of each transfer in flight, for an output that redraws in place."""
         self._question: Question | None = None
         self._ended: set[tuple[int, bool]] = set()
         """Transfers the user declined or cancelled: said when asked, so the engine's
@@ -308,6 +318,7 @@ class ChatScreen:
             self._say("! no transfer to cancel")
         for (file_id, outgoing), name in list(self._transfers.items()):
             self._transfers.pop((file_id, outgoing), None)
+            self._end_live((file_id, outgoing))
             self._ended.add((file_id, outgoing))
             with contextlib.suppress(M42Error):
                 if outgoing:
@@ -412,13 +423,10 @@ class ChatScreen:
             if key in self._ended:
                 return False
             self._transfers.setdefault(key, event.name)
-            now = trio.current_time()
-            last = self._last_progress.get(key, -math.inf)
-            if event.done >= event.size or now - last >= PROGRESS_LINE_EVERY:
-                self._last_progress[key] = now
-                self._stamped(progress_line(event))
+            self._show_progress(key, event)
         elif isinstance(event, ev.TransferDone):
             self._transfers.pop((event.file_id, event.outgoing), None)
+            self._end_live((event.file_id, event.outgoing))
             if event.outgoing:
                 self._stamped(f"\u2713 {escape_text(event.name)} delivered")
             else:
@@ -426,6 +434,7 @@ class ChatScreen:
         elif isinstance(event, ev.TransferFailed):
             key = (event.file_id, event.outgoing)
             self._transfers.pop(key, None)
+            self._end_live(key)
             if key in self._ended:
                 self._ended.discard(key)
             else:
@@ -439,6 +448,29 @@ class ChatScreen:
         return False
 
     # -- output ---------------------------------------------------------------------------------
+
+    def _show_progress(self, key: tuple[int, bool], event: ev.Progress) -> None:
+        """In place where the output can (the last line goes to the scrollback), else a line a
+        second: either way a long transfer shows it moves without scrolling the chat away."""
+        line = progress_line(event)
+        finished = event.done >= event.size
+        if finished:
+            self._live.pop(key, None)
+        else:
+            self._live[key] = line
+        if self._output.show_in_place(tuple(self._live.values())):
+            if finished:
+                self._stamped(line)
+            return
+        now = trio.current_time()
+        last = self._last_progress.get(key, -math.inf)
+        if finished or now - last >= PROGRESS_LINE_EVERY:
+            self._last_progress[key] = now
+            self._stamped(line)
+
+    def _end_live(self, key: tuple[int, bool]) -> None:
+        if self._live.pop(key, None) is not None:
+            self._output.show_in_place(tuple(self._live.values()))
 
     def _ask(self, prompt: str, confirmed: Callable[[], bool], declined: str) -> None:
         self._question = Question(confirmed, declined)
@@ -566,8 +598,9 @@ async def cmd_chat(args: argparse.Namespace, stdin: TextIO) -> int:
     if isatty(stdin) and isatty(sys.stdout):
         # sys.stdout is read inside: editing_terminal() replaces it.
         with editing_terminal():
-            screen = ChatScreen(client, TerminalOutput(sys.stdout))
-            return await _chat_on(client, screen, LineEditor(), link.seat)
+            editor = LineEditor()
+            screen = ChatScreen(client, TerminalOutput(sys.stdout, editor))
+            return await _chat_on(client, screen, editor, link.seat)
     out = sys.stdout
     screen = ChatScreen(client, TerminalOutput(out))
     return await _chat_on(client, screen, TerminalInput(stdin, out, erase_echo=False), link.seat)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Final, TextIO, final
 
 import trio
@@ -32,14 +32,25 @@ PROMPT: Final = "> "
 
 @final
 class TerminalOutput:
-    """Lines on stdout; a closed terminal (SIGHUP) fails every write, and leaving must go on."""
+    """Lines on stdout; a closed terminal (SIGHUP) fails every write, and leaving must go on.
 
-    def __init__(self, stream: TextIO) -> None:
+    With ``editor`` (the person types at a :class:`LineEditor`) transfers in
+    flight are redrawn in place, in the bar under the line being typed.
+    """
+
+    def __init__(self, stream: TextIO, editor: LineEditor | None = None) -> None:
         self._stream = stream
+        self._editor = editor
 
     def show(self, line: str) -> None:
         with contextlib.suppress(OSError):
             print(line, file=self._stream, flush=True)
+
+    def show_in_place(self, lines: Sequence[str]) -> bool:
+        if self._editor is None:
+            return False
+        self._editor.set_status(lines)
+        return True
 
 
 @final
@@ -92,6 +103,22 @@ class LineEditor:
         self._session: PromptSession[str] = PromptSession(
             history=InMemoryHistory(), erase_when_done=True
         )
+
+    @property
+    def status(self) -> str | None:
+        """The bar under the prompt: the transfers in flight, or None (no bar)."""
+        toolbar = self._session.bottom_toolbar
+        return toolbar if isinstance(toolbar, str) else None
+
+    def set_status(self, lines: Sequence[str]) -> None:
+        """Show ``lines`` in the bar under the prompt, redrawn at once (none: no bar).
+
+        Called from the chat's thread while the prompt runs in its own:
+        prompt_toolkit's ``invalidate()`` is its documented thread-safe way
+        to ask for a redraw, and the bar's text is read at that redraw.
+        """
+        self._session.bottom_toolbar = "\n".join(lines) if lines else None
+        self._session.app.invalidate()
 
     async def read_line(self) -> str | None:
         try:
