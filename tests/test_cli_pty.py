@@ -38,6 +38,8 @@ class Pty:
         )
         os.close(slave)
         self.output = b""
+        self._answered = 0
+        """Cursor position queries answered (see :meth:`wait_for`)."""
 
     def text(self) -> str:
         return self.output.decode("utf-8", "replace")
@@ -60,8 +62,19 @@ class Pty:
             if not data:
                 raise AssertionError(f"{needle!r} never showed; screen:\n{self.text()[-3000:]}")
             self.output += data
+            self._answer_cursor_queries()
         text = self.text()
         return text.index(needle, start) + len(needle)
+
+    def _answer_cursor_queries(self) -> None:
+        """As a terminal does: "where is the cursor?" (ESC [6n) gets "row 1, column 1".
+
+        Only programs started without ``PROMPT_TOOLKIT_NO_CPR`` ask; prompt_toolkit
+        draws its bottom bar only once it knows the rows below the cursor.
+        """
+        for _ in range(self.output.count(b"\x1b[6n") - self._answered):
+            os.write(self.master, b"\x1b[1;1R")
+            self._answered += 1
 
     def type(self, keys: str) -> None:
         os.write(self.master, keys.encode())
@@ -168,3 +181,43 @@ def test_a_message_arriving_while_typing_leaves_the_line_whole(
         assert _texts(bob) == ["half a thought"]
     finally:
         chat.close()
+
+
+def test_file_progress_is_redrawn_in_place_under_the_line_being_typed(
+    relay: RelayDaemon, tmp_path: Path
+) -> None:
+    link_a, link_b = _new_room(relay, tmp_path / "creator")
+    alice, bob_home = tmp_path / "alice", tmp_path / "bob"
+    alice.mkdir()
+    (alice / "big.bin").write_bytes(os.urandom(32 * 1024 * 1024))
+    bob = subprocess.Popen(
+        [*M42_COMMAND, "recv", "--jsonl", "--count", "1", "--timeout", str(LIMIT)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=_env(link_b, bob_home),
+        cwd=bob_home,
+    )
+    env = _env(link_a, alice)
+    del env["PROMPT_TOOLKIT_NO_CPR"]  # the bar needs a terminal that answers; Pty does
+    chat = Pty([*M42_COMMAND, "chat"], env, alice)
+    try:
+        chat.wait_for("safety words")
+        chat.type("/send big.bin\r")
+        chat.wait_for("big.bin delivered")
+        _, err = bob.communicate(timeout=LIMIT)
+        assert bob.returncode == 0, err
+        screen = chat.text()
+        # The bar under the prompt: progress without a time stamp, drawn while the file moved.
+        assert "sending big.bin: " in screen.replace("] sending big.bin: ", ""), repr(
+            screen[-2500:]
+        )
+        # The scrollback holds one progress line, the last, not one a second.
+        assert screen.count("] sending big.bin: ") == 1
+        assert "] sending big.bin: 32.0 MiB of 32.0 MiB (100%)" in screen
+    finally:
+        chat.close()
+        if bob.poll() is None:
+            bob.kill()
+            bob.wait()

@@ -24,6 +24,7 @@ import trio
 from prompt_toolkit import PromptSession
 from prompt_toolkit.history import InMemoryHistory
 from prompt_toolkit.patch_stdout import patch_stdout
+from prompt_toolkit.renderer import CPR_Support
 
 __all__ = ["PROMPT", "LineEditor", "TerminalInput", "TerminalOutput", "editing_terminal"]
 
@@ -49,8 +50,7 @@ class TerminalOutput:
     def show_in_place(self, lines: Sequence[str]) -> bool:
         if self._editor is None:
             return False
-        self._editor.set_status(lines)
-        return True
+        return self._editor.set_status(lines)
 
 
 @final
@@ -110,15 +110,20 @@ class LineEditor:
         toolbar = self._session.bottom_toolbar
         return toolbar if isinstance(toolbar, str) else None
 
-    def set_status(self, lines: Sequence[str]) -> None:
+    def set_status(self, lines: Sequence[str]) -> bool:
         """Show ``lines`` in the bar under the prompt, redrawn at once (none: no bar).
 
         Called from the chat's thread while the prompt runs in its own:
         prompt_toolkit's ``invalidate()`` is its documented thread-safe way
         to ask for a redraw, and the bar's text is read at that redraw.
+        False where the terminal never told prompt_toolkit where its cursor
+        is (no answer to the cursor position query): prompt_toolkit then
+        draws no bar, so the chat prints progress lines instead.
         """
+        app = self._session.app
         self._session.bottom_toolbar = "\n".join(lines) if lines else None
-        self._session.app.invalidate()
+        app.invalidate()
+        return app.renderer.cpr_support is not CPR_Support.NOT_SUPPORTED
 
     async def read_line(self) -> str | None:
         try:
