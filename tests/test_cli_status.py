@@ -20,6 +20,7 @@ import trio.lowlevel
 from m42d.cli import EXIT_REFUSED, EXIT_TIMEOUT, EXIT_UNREACHABLE, EXIT_WRONG_SECRET, main
 from m42d.cli.chat import ChatEngine, ChatScreen
 from m42d.client import events as ev
+from m42d.client.connection import RelayRefused
 from m42d.client.relay_words import MAX_REASON, lost_words, refusal_words, retry_words
 from m42d.errors import ConnectionClosed, TransportError
 from m42d.ticket import Seat
@@ -236,3 +237,50 @@ async def test_the_engine_says_a_wrong_secret_once_however_often_the_handshake_f
         problems = recorder.of(ev.Problem)
         assert [p.cause for p in problems] == [ev.WRONG_SECRET_CAUSE]
         assert problems[0].message.startswith("this link's secret does not match")
+
+
+async def test_the_room_recovers_once_a_device_on_someones_link_leaves(
+    ws_relay: RelayUnderTest, tmp_path: Path
+) -> None:
+    """Alice's link opened elsewhere: Alice is told and stops, Bob is stopped on the
+    changed key; once that device leaves and Alice comes back, the chat goes on with
+    the words compared before and no /trust (which would have pinned the stranger)."""
+    link_a, link_b = ws_relay.links()
+    pushed_out: list[RelayRefused] = []
+
+    async def run_alice(*, task_status: trio.TaskStatus[None]) -> None:
+        try:
+            await alice.client.run(task_status=task_status)
+        except RelayRefused as exc:
+            pushed_out.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        alice = Recorder(ws_relay.client(link_a, tmp_path / "alice"))
+        bob = Recorder(ws_relay.client(link_b, tmp_path / "bob"))
+        nursery.start_soon(alice.run)
+        await nursery.start(run_alice)
+        nursery.start_soon(bob.run)
+        await nursery.start(bob.client.run)
+        await bob.wait_for(lambda r: r.of(ev.SafetyWords))
+        words = bob.of(ev.SafetyWords)[0].words
+
+        stranger = Recorder(ws_relay.client(link_a, tmp_path / "elsewhere"))
+        nursery.start_soon(stranger.run)
+        await nursery.start(stranger.client.run)
+        await alice.wait_for(lambda r: any(p.fatal for p in r.of(ev.Problem)))
+        assert "opened somewhere else" in alice.of(ev.Problem)[-1].message
+        await bob.wait_for(lambda r: r.of(ev.KeyChanged))
+        stranger.client.close()
+        await bob.wait_for(lambda r: r.of(ev.PeerOffline))
+
+        back = Recorder(ws_relay.client(link_a, tmp_path / "alice"))  # her own keys
+        nursery.start_soon(back.run)
+        await nursery.start(back.client.run)
+        await bob.wait_for(lambda r: len(r.of(ev.SafetyWords)) == 2)
+        assert bob.of(ev.SafetyWords)[1].words == words
+        bob.client.send_text("you are back")
+        await back.wait_for(lambda r: r.of(ev.TextIn))
+        assert [t.text for t in back.of(ev.TextIn)] == ["you are back"]
+        assert stranger.of(ev.TextIn) == []
+        nursery.cancel_scope.cancel()
+    assert [exc.code for exc in pushed_out] == [ErrorCode.SEAT_TAKEN]

@@ -333,6 +333,65 @@ def test_changed_peer_key_blocks_until_trusted() -> None:
     assert keys_a.load_peer(room, Seat.A) == second.b.session.static_public
 
 
+@pytest.mark.parametrize("intruded", list(Seat))
+def test_a_room_recovers_by_itself_when_a_device_on_someones_link_leaves(intruded: Seat) -> None:
+    """Someone opens the link of seat ``intruded`` on another device (its own key): the
+    other side blocks.  Once that device leaves and the real one comes back, the
+    pinned key passes a fresh handshake, with no /trust, and the pin never moved."""
+    keys = {Seat.A: MemoryKeyStore(), Seat.B: MemoryKeyStore()}
+    room, secret = os.urandom(16), os.urandom(32)
+    first = Pair.make(
+        room_id=room, secret_a=secret, secret_b=secret, keys_a=keys[Seat.A], keys_b=keys[Seat.B]
+    )
+    first.connect()
+    words = first.a.of(HandshakeComplete)[0].words
+    stays = first.side(intruded.other)
+    stays_key = keys[intruded.other]
+    pinned = stays_key.load_peer(room, intruded.other)
+
+    def visitor(store: MemoryKeyStore) -> Side:
+        return Side(Session(intruded, room, secret, store))
+
+    def pair_with(other: Side) -> Pair:
+        return Pair(other, stays) if intruded is Seat.A else Pair(stays, other)
+
+    stays.session.peer_offline()  # the relay: the real device was pushed out
+    intruder = pair_with(visitor(MemoryKeyStore()))
+    intruder.connect()
+    assert stays.session.blocked
+    assert len(stays.of(PeerKeyChanged)) == 1
+    stays.session.send_text("for the real one")
+    intruder.pump()
+    assert texts(intruder.side(intruded).events) == []
+
+    stays.session.peer_offline()  # the other device left
+    assert not stays.session.blocked
+    with pytest.raises(LocalProtocolError, match="no changed key waits to be trusted"):
+        stays.session.trust_peer_key()
+    back = pair_with(visitor(keys[intruded]))
+    back.connect()
+    assert stays.session.established
+    assert stays.of(HandshakeComplete)[-1].words == words  # the words compared before
+    assert texts(back.side(intruded).events) == ["for the real one"]
+    assert stays_key.load_peer(room, intruded.other) == pinned
+
+
+def test_a_changed_key_that_stays_blocks_again_after_a_new_presence() -> None:
+    keys_a = MemoryKeyStore()
+    room, secret = os.urandom(16), os.urandom(32)
+    Pair.make(room_id=room, secret_a=secret, secret_b=secret, keys_a=keys_a).connect()
+    second = Pair.make(room_id=room, secret_a=secret, secret_b=secret, keys_a=keys_a)
+    second.connect()
+    assert second.a.session.blocked
+    second.disconnect()
+    second.connect()  # the same new key, back: the user is asked again
+    assert second.a.session.blocked
+    assert len(second.a.of(PeerKeyChanged)) == 2
+    second.a.session.trust_peer_key()
+    second.pump()
+    assert second.a.session.established
+
+
 def test_static_key_reused_from_store() -> None:
     store = MemoryKeyStore()
     pair1 = Pair.make(keys_a=store)
@@ -1066,7 +1125,8 @@ def test_what_the_outside_can_cause_is_legal_in_every_phase() -> None:
             assert (phase, trigger) in TRANSITIONS
     assert {p for p, t in TRANSITIONS if t is Trigger.FAIL} == set(Phase) - {Phase.OFFLINE}
     assert {p for p, t in TRANSITIONS if t is Trigger.HS1} == set(Phase) - {Phase.BLOCKED}
-    # Only the user's trust leaves BLOCKED.
+    # Only the user's trust and that peer's leaving end BLOCKED.
     assert {t for (p, t), to in TRANSITIONS.items() if p is Phase.BLOCKED and to is not p} == {
-        Trigger.TRUST
+        Trigger.TRUST,
+        Trigger.PEER_OFFLINE,
     }

@@ -526,6 +526,25 @@ def test_connection_states_are_shown(visit: Visit) -> None:
     expect(visit.page.locator("#composer-text")).to_be_disabled()
 
 
+def test_a_changed_key_that_leaves_lifts_the_pause(visit: Visit) -> None:
+    """The device with the new key left: nothing is left to trust, the chat waits as usual."""
+    open_room(visit, peerOnline=True)
+    page = visit.page
+    visit.fake(
+        'f.emit("key_changed", {words: ["one","two","three","four","five","six","seven","eight"]})'
+    )
+    dialog = page.locator("dialog[data-dialog=key-changed]")
+    expect(dialog).to_be_visible()
+    visit.fake('f.emit("peer_down", {})')
+    expect(page.locator(".paused-bar")).to_be_hidden()
+    expect(page.locator("p.status")).to_have_attribute("data-state", "waiting")
+    expect(page.locator("#composer-text")).to_be_enabled()
+    expect(page.locator(".log")).to_contain_text("The device with the new key left.")
+    # The question still open when it left decides nothing.
+    dialog.locator("[data-action=confirm]").click()
+    assert visit.calls("trust") == []
+
+
 def test_burning_asks_first(visit: Visit) -> None:
     open_room(visit, peerOnline=True)
     page = visit.page

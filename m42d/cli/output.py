@@ -149,7 +149,8 @@ def key_changed_message(event: ev.KeyChanged) -> str:
         "WARNING: the peer's key changed.  This happens when the other person reinstalled\n"
         "or lost their keys, or when someone else holds their link.  Compare these words\n"
         f"with them by voice:  {sas_line(event.words)}\n"
-        "If they match, run 'm42 trust' (or /trust in chat)."
+        "If they match, run 'm42 trust' (or /trust in chat).  If they do not, trust nothing:\n"
+        "once that device leaves and theirs is back, the chat goes on by itself."
     )
 
 

@@ -86,7 +86,10 @@ __all__ = [
     "RelayRefused",
 ]
 
-WRONG_SECRET: Final = "this link's secret does not match the other person's: was the link changed?"
+WRONG_SECRET: Final = (
+    "this link's secret does not match the other person's: was the link changed? "
+    "(or someone in the middle runs their own handshake)"
+)
 """Said once per side when the handshake shows the two links' room secrets differ."""
 
 

@@ -252,10 +252,17 @@ class Handshake:
     def trust(self) -> int:
         """Pin the changed key the user accepted; returns the id of the handshake it stopped."""
         if self._changed_key is None:
-            raise LocalProtocolError("no changed peer key to trust")
+            raise LocalProtocolError(
+                "no changed key waits to be trusted (if the other person left, "
+                "it is asked again when they are back with it)"
+            )
         self.keys.save_peer(self.room_id, self.seat, self._changed_key)
         self._changed_key = None
         return self._hs_id
+
+    def forget_changed_key(self) -> None:
+        """The peer that offered it left: it is not this one's to trust any more."""
+        self._changed_key = None
 
     def owe_reset(self, named: int) -> None:
         """B: the next RESET names ``named`` (the handshake a trust unblocked)."""

@@ -200,9 +200,15 @@ class Session:
             self._start_handshake()
 
     def peer_offline(self) -> None:
-        """The peer left (PEER_DOWN) or our own connection dropped."""
+        """The peer left (PEER_DOWN) or our own connection dropped.
+
+        A changed key waiting to be trusted is forgotten: whoever comes next
+        shows their key in a fresh handshake (see ``phases``, BLOCKED).
+        """
         self._peer_online = False
         self._drop_keys()
+        if self.blocked:
+            self._handshake.forget_changed_key()
         self._phases.fire(Trigger.PEER_OFFLINE)
 
     connection_lost = peer_offline

@@ -17,7 +17,11 @@ Rules and invariants
   it to the new keys without leaving it.
 * BLOCKED: the peer presented a key other than the pinned one.  Nothing
   flows, B ignores HS1, A starts no handshake, until the user trusts the
-  key; presence, failures and garbage leave it BLOCKED.
+  key or that peer goes (PEER_OFFLINE: the changed key is forgotten, and
+  the next presence gets a fresh handshake, which the pinned key passes and
+  a changed one blocks again: so a room recovers by itself once a device
+  that opened someone's link leaves and theirs comes back).  A new presence
+  without a leaving, failures and garbage leave it BLOCKED.
 * Triggers from the outside are legal wherever they can arrive: the glue's
   PEER_ONLINE and PEER_OFFLINE and the FAIL_OFFLINE any input can cause in
   every phase, FAIL in every phase the peer can be online in (all but
@@ -85,7 +89,7 @@ TRANSITIONS: Final[Mapping[tuple[Phase, Trigger], Phase]] = MappingProxyType(
         (_E, Trigger.FAIL): _H,
         (_E, Trigger.FAIL_OFFLINE): _O,
         (_B, Trigger.PEER_ONLINE): _B,
-        (_B, Trigger.PEER_OFFLINE): _B,
+        (_B, Trigger.PEER_OFFLINE): _O,  # the changed key went with that peer
         (_B, Trigger.TRUST): _O,
         (_B, Trigger.FAIL): _B,
         (_B, Trigger.FAIL_OFFLINE): _B,

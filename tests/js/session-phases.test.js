@@ -86,12 +86,12 @@ test("what the outside can cause is legal in every phase", () => {
   const from = (/** @type {TriggerName} */ trigger) => PHASES.filter((p) => transition(p, trigger) !== undefined);
   assert.deepEqual(from(Trigger.FAIL).sort(), PHASES.filter((p) => p !== Phase.OFFLINE).sort());
   assert.deepEqual(from(Trigger.HS1).sort(), PHASES.filter((p) => p !== Phase.BLOCKED).sort());
-  // Only the user's trust leaves BLOCKED.
+  // Only the user's trust and that peer's leaving end BLOCKED.
   assert.deepEqual(
     TRIGGERS.filter((t) => {
       const to = transition(Phase.BLOCKED, t);
       return to !== undefined && to !== Phase.BLOCKED;
-    }),
-    [Trigger.TRUST],
+    }).sort(),
+    [Trigger.PEER_OFFLINE, Trigger.TRUST].sort(),
   );
 });

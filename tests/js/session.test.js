@@ -34,7 +34,7 @@ import {
 } from "../../m42d/web/lib/session/index.js";
 import { Offer, decodeOffer, decodeReason, textBodies } from "../../m42d/web/lib/session/records.js";
 import { CHUNK_SIZE } from "../../m42d/web/lib/stream.js";
-import { Pair, WORDLIST } from "./session-harness.js";
+import { Pair, Side, WORDLIST } from "./session-harness.js";
 import { ScriptedPeer, initiatorHandshake } from "./session-peer.js";
 
 /** @typedef {import("./session-harness.js").Packet} Packet */
@@ -322,8 +322,7 @@ test("a changed peer key stops the session until the user trusts it", async () =
   await second.b.session.sendText("should not arrive yet");
   await second.pump();
   assert.deepEqual(texts(second.a), []);
-  // Presence and garbage leave it blocked; A starts no handshake.
-  await second.a.session.peerOffline();
+  // A new presence without a leaving, and garbage, leave it blocked; A starts no handshake.
   await second.a.session.peerOnline(1);
   await second.a.session.receiveControl(Uint8Array.of(Envelope.DATA, 1, 2, 3));
   assert.ok(second.a.session.blocked);
@@ -334,6 +333,43 @@ test("a changed peer key stops the session until the user trusts it", async () =
   assert.deepEqual(texts(second.a), ["should not arrive yet"]);
   assert.deepEqual(await keysA.loadPeer(roomId, "A"), second.b.session.staticPublic);
 });
+
+for (const intruded of /** @type {const} */ (["A", "B"])) {
+  test(`a room recovers by itself when a device on the link of seat ${intruded} leaves`, async () => {
+    const keys = { A: new MemoryKeyStore(), B: new MemoryKeyStore() };
+    const roomId = random(16);
+    const secret = random(32);
+    const first = await Pair.make({ roomId, secretA: secret, secretB: secret, keysA: keys.A, keysB: keys.B });
+    await first.connect();
+    const words = first.a.of(HandshakeComplete)[0].words;
+    const staysSeat = intruded === "A" ? "B" : "A";
+    const stays = first.side(staysSeat);
+    const pinned = await keys[staysSeat].loadPeer(roomId, staysSeat);
+    /** @param {MemoryKeyStore} store */
+    const visitor = async (store) => new Side(await Session.create({ seat: intruded, roomId, secret, keys: store, wordlist: WORDLIST }));
+    /** @param {Side} other */
+    const pairWith = (other) => (intruded === "A" ? new Pair(other, stays) : new Pair(stays, other));
+
+    await stays.session.peerOffline(); // the relay: the real device was pushed out
+    const intruder = pairWith(await visitor(new MemoryKeyStore()));
+    await intruder.connect();
+    assert.ok(stays.session.blocked);
+    assert.equal(stays.of(PeerKeyChanged).length, 1);
+    await stays.session.sendText("for the real one");
+    await intruder.pump();
+    assert.deepEqual(texts(intruder.side(intruded)), []);
+
+    await stays.session.peerOffline(); // the other device left
+    assert.ok(!stays.session.blocked);
+    await assert.rejects(stays.session.trustPeerKey(), /no changed key waits to be trusted/);
+    const back = pairWith(await visitor(keys[intruded]));
+    await back.connect();
+    assert.ok(stays.session.established);
+    assert.deepEqual(stays.of(HandshakeComplete).at(-1)?.words, words);
+    assert.deepEqual(texts(back.side(intruded)), ["for the real one"]);
+    assert.deepEqual(await keys[staysSeat].loadPeer(roomId, staysSeat), pinned);
+  });
+}
 
 test("a blocked B ignores HS1; its trust lets A retry at once", async () => {
   const keysB = new MemoryKeyStore();

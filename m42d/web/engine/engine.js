@@ -55,7 +55,8 @@ import { ConnectionLost, RelayConnection, RelayRefused, roomUrl } from "./connec
 import { IncomingFiles, OutgoingFiles } from "./files.js";
 
 /** Said once per side when the handshake shows the two links' room secrets differ (as m42 says it). */
-export const WRONG_SECRET = "this link's secret does not match the other person's: was the link changed?";
+export const WRONG_SECRET =
+  "this link's secret does not match the other person's: was the link changed? (or someone in the middle runs their own handshake)";
 export const WRONG_SECRET_CAUSE = "wrong_secret";
 
 /** @typedef {import("../lib/link.js").Link} Link */

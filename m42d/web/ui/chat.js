@@ -192,6 +192,15 @@ export class ChatScreen {
       on("peer_down", () => {
         this.#status.peer(false);
         this.#log.addSystem("The other person left.");
+        if (this.#changedWords !== null) {
+          // The session forgot the key that device offered: nothing is left to
+          // decide, and the pinned key, if it comes back, resumes the chat.
+          this.#changedWords = null;
+          this.#pausedBar.hidden = true;
+          this.#status.resumed();
+          this.#composer.setEnabled(true);
+          this.#log.addSystem("The device with the new key left. If the other person comes back on their own device, the conversation goes on by itself.");
+        }
       }),
       on("keystore", ({ persistent }) => {
         if (persistent) return;
@@ -249,7 +258,9 @@ export class ChatScreen {
   async #decideOnKey() {
     const words = this.#changedWords;
     if (words === null) return;
-    if (!(await askTrustNewKey(words))) {
+    const trusted = await askTrustNewKey(words);
+    if (this.#changedWords !== words) return; // that device left while the question was open
+    if (!trusted) {
       // The composer is disabled: the way back to the decision gets the focus.
       /** @type {HTMLElement} */ (this.#pausedBar.querySelector("button")).focus();
       return;

@@ -306,10 +306,19 @@ export class Handshake {
    */
   async trust() {
     const changed = this.#changedKey;
-    if (changed === null) throw new LocalProtocolError("no changed peer key to trust");
+    if (changed === null) {
+      throw new LocalProtocolError(
+        "no changed key waits to be trusted (if the other person left, it is asked again when they are back with it)",
+      );
+    }
     await this.#o.keys.savePeer(this.#o.roomId, this.#o.seat, changed);
     this.#changedKey = null;
     return this.#hsId;
+  }
+
+  /** The peer that offered it left: it is not this one's to trust any more. */
+  forgetChangedKey() {
+    this.#changedKey = null;
   }
 
   /** B: the next RESET names `named` (the handshake a trust unblocked). @param {number} named */

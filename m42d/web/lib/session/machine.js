@@ -294,6 +294,9 @@ export class Session {
     return this.#serial.run(async () => {
       this.#peerOnline = false;
       this.#dropKeys();
+      // A changed key waiting to be trusted is forgotten: whoever comes next
+      // shows their key in a fresh handshake (see phases.js, BLOCKED).
+      if (this.blocked) this.#handshake.forgetChangedKey();
       this.#phases.fire(Trigger.PEER_OFFLINE);
     });
   }

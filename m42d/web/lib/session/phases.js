@@ -17,7 +17,11 @@
 //   it to the new keys without leaving it.
 // * BLOCKED: the peer presented a key other than the pinned one. Nothing
 //   flows, B ignores HS1, A starts no handshake, until the user trusts the
-//   key; presence, failures and garbage leave it BLOCKED.
+//   key or that peer goes (PEER_OFFLINE: the changed key is forgotten, and
+//   the next presence gets a fresh handshake, which the pinned key passes and
+//   a changed one blocks again: so a room recovers by itself once a device
+//   that opened someone's link leaves and theirs comes back). A new presence
+//   without a leaving, failures and garbage leave it BLOCKED.
 // * Triggers from the outside are legal wherever they can arrive: the glue's
 //   PEER_ONLINE and PEER_OFFLINE and the FAIL_OFFLINE any input can cause in
 //   every phase, FAIL in every phase the peer can be online in (all but
@@ -79,7 +83,7 @@ const TABLE = [
   [E, Trigger.FAIL, H],
   [E, Trigger.FAIL_OFFLINE, O],
   [B, Trigger.PEER_ONLINE, B],
-  [B, Trigger.PEER_OFFLINE, B],
+  [B, Trigger.PEER_OFFLINE, O], // the changed key went with that peer
   [B, Trigger.TRUST, O],
   [B, Trigger.FAIL, B],
   [B, Trigger.FAIL_OFFLINE, B],
