@@ -171,7 +171,10 @@ async def test_new_refused_by_private_relay(
     secret_file.write_text("wrong\n")
     code = await m42("new", "--relay", ws_relay.url, "--creation-secret-file", str(secret_file))
     assert code == EXIT_REFUSED
-    assert "403" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "m42: this relay makes rooms only for those who know its creation secret" in err
+    assert "--creation-secret-file FILE" in err
+    assert not re.search(r"(?<![\d:.])403(?!\d)", err), err
     secret_file.write_text("letmein\n")
     assert (
         await m42("new", "--relay", ws_relay.url, "--creation-secret-file", str(secret_file)) == 0
@@ -434,7 +437,7 @@ async def test_new_escapes_the_relays_error_text(capsys: pytest.CaptureFixture[s
 
     async def refuse(conn: FrameConnection) -> None:
         assert isinstance(await conn.receive(), CreateRoom)
-        await conn.send(Error(403, "\x1b]0;pwned\x07\x1b[2Jgo away\nm42: room created"))
+        await conn.send(Error(499, "\x1b]0;pwned\x07\x1b[2Jgo away\nm42: room created"))
 
     listener = await load_transports()["ws"].open_listener("ws://127.0.0.1:0")
     async with trio.open_nursery() as nursery:

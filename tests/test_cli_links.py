@@ -6,6 +6,7 @@ import argparse
 import io
 import os
 import time
+from typing import Any
 
 import pytest
 
@@ -83,3 +84,19 @@ def test_a_cut_link_is_one_line_without_the_usage_text(capsys: pytest.CaptureFix
     err = capsys.readouterr().err
     assert err.strip().splitlines() == [f"m42: error: {CUT_HINT}"]
     assert text.rsplit(".", 1)[1][:20] not in err
+
+
+@pytest.mark.parametrize(
+    ("damage", "words"),
+    [
+        (lambda f: [*f[:3], "A+/", *f[4:]], "the part that names the room (its ticket) is not"),
+        (lambda f: [*f[:4], "x", *f[5:]], "the part that lets this link in (its seat token)"),
+        (lambda f: [*f[:2], "C", *f[3:]], "the link must say A or B (whose link it is)"),
+    ],
+)
+def test_a_damaged_part_is_named_in_words(damage: Any, words: str) -> None:
+    relay, fragment = _link().format().split("#")
+    text = relay + "#" + ".".join(damage(fragment.split(".")))
+    with pytest.raises(BadLink) as caught:
+        _read(text)
+    assert words in str(caught.value), str(caught.value)

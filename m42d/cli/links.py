@@ -132,8 +132,27 @@ def read_link(args: argparse.Namespace, stdin: TextIO) -> Link:
         if looks_cut(link):
             raise BadLink(CUT_HINT) from exc
         raise BadLink(
-            f"bad link: {exc} (copy the whole link again, as m42 new printed it)"
+            f"bad link: {plain_link_error(str(exc))} "
+            "(copy the whole link again, as m42 new printed it)"
         ) from exc
+
+
+PARTS: Final = (
+    ("seat token", "the part that lets this link in (its seat token)"),
+    ("ticket", "the part that names the room (its ticket)"),
+    ("room secret", "the secret part after the '#'"),
+    ("certificate pin", "the part that pins the relay's certificate"),
+    ("seat must be A or B", "the link must say A or B (whose link it is)"),
+)
+"""The link's parts as the parser names them, and as a person reads them."""
+
+
+def plain_link_error(message: str) -> str:
+    """A parse error in words: the relay's terms come with what they are."""
+    for term, words in PARTS:
+        if message.startswith(term):
+            return words + message[len(term) :]
+    return message
 
 
 def _read_link_file(path: Path) -> str:

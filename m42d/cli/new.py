@@ -16,6 +16,8 @@ import trio
 
 from m42d.cli.exits import EXIT_OK, UsageError
 from m42d.cli.output import eprint
+from m42d.client.connection import RelayRefused
+from m42d.client.relay_words import creation_words
 from m42d.client.rooms import create_room, first_use_pin
 from m42d.errors import LinkError, M42Error
 from m42d.link import parse_relay_url
@@ -24,6 +26,13 @@ from m42d.transport import load_transports
 __all__ = ["DEFAULT_RELAY", "cmd_new"]
 
 DEFAULT_RELAY: Final = "ws://127.0.0.1:8042"
+
+
+class CreationRefused(RelayRefused):
+    """The relay answered CREATE_ROOM with an ERROR: said in words, not as a bare code."""
+
+    def __str__(self) -> str:
+        return creation_words(self.code, self.relay_message)
 
 
 def _decode_pin(text: str) -> bytes:
@@ -62,9 +71,12 @@ async def cmd_new(args: argparse.Namespace) -> int:
             creation_secret = raw.strip()
         except OSError as exc:
             raise UsageError(f"cannot read --creation-secret-file: {exc.strerror}") from exc
-    room = await create_room(
-        address, transport, pin=pin, creation_secret=creation_secret, limit=args.timeout
-    )
+    try:
+        room = await create_room(
+            address, transport, pin=pin, creation_secret=creation_secret, limit=args.timeout
+        )
+    except RelayRefused as exc:
+        raise CreationRefused(exc.code, exc.relay_message) from None
     link_a, link_b = room.link_a.format(), room.link_b.format()
     if args.json:
         print(json.dumps({"link_a": link_a, "link_b": link_b, "expires": room.expires}))

@@ -25,7 +25,7 @@ from m42d.errors import ConnectionClosed, TransportError
 from m42d.ticket import Seat
 from m42d.wire import ErrorCode
 
-__all__ = ["MAX_REASON", "lost_words", "refusal_words", "retry_words"]
+__all__ = ["MAX_REASON", "creation_words", "lost_words", "refusal_words", "retry_words"]
 
 _CONNECT: Final = re.compile(r"^cannot connect to \S+: ")
 _ALL_ATTEMPTS: Final = re.compile(r"all attempts to connect to \S+ failed")
@@ -62,6 +62,26 @@ def refusal_words(code: int, relay_message: str, seat: Seat) -> str:
         f"the relay refused this link: {relay_message}"
         if relay_message
         else ("the relay refused this link")
+    )
+
+
+def creation_words(code: int, relay_message: str) -> str:
+    """Why the relay will not make a room (``m42 new``), and what to do."""
+    if code == ErrorCode.FORBIDDEN:
+        return (
+            "this relay makes rooms only for those who know its creation secret: "
+            "give it with --creation-secret-file FILE (ask whoever runs the relay)"
+        )
+    if code == ErrorCode.RATE_LIMITED:
+        return "the relay is making too many rooms for this address just now: try again in a minute"
+    if code == ErrorCode.UNAVAILABLE:
+        return "the relay cannot make a room just now (it is busy or full): try again later"
+    if code == ErrorCode.UNSUPPORTED_VERSION:
+        return "the relay speaks another protocol version: update m42, or ask for a newer relay"
+    return (
+        f"the relay would not make a room: {relay_message}"
+        if relay_message
+        else "the relay would not make a room"
     )
 
 
