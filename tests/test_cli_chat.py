@@ -128,7 +128,7 @@ async def test_chat_session(
         stdin.feed("y")
         await b.wait_for(lambda r: any(d.outgoing for d in r.of(ev.TransferDone)))
         stdin.feed("/trust")
-        await stdout.wait_for("no changed peer key")
+        await stdout.wait_for("no changed key waits to be trusted")
         stdin.feed("/quit")
         with trio.fail_after(20):
             await finished.wait()
@@ -148,7 +148,7 @@ async def test_chat_session(
     assert "cannot send /does/not/exist: no such file" in out
     assert "peer offers offer.txt" in out
     assert (down_a / "offer.txt").read_bytes() == b"from b"
-    assert "no changed peer key" in out
+    assert "no changed key waits to be trusted" in out
 
 
 # -- the chat screen, driven directly (no terminal, no thread, no main()) ---------------------
@@ -607,7 +607,7 @@ async def test_screen_on_real_engines_sends_and_accepts_files(
         await out.wait_for("* saved ")
         assert (down_a / "offer.txt").read_bytes() == b"from b"
         await screen.enter("/trust")
-        await out.wait_for("no changed peer key")
+        await out.wait_for("no changed key waits to be trusted")
         await b.wait_for(lambda r: [t.text for t in r.of(ev.TextIn)] == ["hello b"])
         nursery.cancel_scope.cancel()
 

@@ -10,6 +10,12 @@ the end of input, a fatal relay error or a signal.
 
 Everything that came from the peer or the relay is escaped before it is
 shown; a text of several lines has its further lines marked.
+
+Why this module is a little over 500 lines: the screen's commands are its
+methods, rows of the table that tests drive directly, and they share the
+screen's state (offers, transfers, the pending question); split apart, each
+half would reach into the other's fields.  The terminal it runs on is
+already elsewhere (:mod:`m42d.cli.terminal`).
 """
 
 from __future__ import annotations

@@ -31,6 +31,10 @@ _CONNECT: Final = re.compile(r"^cannot connect to \S+: ")
 _ALL_ATTEMPTS: Final = re.compile(r"all attempts to connect to \S+ failed")
 """trio's words when every address of a host refused (the plugins keep no cause)."""
 
+OTHER_VERSION: Final = (
+    "the relay speaks another protocol version: update m42, or ask for a newer relay"
+)
+
 MAX_REASON: Final = 52
 """Characters of a reconnect reason: one short line with its "retrying in" tail."""
 
@@ -55,7 +59,7 @@ def refusal_words(code: int, relay_message: str, seat: Seat) -> str:
     if code == ErrorCode.BURNED:
         return "this room was burned (destroyed for good): make a new one with 'm42 new'"
     if code == ErrorCode.UNSUPPORTED_VERSION:
-        return "the relay speaks another protocol version: update m42, or ask for a newer relay"
+        return OTHER_VERSION
     if code in (ErrorCode.BAD_FRAME, ErrorCode.TOO_LARGE, ErrorCode.CREDIT_EXCEEDED):
         return "the relay did not understand this client and closed the connection"
     return (
@@ -77,7 +81,7 @@ def creation_words(code: int, relay_message: str) -> str:
     if code == ErrorCode.UNAVAILABLE:
         return "the relay cannot make a room just now (it is busy or full): try again later"
     if code == ErrorCode.UNSUPPORTED_VERSION:
-        return "the relay speaks another protocol version: update m42, or ask for a newer relay"
+        return OTHER_VERSION
     return (
         f"the relay would not make a room: {relay_message}"
         if relay_message
