@@ -26,14 +26,21 @@ from m42d.client.engine import Client, RelayRefused
 from m42d.client.keystore import FileKeyStore
 from m42d.crypto.stream import CHUNK_SIZE, StreamEncryptor
 from m42d.link import Link, make_links
-from m42d.session import BULK_HEADER, MAX_TEXT, FileCode, MemoryKeyStore, Session
+from m42d.session import (
+    BULK_HEADER,
+    MAX_TEXT,
+    FileCode,
+    MemoryKeyStore,
+    Session,
+    SessionOptions,
+)
 from m42d.ticket import Seat, TicketKeyRing
 from m42d.wire import MAX_PAYLOAD, Bulk, Control, Credit, Error, ErrorCode, Frame, Joined, Ping
 from tests.client_harness import Recorder
 from tests.hostile_relay import RELAY_URL, HostileRelay, chunk_header
 from tests.session_peer import RandomTap
 
-SESSION: Final = {"handshake_timeout": 1.5, "probe_after": 0.5, "stall_after": 0.5}
+SESSION: Final = SessionOptions(handshake_timeout=1.5, probe_after=0.5, stall_after=0.5)
 STEP: Final = 15.0
 
 
@@ -93,7 +100,7 @@ async def pair_on(
                 backoff_base=0.01,
                 backoff_cap=0.2,
                 tick_interval=0.05,
-                session_options={**SESSION, **(seat_options or {}).get(link.seat, {})},
+                session_options=attrs.evolve(SESSION, **(seat_options or {}).get(link.seat, {})),
                 **options,
             )
             recorder = Recorder(client)
@@ -330,7 +337,7 @@ async def test_a_relay_that_never_reads_holds_no_growing_queue_and_counts_as_dea
         tick_interval=0.05,
         ping_after=0.2,
         dead_after=1.0,
-        session_options={"handshake_timeout": 60.0},
+        session_options=SessionOptions(handshake_timeout=60.0),
     )
     deaf.client = client
     recorder = Recorder(client)

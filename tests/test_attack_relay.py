@@ -28,13 +28,19 @@ import trio
 from m42d.client import events as ev
 from m42d.client.engine import WRONG_SECRET, Client
 from m42d.crypto.stream import CHUNK_SIZE
-from m42d.session import Envelope, HandshakeComplete, MemoryKeyStore, TextReceived
+from m42d.session import (
+    Envelope,
+    HandshakeComplete,
+    MemoryKeyStore,
+    SessionOptions,
+    TextReceived,
+)
 from m42d.ticket import Seat
 from m42d.wire import Bulk, Control, Frame
 from tests.client_harness import Recorder
 from tests.hostile_relay import HostileRelay, Middle, chunk_header, envelope, is_data, passthrough
 
-SESSION: Final = {"handshake_timeout": 1.5, "probe_after": 0.5, "stall_after": 0.5}
+SESSION: Final = SessionOptions(handshake_timeout=1.5, probe_after=0.5, stall_after=0.5)
 STEP: Final = 15.0
 FILE_SIZE: Final = 4 * CHUNK_SIZE + 1000  # five chunks, the last one short
 LAST_CHUNK: Final = 4

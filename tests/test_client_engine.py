@@ -15,7 +15,7 @@ from m42d.client.engine import Client, RelayRefused
 from m42d.client.keystore import FileKeyStore
 from m42d.errors import TransportError
 from m42d.link import Link
-from m42d.session import FileCode
+from m42d.session import FileCode, SessionOptions
 from m42d.ticket import Seat
 from tests.client_harness import (
     Recorder,
@@ -249,7 +249,7 @@ async def test_changed_key_detected_then_trusted(relay: RelayUnderTest, tmp_path
                 link_a,
                 tmp_path,
                 keys=FileKeyStore(tmp_path / "a2"),
-                session_options={"handshake_timeout": 0.5},
+                session_options=SessionOptions(handshake_timeout=0.5),
             ),
         )
         await b.wait_for(lambda r: r.of(ev.KeyChanged))

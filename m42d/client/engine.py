@@ -40,7 +40,7 @@ import ssl
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final, final
+from typing import Final, final
 
 import attrs
 import trio
@@ -67,12 +67,13 @@ from m42d.session import (
     PeerKeyChanged,
     ResetReason,
     SendChunks,
-    Session,
     SessionFailed,
+    SessionOptions,
     TextDelivered,
     TextReceived,
     TextRefused,
     TextRejected,
+    open_session,
 )
 from m42d.ticket import Seat
 from m42d.transport import Transport, load_transports
@@ -112,7 +113,7 @@ class Client:
         max_size: refuse incoming files larger than this many bytes.
         transports: scheme -> transport (default: the installed plugins).
         ssl_context: TLS context when the link has no pin.
-        session_options: extra keyword arguments for :class:`Session`.
+        session_options: limits and timers of the :class:`Session`.
         backoff_base / backoff_cap: first and longest reconnect delay, seconds.
         tick_interval: seconds between two :meth:`Session.tick` calls.
         connect_timeout / join_timeout: seconds for the transport and for JOIN.
@@ -133,7 +134,7 @@ class Client:
         max_size: int | None = None,
         transports: Mapping[str, Transport] | None = None,
         ssl_context: ssl.SSLContext | None = None,
-        session_options: Mapping[str, Any] | None = None,
+        session_options: SessionOptions | None = None,
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
         tick_interval: float = 1.0,
@@ -147,9 +148,7 @@ class Client:
         self.keys = keys
         self._transports = transports
         self._ssl_context = ssl_context
-        self.session = Session(
-            link.seat, link.room_id, link.secret, keys, **(session_options or {})
-        )
+        self.session = open_session(link.seat, link.room_id, link.secret, keys, session_options)
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.tick_interval = tick_interval

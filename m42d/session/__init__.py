@@ -10,7 +10,8 @@ machine (docs/protocol.md, "End-to-end session", is the normative text):
 * :mod:`~m42d.session.files`: outgoing and incoming file transfers;
 * :mod:`~m42d.session.phases`: the session's phases and their one transition table;
 * :mod:`~m42d.session.handshake`: handshakes, keys, pinning, RESET and back-off;
-* :mod:`~m42d.session.machine`: :class:`Session`, which ties them together.
+* :mod:`~m42d.session.machine`: :class:`Session`, which ties them together;
+* :mod:`~m42d.session.options`: :class:`SessionOptions`, its knobs as one typed value.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from m42d.session.keys import (
     prologue,
 )
 from m42d.session.machine import Session
+from m42d.session.options import SessionOptions, open_session
 from m42d.session.records import (
     BULK_HEADER,
     DEFAULT_MAX_TEXT,
@@ -123,6 +125,7 @@ __all__ = [
     "Session",
     "SessionError",
     "SessionFailed",
+    "SessionOptions",
     "TextDelivered",
     "TextReceived",
     "TextRefused",
@@ -130,5 +133,6 @@ __all__ = [
     "decode_record",
     "derive_psk",
     "encode_record",
+    "open_session",
     "prologue",
 ]
