@@ -6,7 +6,9 @@ loopback, as in test_cli_commands.
 
 from __future__ import annotations
 
+import functools
 import re
+import socket
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -65,6 +67,7 @@ async def test_a_link_opened_elsewhere_is_said_to_the_one_pushed_out(
     assert codes == [EXIT_REFUSED]
     err = capsys.readouterr().err
     assert "m42: your link (seat A) was opened somewhere else" in err
+    assert "open the link here again to take it back" in err  # the next step, not only news
     assert not re.search(r"(?<![\d:.])409(?!\d)", err), err  # no bare code (a port may hold 409)
 
 
@@ -284,3 +287,38 @@ async def test_the_room_recovers_once_a_device_on_someones_link_leaves(
         assert stranger.of(ev.TextIn) == []
         nursery.cancel_scope.cancel()
     assert [exc.code for exc in pushed_out] == [ErrorCode.SEAT_TAKEN]
+
+
+async def test_m42_new_with_nothing_at_the_address_says_so_and_exits_6(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """It used to print trio's "all attempts to connect ... failed" and exit 1,
+    which a script cannot tell from a bug (send and recv exit 6)."""
+    with socket.socket() as bound:  # bound, never listening: the port refuses
+        bound.bind(("127.0.0.1", 0))
+        relay = f"ws://127.0.0.1:{bound.getsockname()[1]}"
+        assert await m42("new", "--relay", relay, "--timeout", "5") == EXIT_UNREACHABLE
+    err = capsys.readouterr().err
+    assert f"m42: can't reach the relay {relay}: " in err
+    assert "is m42d running there?" in err
+    assert "all attempts" not in err
+
+
+async def test_m42_new_against_a_web_server_says_it_is_not_a_relay(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    async def not_a_relay(stream: trio.SocketStream) -> None:
+        await stream.receive_some(65536)
+        await stream.send_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+        await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(
+            functools.partial(trio.serve_tcp, not_a_relay, 0, host="127.0.0.1")
+        )
+        port = listeners[0].socket.getsockname()[1]
+        relay = f"ws://127.0.0.1:{port}"
+        assert await m42("new", "--relay", relay, "--timeout", "5") == EXIT_UNREACHABLE
+        nursery.cancel_scope.cancel()
+    err = capsys.readouterr().err
+    assert "something answered, but not as an m42 relay does (HTTP 404)" in err

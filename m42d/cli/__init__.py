@@ -49,6 +49,7 @@ from m42d.cli.exits import (
     EXIT_UNREACHABLE,
     EXIT_USAGE,
     EXIT_WRONG_SECRET,
+    RelayUnreachable,
     UsageError,
 )
 from m42d.cli.new import cmd_new
@@ -126,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # An error may carry the relay's words (RelayRefused) or a peer's
         # file name: escaped like everything else that reaches the terminal.
         eprint(f"m42: {escape_text(str(inner) or type(inner).__name__)}")
+        if isinstance(inner, RelayUnreachable):
+            return EXIT_UNREACHABLE
         return EXIT_REFUSED if isinstance(inner, RelayRefused) else EXIT_ERROR
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "EXIT_UNREACHABLE",
     "EXIT_USAGE",
     "EXIT_WRONG_SECRET",
+    "RelayUnreachable",
     "UsageError",
 ]
 
@@ -62,3 +63,11 @@ class UsageError(M42Error):
 
     show_usage: ClassVar[bool] = True
     """Whether the usage line helps (a bad option), or only the message does (a bad link)."""
+
+
+class RelayUnreachable(M42Error):
+    """No relay answered at the address; exit code 6, as ``send``/``recv`` give it.
+
+    A script that makes rooms must tell "the relay is down" (retry later)
+    from "the relay said no" (5) and from a bug (1).
+    """

@@ -9,17 +9,19 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
 import trio
 
-from m42d.cli.exits import EXIT_OK, UsageError
+from m42d.cli.exits import EXIT_OK, RelayUnreachable, UsageError
 from m42d.cli.output import eprint
 from m42d.client.connection import RelayRefused
-from m42d.client.relay_words import creation_words
+from m42d.client.relay_words import creation_words, lost_words
 from m42d.client.rooms import create_room, first_use_pin
-from m42d.errors import LinkError, M42Error
+from m42d.errors import LinkError, M42Error, TransportError
 from m42d.link import parse_relay_url
 from m42d.transport import load_transports
 
@@ -33,6 +35,22 @@ class CreationRefused(RelayRefused):
 
     def __str__(self) -> str:
         return creation_words(self.code, self.relay_message)
+
+
+@contextmanager
+def _reaching(relay_url: str, limit: float) -> Iterator[None]:
+    """Say "can't reach the relay" as send/recv do (exit 6), not trio's
+    "all attempts to connect ... failed" as a plain error (exit 1)."""
+    try:
+        yield
+    except (TransportError, trio.TooSlowError) as exc:
+        why = lost_words(exc, short=False)
+        if isinstance(exc, trio.TooSlowError):
+            why = f"no answer within {limit:g} s"
+        raise RelayUnreachable(
+            f"can't reach the relay {relay_url}: {why} "
+            "(is m42d running there? the address comes from --relay, else $M42_RELAY)"
+        ) from exc
 
 
 def _decode_pin(text: str) -> bytes:
@@ -56,7 +74,8 @@ async def cmd_new(args: argparse.Namespace) -> int:
         raise UsageError(f"no transport for {address.scheme}:// is installed")
     pin = _decode_pin(args.pin) if args.pin else None
     if pin is None:
-        pin = await first_use_pin(address)
+        with _reaching(relay_url, args.timeout):
+            pin = await first_use_pin(address)
         if pin is not None:
             eprint(
                 "m42: trusting the relay's certificate on first use; its pin goes into both "
@@ -72,9 +91,10 @@ async def cmd_new(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise UsageError(f"cannot read --creation-secret-file: {exc.strerror}") from exc
     try:
-        room = await create_room(
-            address, transport, pin=pin, creation_secret=creation_secret, limit=args.timeout
-        )
+        with _reaching(relay_url, args.timeout):
+            room = await create_room(
+                address, transport, pin=pin, creation_secret=creation_secret, limit=args.timeout
+            )
     except RelayRefused as exc:
         raise CreationRefused(exc.code, exc.relay_message) from None
     link_a, link_b = room.link_a.format(), room.link_b.format()

@@ -30,6 +30,8 @@ __all__ = ["MAX_REASON", "creation_words", "lost_words", "refusal_words", "retry
 _CONNECT: Final = re.compile(r"^cannot connect to \S+: ")
 _ALL_ATTEMPTS: Final = re.compile(r"all attempts to connect to \S+ failed")
 """trio's words when every address of a host refused (the plugins keep no cause)."""
+_HANDSHAKE: Final = re.compile(r"^websocket handshake with \S+ refused ")
+"""A server that is not an m42 relay (a web server's 404) says so."""
 
 OTHER_VERSION: Final = (
     "the relay speaks another protocol version: update m42, or ask for a newer relay"
@@ -43,10 +45,15 @@ def refusal_words(code: int, relay_message: str, seat: Seat) -> str:
     """Why the relay will not take this link (an ERROR that ends the engine), and what to do."""
     other = Seat.B if seat is Seat.A else Seat.A
     if code == ErrorCode.SEAT_TAKEN:
+        # The person pushed out needs the next step, not only the news: the
+        # other device may be theirs, or a leak (then the seat can be taken
+        # back, and the room left, since whoever has the link can rejoin).
         return (
             f"your link (seat {seat.value}) was opened somewhere else: another device or "
             "window joined with it, so the relay closed this one (a link works in one place "
-            f"at a time; the other person's link is seat {other.value})"
+            f"at a time; the other person's link is seat {other.value}). If that was not you, "
+            "open the link here again to take it back, compare the safety words, and move to "
+            "a new room ('m42 new'): whoever has the link can come back"
         )
     if code == ErrorCode.BAD_TOKEN:
         return "the relay does not accept this link: it was changed, or is not the whole link"
@@ -89,8 +96,9 @@ def creation_words(code: int, relay_message: str) -> str:
     )
 
 
-def lost_words(exc: BaseException) -> str:
-    """Why a connection attempt or a connection ended, short enough for one line."""
+def lost_words(exc: BaseException, *, short: bool = True) -> str:
+    """Why a connection attempt or a connection ended, short enough for one line
+    (``short``: one reconnect line; else the whole reason, for a one-off error)."""
     if isinstance(exc, ConnectionClosed):
         return "the connection to the relay broke"
     if isinstance(exc, trio.TooSlowError):
@@ -101,8 +109,11 @@ def lost_words(exc: BaseException) -> str:
             return refusal
         # The relay's address is said by the interface; what is left is why.
         text = _CONNECT.sub("cannot connect: ", str(exc))
-        return _short(_ALL_ATTEMPTS.sub("nothing answered", text))
-    return _short(str(exc) or type(exc).__name__)
+        text = _HANDSHAKE.sub("something answered, but not as an m42 relay does ", text)
+        text = _ALL_ATTEMPTS.sub("nothing answered", text)
+        return _short(text) if short else text
+    text = str(exc) or type(exc).__name__
+    return _short(text) if short else text
 
 
 def _os_refusal(exc: BaseException) -> str | None:
