@@ -332,6 +332,16 @@ async def test_quit_with_undelivered_messages_says_how_many_and_asks(tmp_path: P
     assert await screen.enter("/quit")  # nothing owed: no question
 
 
+def test_help_is_two_straight_columns() -> None:
+    """A summary longer than a fixed width used to push its neighbour out of
+    its column ("/compared ... the words /accept")."""
+    rows = CHAT_HELP.splitlines()[1:-1]
+    right = [COMMANDS[2 * at + 1].name for at in range(len(COMMANDS) // 2)]
+    starts = {row.index(" " + name) for row, name in zip(rows, right, strict=False)}
+    assert len(starts) == 1, CHAT_HELP
+    assert all(len(row) <= 80 for row in rows), CHAT_HELP
+
+
 async def test_help_lists_every_command_of_the_table() -> None:
     screen, out = screen_on(FakeEngine())
     await screen.enter("/help")

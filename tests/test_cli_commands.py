@@ -607,3 +607,20 @@ def test_send_refuses_a_text_over_the_cap_before_connecting(
     assert main(argv) == EXIT_USAGE
     assert "over the 1048576-byte cap; send it with --file" in capsys.readouterr().err
     assert not (tmp_path / f"{link.room_id.hex()}-A.json").exists()  # it never got that far
+
+
+def test_a_link_given_twice_is_a_usage_error_that_names_both(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`m42 send --link-file F hello` used to parse "hello" as the link and
+    report the good link file as a "bad link" with no '#'."""
+    link = tmp_path / "link"
+    link.write_text("ws://x#not-a-link\n")
+    link.chmod(0o600)
+    assert main(["send", "--link-file", str(link), "hello"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "the link is given twice, as LINK and as --link-file" in err
+    assert "use --text" in err
+    assert "bad link" not in err
+    assert main(["recv", "--link-file", str(link), "hello"]) == EXIT_USAGE
+    assert "use --text" not in capsys.readouterr().err

@@ -505,7 +505,7 @@ class ChatCommand:
 COMMANDS: Final = (
     ChatCommand("/send", "PATH", "send a file", ChatScreen.send_file),
     ChatCommand("/verify", "", "show the safety words again", ChatScreen.verify),
-    ChatCommand("/compared", "", "note: we compared the words", ChatScreen.compared),
+    ChatCommand("/compared", "", "say you compared the words", ChatScreen.compared),
     ChatCommand("/accept", "", "take the offered file", ChatScreen.accept_offer),
     ChatCommand("/reject", "", "refuse it (also: y / n)", ChatScreen.reject_offer),
     ChatCommand("/cancel", "", "stop every transfer", ChatScreen.cancel_transfers),
@@ -520,16 +520,22 @@ COMMANDS_BY_NAME: Final = {command.name: command for command in COMMANDS}
 
 
 def _help_text() -> str:
-    """Two commands a line, in the table's order: the left column wider (for /send PATH)."""
+    """Two commands a line, in the table's order, in columns as wide as their longest cell."""
 
-    def cell(command: ChatCommand, width: int) -> str:
-        return f"{(command.name + ' ' + command.usage).strip():<{width}}{command.summary}"
+    def name(command: ChatCommand) -> str:
+        return (command.name + " " + command.usage).strip()
 
+    lefts, rights = COMMANDS[0::2], COMMANDS[1::2]
+    names = [max(len(name(c)) for c in column) + 2 for column in (lefts, rights)]
+    left_width = max(names[0] + len(c.summary) for c in lefts) + 2
     rows = []
-    for at in range(0, len(COMMANDS), 2):
-        left = cell(COMMANDS[at], 13)
-        pair = COMMANDS[at + 1 : at + 2]
-        rows.append(f"  {left:<35} {cell(pair[0], 10)}" if pair else f"  {left}")
+    for at, left in enumerate(lefts):
+        cell = f"{name(left):<{names[0]}}{left.summary}"
+        right = rights[at] if at < len(rights) else None
+        if right is None:
+            rows.append(f"  {cell}")
+        else:
+            rows.append(f"  {cell:<{left_width}}{name(right):<{names[1]}}{right.summary}")
     return "\n".join(["commands:", *rows, "anything else is sent as a message"])
 
 

@@ -105,6 +105,11 @@ def read_link(args: argparse.Namespace, stdin: TextIO) -> Link:
     lands neither on the screen nor in the shell's history.
     """
     text: str | None = None
+    if args.link is not None and args.link_file is not None:
+        # `m42 send --link-file F hello` would otherwise parse "hello" as the
+        # link and blame the link file's perfectly good link.
+        hint = " (to send a message, use --text)" if args.command == "send" else ""
+        raise UsageError(f"the link is given twice, as LINK and as --link-file: give it once{hint}")
     if args.link == "-":
         text = stdin.readline()
         if not text:
