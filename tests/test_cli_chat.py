@@ -30,7 +30,7 @@ from m42d.client.engine import Client
 from m42d.errors import M42Error
 from m42d.link import make_links
 from m42d.session import FileCode
-from m42d.ticket import TicketKeyRing
+from m42d.ticket import Seat, TicketKeyRing
 from tests.client_harness import Recorder, RelayUnderTest, running_relay
 
 
@@ -517,13 +517,37 @@ async def test_events_from_the_peer_and_the_relay_are_escaped() -> None:
     screen.show(ev.Problem("odd \x1b frame"))
     assert out.take() == [
         f"[{T}] peer: evil \\x1b[2J\n{CHAT_CONTINUATION}[12:00:00] * saved /etc/passwd",
-        f"[{T}] * lost the relay: relay said \\x1b[31mno (retrying in 0.5 s)",
+        f"[{T}] * can't reach the relay: relay said \\x1b[31mno (retrying in 0.5 s)",
         f"[{T}] * still no relay: again (retrying in 1.0 s)",
-        f"[{T}] * connected to the relay again",
+        f"[{T}] * connected to the relay",
+        f"[{T}] * waiting for the other person to open their link",
         f"[{T}] ! sending x\\x1b.bin failed: peer says \\x1b[2J",
         f"[{T}] ! odd \\x1b frame",
     ]
     assert "\x1b" not in out.text
+
+
+async def test_the_relay_and_the_wait_for_the_other_person_are_said_once_each() -> None:
+    """A chat whose peer has not come yet used to show only its greeting,
+    which looks like a hang; a relay never reached was "lost"."""
+    screen, out = screen_on(FakeEngine())
+    screen.greet(Seat.A)
+    out.take()
+    screen.show(ev.Connected("ws://relay"))
+    screen.show(ev.Reconnecting(0.5, "the connection to the relay broke"))
+    screen.show(ev.Connected("ws://relay", peer_online=True))
+    screen.show(ev.Reconnecting(0.5, "broke"))
+    screen.show(ev.Connected("ws://relay"))
+    assert out.take() == [
+        f"[{T}] * waiting for the other person to open Link B",
+        f"[{T}] * lost the relay: the connection to the relay broke (retrying in 0.5 s)",
+        f"[{T}] * connected to the relay again",
+        f"[{T}] * lost the relay: broke (retrying in 0.5 s)",
+        f"[{T}] * connected to the relay again",
+    ]
+    screen, out = screen_on(FakeEngine())
+    screen.show(ev.Connected("ws://relay", peer_online=True))
+    assert out.take() == []  # a PeerOnline follows: nothing to wait for
 
 
 async def test_peer_offline_is_shown_unless_we_are_leaving() -> None:

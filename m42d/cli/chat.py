@@ -170,6 +170,9 @@ class ChatScreen:
         self.exit_code = EXIT_OK
         self._leaving = False
         self._relay_lost = False
+        self._joined_once = False
+        """A failed attempt before the first join is "can't reach", not "lost"."""
+        self._their_link = "their link"
         self._sent: dict[int, str] = {}
         """Our texts not yet delivered, by seq (a preview goes into the "delivered" line)."""
         self._transfers: dict[tuple[int, bool], str] = {}
@@ -193,6 +196,7 @@ class ChatScreen:
 
     def greet(self, seat: Seat) -> None:
         other = Seat.B if seat is Seat.A else Seat.A
+        self._their_link = f"Link {other.value}"
         self._say(
             f"m42 chat: you hold Link {seat.value}, the other person Link {other.value}.  "
             "/help for commands."
@@ -381,6 +385,17 @@ class ChatScreen:
 
     # -- engine events ------------------------------------------------------------------------
 
+    def _connected(self, event: ev.Connected) -> None:
+        """Say the relay is back, and that nobody is there yet: a silent screen
+        while the other person has not opened their link looks like a hang."""
+        again = self._joined_once
+        if self._relay_lost:
+            self._stamped("* connected to the relay again" if again else "* connected to the relay")
+        self._relay_lost = False
+        self._joined_once = True
+        if not event.peer_online and not again:
+            self._stamped(f"* waiting for the other person to open {self._their_link}")
+
     def show(self, event: ev.ClientEvent) -> bool:
         """Show one engine event; True when it ends the chat (the relay refused us for good)."""
         if isinstance(event, ev.PeerOnline):
@@ -389,12 +404,12 @@ class ChatScreen:
             if not self._leaving:
                 self._stamped("* peer offline")
         elif isinstance(event, ev.Connected):
-            if self._relay_lost:
-                self._stamped("* connected to the relay again")
-            self._relay_lost = False
+            self._connected(event)
         elif isinstance(event, ev.Reconnecting):
             # One short line per attempt: what went wrong, and when the next one is.
             what = "still no relay" if self._relay_lost else "lost the relay"
+            if not self._joined_once and not self._relay_lost:
+                what = "can't reach the relay"
             self._stamped(f"* {what}: {escape_text(event.reason)} ({retry_in(event.delay)})")
             self._relay_lost = True
         elif isinstance(event, ev.SafetyWords):
