@@ -1,11 +1,11 @@
 // The Noise Protocol Framework (revision 34) for 25519_AESGCM_SHA256, on WebCrypto.
-// Python twin: m42d/crypto/noise.py. Normative text: docs/protocol.md,
-// "Noise handshake and transport encryption".
+// Python twin: m42d/crypto/noise/ (the facade m42d.crypto.noise). Normative text:
+// docs/protocol.md, "Noise handshake and transport encryption".
 //
 // Why ~1,150 lines: the Noise Protocol Framework as its specification lays
 // it out (primitives, pattern notation, CipherState, SymmetricState,
 // HandshakeState), objects defined in terms of each other, kept in the
-// specification's order (as the twin m42d/crypto/noise.py) so a reviewer
+// specification's order (as the twin, one module per section) so a reviewer
 // checks it section by section against the spec and the vectors.
 //
 // m42d runs Noise_XXpsk3_25519_AESGCM_SHA256 between the two clients of a

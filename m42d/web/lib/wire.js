@@ -1,10 +1,12 @@
 // Relay frames: the client <-> relay wire format, sans-IO, in the WebSocket form.
-// Python twin: m42d/wire.py. Normative text: docs/protocol.md, "Relay wire format".
+// Python twin: m42d/wire/ (the facade m42d.wire). Normative text: docs/protocol.md,
+// "Relay wire format".
 //
-// Why ~850 lines: the relay wire format of docs/protocol.md in one place, as
-// its twin m42d/wire.py: every frame kind's class and codec share one table
-// of body limits and one set of field codecs; split by kind, that table
-// would be scattered over a dozen files. Much of it is JSDoc.
+// Why ~850 lines: the relay wire format of docs/protocol.md in one place:
+// every frame kind's class and codec share one table of body limits and one
+// set of field codecs; split by kind, that table would be scattered over a
+// dozen files. Much of it is JSDoc. (The twin is split along those shared
+// parts instead, not by kind: kinds, limits, fields, frames, codec, decoder.)
 //
 // This module turns frame values into bytes and bytes into frame values and
 // does nothing else: no WebSocket, no timers. The browser's connection code
