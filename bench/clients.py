@@ -27,6 +27,7 @@ from typing import Final
 import trio
 import trio_websocket
 
+from m42d.crypto.stream import CHUNK_SIZE
 from m42d.ticket import Seat, Ticket
 from m42d.wire import WIRE_VERSION, CreateRoom, Join, RoomCreated, decode, encode, encode_stream
 
@@ -49,8 +50,8 @@ JOINED: Final = 0x04
 PEER_UP: Final = 0x05
 ERROR: Final = 0x30
 
-BULK_PAYLOAD: Final = 65536
-"""Bytes per BULK frame: one 64 KiB file chunk (the CLI's chunks are 64 KiB + tag)."""
+BULK_PAYLOAD: Final = CHUNK_SIZE
+"""Bytes per BULK frame: one file chunk (the CLI adds its tag and a 16-byte header)."""
 
 READ_SIZE: Final = 256 * 1024
 _HDR: Final = struct.Struct(">IB")

@@ -27,7 +27,7 @@ from m42d.errors import (
 
 __version__ = "0.1.0"
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 """Version of what the relay sees (links, tickets, relay frames), sent in CREATE_ROOM and JOIN.
 
 The end-to-end session has its own version (``m42d.session.SESSION_VERSION``,

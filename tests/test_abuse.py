@@ -57,6 +57,7 @@ from m42d.transport import (
     client_ssl_context,
 )
 from m42d.wire import (
+    MAX_FRAME,
     Bulk,
     Control,
     CreateRoom,
@@ -423,7 +424,7 @@ async def frame_sizes(relay: Relay, room: RoomCreated) -> Counter[int | None]:
     # A declared length over the wire maximum, before JOIN: refused from the header alone.
     async with relay.connect() as conn:
         stream: Any = conn.stream  # type: ignore[attr-defined]
-        await stream.send_all((70_000).to_bytes(4, "big") + b"\x10")
+        await stream.send_all((MAX_FRAME + 1).to_bytes(4, "big") + b"\x10")
         codes[await final_error(conn)] += 1
     return codes
 

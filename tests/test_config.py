@@ -77,7 +77,7 @@ def test_defaults_match_the_documented_values() -> None:
     assert limits == RelayLimits()
     assert (limits.max_connections, limits.max_connections_per_address) == (10_000, 64)
     assert (limits.join_timeout, limits.idle_timeout, limits.ping_interval) == (10.0, 120.0, 30.0)
-    assert limits.max_payload == MAX_PAYLOAD == 65_600
+    assert limits.max_payload == MAX_PAYLOAD == 262_208
     assert limits.bulk_window == 1024 * 1024
     assert limits.control_queue == 256
     assert (limits.create_rate, limits.join_rate, limits.shutdown_grace) == (30, 120, 5.0)
@@ -194,7 +194,7 @@ def test_secret_never_in_repr(tmp_path: Path) -> None:
         ("[limits]\ncreate_rate = -3", "limits.create_rate must be a positive integer"),
         ("[limits]\nping_interval = 200", "limits.ping_interval must be less than idle_timeout"),
         ("[limits]\nmax_payload = 1000", "limits.max_payload must be between"),
-        ("[limits]\nmax_payload = 65601", "limits.max_payload must be between"),
+        ("[limits]\nmax_payload = 262209", "limits.max_payload must be between"),
         ("[limits]\nbulk_window = 5000000000", "limits.bulk_window must be at most"),
         ("[limits]\nbulk_window = 50000\nmax_payload = 60000", "limits.bulk_window must be"),
         (

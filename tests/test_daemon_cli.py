@@ -46,7 +46,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert info.value.code == 0
     assert (
         capsys.readouterr().out.strip()
-        == f"m42d {__version__} (relay protocol 1, session protocol 2)"
+        == f"m42d {__version__} (relay protocol 2, session protocol 3)"
     )
 
 

@@ -24,7 +24,7 @@ from m42d.relay.lanes import (
 from m42d.ticket import Seat
 from m42d.transport import StreamFrameConnection
 from m42d.wire import Bulk, Control, Credit, Joined, PeerUp, Relayed, encode_stream
-from tests.test_relay_harness import Harness, expect, make_harness, receive
+from tests.test_relay_harness import V1_PAYLOAD, Harness, expect, make_harness, receive
 
 ATTACKER = "203.0.113.66"
 
@@ -72,6 +72,7 @@ async def test_an_attacker_holding_n_rooms_stays_within_the_per_address_bound(
     nursery: trio.Nursery,
 ) -> None:
     limits = RelayLimits(
+        max_payload=V1_PAYLOAD,
         bulk_window=256 * 1024,
         control_window=128 * 1024,
         max_queued_per_address=1024 * 1024,
@@ -114,7 +115,9 @@ async def test_tiny_bulk_frames_cost_their_objects_not_just_their_credit(
 
 async def test_a_parked_sender_resumes_once_the_receiver_reads(nursery: trio.Nursery) -> None:
     """Stopping to read is backpressure, not loss: everything arrives, in order."""
-    limits = RelayLimits(control_window=70_000, max_queued_per_address=2 * 1024 * 1024)
+    limits = RelayLimits(
+        max_payload=V1_PAYLOAD, control_window=70_000, max_queued_per_address=2 * 1024 * 1024
+    )
     harness = make_harness(nursery, limits)
     a, b = await attacked_room(harness, control=30, bulk=0, bulk_size=1)
     await trio.testing.wait_all_tasks_blocked()
@@ -133,7 +136,9 @@ async def test_a_parked_sender_resumes_once_the_receiver_reads(nursery: trio.Nur
 
 
 async def test_everything_is_discharged_when_the_peers_leave(nursery: trio.Nursery) -> None:
-    limits = RelayLimits(control_window=70_000, max_queued_per_address=2 * 1024 * 1024)
+    limits = RelayLimits(
+        max_payload=V1_PAYLOAD, control_window=70_000, max_queued_per_address=2 * 1024 * 1024
+    )
     harness = make_harness(nursery, limits)
     a, b = await attacked_room(harness, control=30, bulk=500, bulk_size=10)
     await trio.testing.wait_all_tasks_blocked()

@@ -25,7 +25,15 @@ from m42d.wire import (
     Pong,
     RoomCreated,
 )
-from tests.test_relay_harness import NOW, Harness, expect, expect_closed, make_harness, receive
+from tests.test_relay_harness import (
+    NOW,
+    V1_PAYLOAD,
+    Harness,
+    expect,
+    expect_closed,
+    make_harness,
+    receive,
+)
 
 
 @pytest.fixture
@@ -79,7 +87,7 @@ async def test_join_both_seats_and_relay_both_lanes_both_ways(harness: Harness) 
 
 
 @pytest.mark.parametrize("paced", [False, True], ids=["fast", "paced"])
-@pytest.mark.parametrize("window", [MAX_PAYLOAD, 3 * MAX_PAYLOAD, 1 << 20])
+@pytest.mark.parametrize("window", [V1_PAYLOAD, 3 * V1_PAYLOAD, 1 << 20])
 async def test_credit_gathers_but_a_sender_is_never_stranded(
     nursery: trio.Nursery, window: int, paced: bool
 ) -> None:
@@ -92,7 +100,7 @@ async def test_credit_gathers_but_a_sender_is_never_stranded(
     (one CREDIT per 256 KiB instead of one per frame).  With a window of one
     frame every frame's credit must go back at once.
     """
-    harness = make_harness(nursery, RelayLimits(bulk_window=window))
+    harness = make_harness(nursery, RelayLimits(max_payload=V1_PAYLOAD, bulk_window=window))
     room = harness.mint()
     a = await harness.join(room, Seat.A)
     await expect(a, Joined, skip_credit=False)
@@ -101,29 +109,30 @@ async def test_credit_gathers_but_a_sender_is_never_stranded(
     await expect(b, Joined)
     await expect(a, PeerUp)
     frames = 40
-    payload = bytes(MAX_PAYLOAD)
+    payload = bytes(V1_PAYLOAD)
     credit_frames = 0
     for _ in range(frames):
-        while credit < MAX_PAYLOAD:
+        while credit < V1_PAYLOAD:
             frame = await receive(a)
             assert isinstance(frame, Credit), frame
             credit += frame.amount
             credit_frames += 1
         await a.send(Bulk(payload))
-        credit -= MAX_PAYLOAD
+        credit -= V1_PAYLOAD
         if paced:
-            assert len((await expect(b, Bulk)).payload) == MAX_PAYLOAD
+            assert len((await expect(b, Bulk)).payload) == V1_PAYLOAD
     if not paced:
         for _ in range(frames):
-            assert len((await expect(b, Bulk)).payload) == MAX_PAYLOAD
+            assert len((await expect(b, Bulk)).payload) == V1_PAYLOAD
     await trio.testing.wait_all_tasks_blocked()
     assert harness.relay.statistics().queued_bulk_bytes == 0
-    if window == MAX_PAYLOAD:
+    if window == V1_PAYLOAD:
         assert credit_frames == frames - 1  # always low: each frame's credit at once
     elif window == 1 << 20 and paced:
-        # 40 frames of 64 KiB are 2.5 MiB: about one CREDIT per 256 KiB, and
+        # 40 frames of 64 KiB are 2.5 MiB (protocol 1's frames: at 256 KiB every frame
+        # is a batch): about one CREDIT per 256 KiB, and
         # none needed at all before half the window is spent.
-        assert credit_frames <= frames * MAX_PAYLOAD // (256 * 1024)
+        assert credit_frames <= frames * V1_PAYLOAD // (256 * 1024)
 
 
 async def test_joined_seats_are_closed_with_410_when_the_room_expires(
@@ -206,7 +215,7 @@ async def test_seat_replacement_tells_the_old_connection_409(harness: Harness) -
 async def test_new_sender_is_granted_window_minus_what_is_still_queued(
     nursery: trio.Nursery,
 ) -> None:
-    limits = RelayLimits(bulk_window=200_000)
+    limits = RelayLimits(max_payload=V1_PAYLOAD, bulk_window=200_000)
     harness = make_harness(nursery, limits)
     room = harness.mint()
     b = await harness.join(room, Seat.B, lockstep=True)
@@ -376,7 +385,7 @@ async def test_payload_over_max_payload_is_413(nursery: trio.Nursery) -> None:
 
 
 async def test_sending_past_credit_is_402(nursery: trio.Nursery) -> None:
-    harness = make_harness(nursery, RelayLimits(bulk_window=100_000))
+    harness = make_harness(nursery, RelayLimits(max_payload=V1_PAYLOAD, bulk_window=100_000))
     room = harness.mint()
     b = await harness.join(room, Seat.B, lockstep=True)
     a = await harness.join(room, Seat.A)

@@ -16,6 +16,9 @@ from m42d.wire import Credit, Frame, Join
 
 NOW: Final = 1_700_000_000
 STEP: Final = 5.0
+V1_PAYLOAD: Final = 65536 + 64
+"""Protocol 1's ``max_payload``: the relay mechanics tests size their windows in 64 KiB
+frames, which the relay still allows (``max_payload`` is a setting), so they keep it."""
 """Deadline for one expected frame; with the autojump clock a hang fails fast."""
 
 F = TypeVar("F")

@@ -13,8 +13,8 @@ import trio.testing
 from m42d.relay import RelayLimits
 from m42d.ticket import Seat
 from m42d.transport import StreamFrameConnection
-from m42d.wire import MAX_PAYLOAD, Bulk, Control, Credit, Frame, Joined, PeerUp, Ping, Pong
-from tests.test_relay_harness import Harness, expect, make_harness, receive
+from m42d.wire import Bulk, Control, Credit, Frame, Joined, PeerUp, Ping, Pong
+from tests.test_relay_harness import V1_PAYLOAD, Harness, expect, make_harness, receive
 
 CHUNK = 64 * 1024
 WINDOW = 1024 * 1024
@@ -34,7 +34,7 @@ async def setup_room(harness: Harness) -> tuple[StreamFrameConnection, StreamFra
 
 
 async def test_control_overtakes_queued_bulk(nursery: trio.Nursery) -> None:
-    harness = make_harness(nursery, RelayLimits(bulk_window=WINDOW))
+    harness = make_harness(nursery, RelayLimits(max_payload=V1_PAYLOAD, bulk_window=WINDOW))
     sender, receiver, credit = await setup_room(harness)
     sent = 0
     while credit >= CHUNK:  # saturate the credit
@@ -97,8 +97,8 @@ class Sender:
 
 async def test_a_stalled_receiver_bounds_relay_memory_to_the_window(nursery: trio.Nursery) -> None:
     total = 100 * 1024 * 1024
-    bound = WINDOW + MAX_PAYLOAD
-    harness = make_harness(nursery, RelayLimits(bulk_window=WINDOW))
+    bound = WINDOW + V1_PAYLOAD
+    harness = make_harness(nursery, RelayLimits(max_payload=V1_PAYLOAD, bulk_window=WINDOW))
     sender_conn, receiver, credit = await setup_room(harness)
     sender = Sender(sender_conn, credit, total)
     # An unrelated room that must stay responsive while the first one is stalled.

@@ -1069,7 +1069,7 @@ def test_safety_words_stay_the_same_across_sessions_and_renewals() -> None:
 
 @pytest.mark.parametrize(
     ("payload", "said"),
-    [(bytes([0]), "session protocol 1, this one 2"), (bytes([0, 3]), "session protocol 3")],
+    [(bytes([0]), "session protocol 1, this one 3"), (bytes([0, 2]), "session protocol 2")],
 )
 def test_another_session_version_is_named_on_both_sides(payload: bytes, said: str) -> None:
     """An initiator of another version: B says which, and its RESET tells A."""

@@ -101,12 +101,12 @@ def test_known_answer_empty_file() -> None:
 def test_known_answer_two_chunks() -> None:
     data = bytes(i % 251 for i in range(CHUNK_SIZE + 1))
     c0, c1 = encrypt_file(KAT_KEY, data)
-    assert len(c0) == ENCRYPTED_CHUNK_SIZE == 65552
+    assert len(c0) == ENCRYPTED_CHUNK_SIZE == 262160
     assert hashlib.sha256(c0).hexdigest() == (
-        "8c5f150045bffbd40d09b4d818a34859e8c484fb682f8f5947a0abf9aba1880c"
+        "42d9661b11b354e65c3332b096f90dbcbbf96d44a1f82cddc5c68e4652288613"
     )
-    assert c0[-TAG_SIZE:].hex() == "b0348789b18984d54d6d0bbfae29d815"
-    assert c1.hex() == "cdffee2c38db020c80e2a27f92cc8c1a3a"
+    assert c0[-TAG_SIZE:].hex() == "2836b5b76833f3f36fc5967ac9eaf146"
+    assert c1.hex() == "b06d689a393ed7b476af082444c10450a8"
 
 
 @settings(max_examples=50, deadline=None)
@@ -415,11 +415,11 @@ def test_finish_without_any_chunk() -> None:
 
 def test_encryptor_refuses_bad_framing() -> None:
     enc = StreamEncryptor(FileKey.generate())
-    with pytest.raises(LocalProtocolError, match="more than 65536"):
+    with pytest.raises(LocalProtocolError, match="more than 262144"):
         enc.encrypt_chunk(0, bytes(CHUNK_SIZE + 1), last=True)
-    with pytest.raises(LocalProtocolError, match="must hold exactly 65536"):
+    with pytest.raises(LocalProtocolError, match="must hold exactly 262144"):
         enc.encrypt_chunk(0, bytes(CHUNK_SIZE - 1), last=False)
-    with pytest.raises(LocalProtocolError, match="must hold exactly 65536"):
+    with pytest.raises(LocalProtocolError, match="must hold exactly 262144"):
         enc.encrypt_chunk(0, b"", last=False)
     with pytest.raises(LocalProtocolError, match="empty final chunk"):
         enc.encrypt_chunk(1, b"", last=True)

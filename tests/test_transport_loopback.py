@@ -315,7 +315,8 @@ def _fragmented(message: bytes, pieces: int) -> bytes:
         (_fragmented(encode(Control(bytes(1000))), MAX_FRAGMENTS + 1), "websocket closed (1009)"),
         # Fragments adding up past MAX_FRAME.
         (
-            _masked_frame(0x2, bytes(40_000), fin=False) + _masked_frame(0x0, bytes(40_000)),
+            _masked_frame(0x2, bytes(MAX_FRAME // 2 + 1), fin=False)
+            + _masked_frame(0x0, bytes(MAX_FRAME // 2 + 1)),
             "websocket closed (1009)",
         ),
     ],

@@ -103,12 +103,12 @@ def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
 
 
 def test_version_matches_package() -> None:
-    assert WIRE_VERSION == m42d.PROTOCOL_VERSION == 1
+    assert WIRE_VERSION == m42d.PROTOCOL_VERSION == 2
 
 
 def test_size_caps() -> None:
-    assert MAX_PAYLOAD == 65600
-    assert MAX_FRAME == 65601
+    assert MAX_PAYLOAD == 262208
+    assert MAX_FRAME == 262209
     assert FrameDecoder().max_buffer == 4 * (4 + 1 + MAX_PAYLOAD)
 
 
@@ -173,7 +173,7 @@ def test_error_from_code_and_error_code() -> None:
 # -- worked examples (also printed in docs/protocol.d/30-wire.md) --------------
 
 JOIN_EXAMPLE_HEX = (
-    "0000003d 03 01 41"
+    "0000003d 03 02 41"
     " 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f202122232425262728 29"
     " a0a1a2a3a4a5a6a7a8a9aaabacadaeaf"
 )
@@ -389,7 +389,7 @@ def test_mutations_raise_only_wire_error(frame: Frame, data: st.DataObject, chun
 def test_oversize_length_rejected_from_the_header_alone() -> None:
     decoder = FrameDecoder()
     decoder.receive_data(struct.pack(">I", MAX_FRAME + 1))
-    with pytest.raises(FrameTooLargeError, match="exceeds cap 65601"):
+    with pytest.raises(FrameTooLargeError, match="exceeds cap 262209"):
         decoder.next_frame()
 
 
@@ -569,7 +569,7 @@ def test_body_rules(message: bytes, error: str) -> None:
 @pytest.mark.parametrize("kind", [FrameKind.CONTROL, FrameKind.BULK])
 def test_payload_caps(kind: FrameKind) -> None:
     assert len(decode(_msg(kind, b"x" * MAX_PAYLOAD)).payload) == MAX_PAYLOAD  # type: ignore[union-attr]
-    with pytest.raises(FrameTooLargeError, match=f"{kind.name} body must be at most 65600"):
+    with pytest.raises(FrameTooLargeError, match=f"{kind.name} body must be at most 262208"):
         decode(_msg(kind, b"x" * (MAX_PAYLOAD + 1)))
 
 
@@ -618,8 +618,8 @@ def test_failed_decode_releases_caller_buffer() -> None:
 # -- encoding validation ------------------------------------------------------------
 
 BAD_FRAMES = [
-    pytest.param(Control(b""), "CONTROL: payload must be 1..65600 bytes", id="control-empty"),
-    pytest.param(Bulk(b"x" * (MAX_PAYLOAD + 1)), "BULK: payload must be 1..65600", id="bulk-big"),
+    pytest.param(Control(b""), "CONTROL: payload must be 1..262208 bytes", id="control-empty"),
+    pytest.param(Bulk(b"x" * (MAX_PAYLOAD + 1)), "BULK: payload must be 1..262208", id="bulk-big"),
     pytest.param(Control("text"), "payload must be bytes", id="control-str"),  # type: ignore[arg-type]
     pytest.param(CreateRoom(version=256), "version must be an int in 0..255", id="cr-version"),
     pytest.param(CreateRoom(creation_secret=b"s" * 256), "creation_secret must be", id="cr-secret"),

@@ -9,7 +9,7 @@ Rules and invariants
   and ONE writer task, the only code that writes the connection.  The writer
   sends everything on the control side first (session records, PONG, BURN),
   then at most one BULK chunk, then looks at the control side again: a text
-  never waits behind more than one 64 KiB chunk on our side either.
+  never waits behind more than one 256 KiB chunk on our side either.
 * BULK goes out only within relay credit: credit is 0 at JOINED, grows with
   each CREDIT, shrinks by each payload sent (docs/protocol.md "Flow
   control").  Sending past it would be ERROR 402.

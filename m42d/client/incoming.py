@@ -42,8 +42,8 @@ from m42d.session import FileChunk, FileCode, FileCompleted, FileOffered, Sessio
 
 __all__ = ["FREE_SPACE_MARGIN", "WRITE_BATCH", "AcceptPolicy", "IncomingFiles"]
 
-WRITE_BATCH: Final = 16 * CHUNK_SIZE
-"""Bytes of received chunks gathered per incoming file before one trip writes them."""
+WRITE_BATCH: Final = max(1024 * 1024, CHUNK_SIZE)
+"""Bytes of received chunks gathered per incoming file before one trip writes them (1 MiB)."""
 FREE_SPACE_MARGIN: Final = 16 * 1024 * 1024
 """Left free on the download disk: a file that would fill it to the brim is refused."""
 

@@ -43,14 +43,16 @@ from m42d.session import FileCode, Session
 
 __all__ = ["READ_AHEAD", "READ_BATCH", "OutgoingFiles"]
 
-READ_AHEAD: Final = 32
-"""Chunks per outgoing file read from disk but not yet written to the relay."""
-READ_BATCH: Final = 16
+READ_AHEAD: Final = (2 * 1024 * 1024) // CHUNK_SIZE
+"""Chunks per outgoing file read from disk but not yet written to the relay (2 MiB)."""
+READ_BATCH: Final = (1024 * 1024) // CHUNK_SIZE
 """Chunks read from disk per worker-thread trip (1 MiB).
 
 A trip to a worker thread costs about as much as the Python work of a whole
 chunk (GIL hand-over both ways), so the disk is read and written in batches:
-one trip per megabyte, not one per 64 KiB.
+one trip per megabyte, not one per chunk.  Both counts are set in bytes so
+that the chunk size (64 KiB in protocol 1, 256 KiB in 2) does not change
+what a transfer holds in memory.
 """
 
 

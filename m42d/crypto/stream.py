@@ -61,7 +61,7 @@ __all__ = [
     "encrypted_size",
 ]
 
-CHUNK_SIZE: Final = 65536
+CHUNK_SIZE: Final = 262144
 """Plaintext bytes in every chunk but the last."""
 
 TAG_SIZE: Final = 16

@@ -29,9 +29,9 @@ __all__ = ["CREDIT_BATCH", "CreditLedger"]
 
 CREDIT_BATCH: Final = 256 * 1024
 """Returned credit is written once this much has gathered (or the sender runs low): one
-CREDIT write per four 64 KiB frames instead of one per frame.  Each CREDIT costs the
-relay a TLS write and the sender a wake-up; per frame, that was ~13% of the relay's
-CPU and ~15% of the sending client's under bulk."""
+CREDIT write per 256 KiB file chunk, or per four of protocol 1's 64 KiB ones, and not one
+per small frame.  Each CREDIT costs the relay a TLS write and the sender a wake-up; per
+64 KiB frame, that was ~13% of the relay's CPU and ~15% of the sending client's under bulk."""
 
 
 @final

@@ -64,7 +64,7 @@ from m42d.session.records import (
     reason_body,
 )
 
-FILE_ACK_EVERY: Final = 16  # chunks (1 MiB) between progress acks
+FILE_ACK_EVERY: Final = 4  # chunks (1 MiB) between progress acks
 MAX_BAD_CHUNKS: Final = 3  # chunks failing authentication before a transfer is given up
 MAX_OPEN_INCOMING: Final = 64  # offers pending or being received at once
 MAX_FINISHED_INCOMING = 1024  # finished transfers remembered (to answer re-offers)

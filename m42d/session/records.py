@@ -27,7 +27,7 @@ import attrs
 
 from m42d.errors import LocalProtocolError, RemoteProtocolError
 
-SESSION_VERSION: Final = 2
+SESSION_VERSION: Final = 3
 """Version of the end-to-end session (docs/protocol.md); the relay's wire version is separate."""
 
 PAD_BUCKET: Final = 256
@@ -167,7 +167,7 @@ def decode_hs_payload(payload: bytes, which: str) -> bool:
     """
     if len(payload) == 1 and payload[0] in (HS_FRESH, HS_RENEW):
         raise VersionMismatch(
-            "the other person's m42 speaks session protocol 1, this one 2: "
+            f"the other person's m42 speaks session protocol 1, this one {SESSION_VERSION}: "
             "both need the same m42 version"
         )
     if len(payload) != HS_PAYLOAD.size:

@@ -50,8 +50,8 @@ class FrameDecoder:
 
     Memory is bounded by ``max_buffer``: a caller that drains after every
     :meth:`receive_data` holds at most one partial frame plus one read, so
-    reads must not exceed ``max_buffer - (4 + max_frame)`` bytes (64 KiB
-    reads fit the default with room to spare).
+    reads must not exceed ``max_buffer - (4 + max_frame)`` bytes (the
+    transports' 128 KiB reads fit the default with room to spare).
 
     ``max_frame`` may be lowered or raised between frames (a relay might keep
     it small until JOIN succeeds); the per-kind body limits apply regardless.

@@ -16,11 +16,14 @@ from m42d.errors import WireError
 from m42d.ticket import TICKET_SIZE, TOKEN_SIZE
 from m42d.wire.kinds import FrameKind
 
-WIRE_VERSION: Final = 1
+WIRE_VERSION: Final = 2
 """Relay protocol version sent in CREATE_ROOM and JOIN; equals ``m42d.PROTOCOL_VERSION``."""
 
-MAX_PAYLOAD: Final = 65536 + 64
-"""Largest CONTROL/BULK payload: a 64 KiB file chunk plus room for AEAD tag and header."""
+MAX_PAYLOAD: Final = 262144 + 64
+"""Largest CONTROL/BULK payload: a 256 KiB file chunk plus room for AEAD tag and header.
+
+Version 1 had 64 KiB chunks; 256 KiB ones cost each of the three processes
+about a fifth less CPU per GiB (docs/benchmarks.md, sixth pass)."""
 
 MAX_FRAME: Final = 1 + MAX_PAYLOAD
 """Default cap on the stream length prefix (kind byte + largest body)."""

@@ -232,7 +232,7 @@ test("one level down: the Noise engine writes the handshake, and every record op
   const control = messages.filter((m) => m.lane === "CONTROL");
   const [hs1, hs2, hs3] = control.slice(0, 3).map((m) => fromHex(m.payload));
   const envelope = (/** @type {number} */ kind, /** @type {Uint8Array} */ message) => concat(Uint8Array.of(kind), hsId, message);
-  const fresh = Uint8Array.of(0, 2); // mode fresh, session version 2
+  const fresh = Uint8Array.of(0, 3); // mode fresh, session version 3
   assert.equal(toHex(envelope(1, await a.writeMessage(fresh))), toHex(hs1));
   assert.deepEqual(await b.readMessage(hs1.subarray(5)), fresh);
   assert.equal(toHex(envelope(2, await b.writeMessage(fresh))), toHex(hs2));

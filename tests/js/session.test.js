@@ -741,8 +741,8 @@ test("an accept past the end is a failure; one for an unknown file is answered F
 
 test("another session version is named on both sides", async () => {
   for (const [payload, said] of /** @type {[Uint8Array, string][]} */ ([
-    [Uint8Array.of(0), "session protocol 1, this one 2"],
-    [Uint8Array.of(0, 3), "session protocol 3"],
+    [Uint8Array.of(0), "session protocol 1, this one 3"],
+    [Uint8Array.of(0, 2), "session protocol 2"],
   ])) {
     const pair = await Pair.make();
     const b = pair.b.session;

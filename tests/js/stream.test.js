@@ -172,9 +172,9 @@ test("the encryptor refuses bad framings as a local error", async () => {
   const enc = await StreamEncryptor.create(FileKey.generate());
   /** @type {Array<[bigint, number, boolean, RegExp]>} */
   const cases = [
-    [0n, CHUNK_SIZE + 1, true, /more than 65536/],
-    [0n, CHUNK_SIZE - 1, false, /must hold exactly 65536/],
-    [0n, 0, false, /must hold exactly 65536/],
+    [0n, CHUNK_SIZE + 1, true, /more than 262144/],
+    [0n, CHUNK_SIZE - 1, false, /must hold exactly 262144/],
+    [0n, 0, false, /must hold exactly 262144/],
     [1n, 0, true, /^chunk 1 would be an empty final chunk; make chunk 0 final$/],
     [-1n, 1, true, /outside \[0, 2\*\*64\)/],
     [MAX_CHUNKS, 1, true, /outside/],

@@ -123,9 +123,9 @@ function edgeFrames() {
 }
 
 test("pinned constants, kinds and error codes", () => {
-  assert.equal(WIRE_VERSION, 1);
-  assert.equal(MAX_PAYLOAD, 65600);
-  assert.equal(MAX_FRAME, 65601);
+  assert.equal(WIRE_VERSION, 2);
+  assert.equal(MAX_PAYLOAD, 262208);
+  assert.equal(MAX_FRAME, 262209);
   assert.deepEqual({ ...FrameKind }, {
     CREATE_ROOM: 0x01, ROOM_CREATED: 0x02, JOIN: 0x03, JOINED: 0x04, PEER_UP: 0x05, PEER_DOWN: 0x06,
     BURN: 0x07, CONTROL: 0x10, BULK: 0x11, CREDIT: 0x12, PING: 0x20, PONG: 0x21, ERROR: 0x30, GOAWAY: 0x31,
@@ -162,7 +162,7 @@ test("ErrorFrame.fromCode and errorCode, a code from the future included", () =>
 
 // The worked examples of docs/protocol.md (tests/test_wire.py has the same).
 const JOIN_EXAMPLE =
-  "0000003d 03 01 41 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f202122232425262728 29" +
+  "0000003d 03 02 41 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f202122232425262728 29" +
   " a0a1a2a3a4a5a6a7a8a9aaabacadaeaf";
 const CONTROL_EXAMPLE = "00000006 10 68656c6c6f";
 /** @param {string} spaced */
@@ -272,8 +272,8 @@ const BAD_MESSAGES = /** @type {[Uint8Array, string, boolean][]} */ ([
   [msg(FrameKind.BURN, Uint8Array.of(0)), "BURN body must be 0 bytes, got 1", false],
   [msg(FrameKind.CONTROL), "CONTROL body must be at least 1 bytes, got 0", false],
   [msg(FrameKind.BULK), "BULK body must be at least 1 bytes, got 0", false],
-  [msg(FrameKind.CONTROL, filled(MAX_PAYLOAD + 1)), "CONTROL body must be at most 65600 bytes, got 65601", true],
-  [msg(FrameKind.BULK, filled(MAX_PAYLOAD + 1)), "BULK body must be at most 65600 bytes, got 65601", true],
+  [msg(FrameKind.CONTROL, filled(MAX_PAYLOAD + 1)), "CONTROL body must be at most 262208 bytes, got 262209", true],
+  [msg(FrameKind.BULK, filled(MAX_PAYLOAD + 1)), "BULK body must be at most 262208 bytes, got 262209", true],
   [msg(FrameKind.CREDIT, new Uint8Array(4)), "CREDIT amount must be greater than 0", false],
   [msg(FrameKind.CREDIT, new Uint8Array(3)), "CREDIT body must be 4 bytes, got 3", false],
   [msg(FrameKind.PING, filled(33)), "PING body must be at most 32 bytes, got 33", true],
@@ -316,7 +316,7 @@ test("the payload caps are exact", () => {
     const frame = decode(msg(kind, filled(MAX_PAYLOAD)));
     assert.ok((frame instanceof Control || frame instanceof Bulk) && frame.payload.length === MAX_PAYLOAD);
   }
-  assert.throws(() => encode(new Bulk(filled(MAX_PAYLOAD + 1))), /BULK: payload must be 1\.\.65600 bytes, got 65601/);
+  assert.throws(() => encode(new Bulk(filled(MAX_PAYLOAD + 1))), /BULK: payload must be 1\.\.262208 bytes, got 262209/);
 });
 
 test("text caps count UTF-8 bytes, not characters", () => {
@@ -343,8 +343,8 @@ test("error messages do not echo the bytes they refuse", () => {
 
 /** [frame, the twin's error text] */
 const BAD_FRAMES = /** @type {[unknown, string][]} */ ([
-  [new Control(new Uint8Array(0)), "cannot encode CONTROL: payload must be 1..65600 bytes, got 0"],
-  [new Bulk(filled(MAX_PAYLOAD + 1)), "cannot encode BULK: payload must be 1..65600 bytes"],
+  [new Control(new Uint8Array(0)), "cannot encode CONTROL: payload must be 1..262208 bytes, got 0"],
+  [new Bulk(filled(MAX_PAYLOAD + 1)), "cannot encode BULK: payload must be 1..262208 bytes"],
   [new Control(/** @type {any} */ ("text")), "payload must be bytes"],
   [new CreateRoom({ version: 256 }), "version must be an int in 0..255"],
   [new CreateRoom({ creationSecret: filled(256) }), "creation_secret must be 0..255 bytes, got 256"],

@@ -29,10 +29,10 @@ import { FileCode } from "../lib/session/index.js";
 /** @typedef {import("../ui/engine.js").FileSink} FileSink */
 /** @typedef {import("../ui/engine.js").EngineEvents} EngineEvents */
 
-/** Sealed chunks per outgoing file not yet taken by the writer. */
-export const READ_AHEAD = 32;
+/** Sealed chunks per outgoing file not yet taken by the writer (2 MiB). */
+export const READ_AHEAD = (2 * 1024 * 1024) / CHUNK_SIZE;
 /** Chunks read per File.slice() (1 MiB): one await per megabyte, not per chunk. */
-export const READ_BATCH = 16;
+export const READ_BATCH = (1024 * 1024) / CHUNK_SIZE;
 
 /**
  * How a part of the engine reports to the page.

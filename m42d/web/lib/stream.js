@@ -35,7 +35,7 @@ import { Serial } from "./serial.js";
 /** @typedef {import("./bytes.js").Bytes} Bytes */
 
 /** Plaintext bytes in every chunk but the last. */
-export const CHUNK_SIZE = 65536;
+export const CHUNK_SIZE = 262144;
 /** AES-GCM tag appended to each chunk. */
 export const TAG_SIZE = 16;
 /** Size on the wire of a full chunk; no chunk is larger. */

@@ -52,9 +52,9 @@ import { SEAT_BYTE, TICKET_SIZE, TOKEN_SIZE } from "./ticket.js";
 /** @typedef {import("./ticket.js").Seat} Seat */
 
 /** Relay protocol version sent in CREATE_ROOM and JOIN. */
-export const WIRE_VERSION = 1;
+export const WIRE_VERSION = 2;
 /** Largest CONTROL/BULK payload: a 64 KiB file chunk plus room for AEAD tag and header. */
-export const MAX_PAYLOAD = 65536 + 64;
+export const MAX_PAYLOAD = 262144 + 64;
 /** Largest frame: kind byte plus the largest body (and so the largest WebSocket message). */
 export const MAX_FRAME = 1 + MAX_PAYLOAD;
 export const LENGTH_PREFIX_SIZE = 4;

@@ -65,7 +65,7 @@ import {
 /** @typedef {import("./events.js").EventSink} EventSink */
 
 /** Chunks (1 MiB) between progress acks. */
-export const FILE_ACK_EVERY = 16;
+export const FILE_ACK_EVERY = 4;
 /** Chunks failing authentication that a transfer survives. */
 export const MAX_BAD_CHUNKS = 3;
 /** Offers pending or being received at once. */

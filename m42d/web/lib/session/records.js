@@ -24,7 +24,7 @@ import { hasLoneSurrogate } from "../text.js";
 /** @typedef {import("../bytes.js").Bytes} Bytes */
 
 /** Version of the end-to-end session; the relay's wire version is separate. */
-export const SESSION_VERSION = 2;
+export const SESSION_VERSION = 3;
 
 export const PAD_BUCKET = 256;
 export const MAX_NOISE_PLAINTEXT = 65535 - 16;
@@ -199,7 +199,7 @@ export function hsPayload(renew) {
 export function decodeHsPayload(payload, which) {
   if (payload.length === 1 && (payload[0] === HS_FRESH || payload[0] === HS_RENEW)) {
     throw new VersionMismatch(
-      "the other person's m42 speaks session protocol 1, this one 2: both need the same m42 version",
+      `the other person's m42 speaks session protocol 1, this one ${SESSION_VERSION}: both need the same m42 version`,
     );
   }
   if (payload.length !== HS_PAYLOAD) throw new SessionError(`handshake message ${which} has a bad payload`);
