@@ -139,9 +139,11 @@ class Endpoint:
         self.controls_done = trio.Event()
         self.on_control: Callable[[bytes], Awaitable[None]] | None = None
         self.errors: list[bytes] = []
-        bulk = self.frame(BULK, bytes(BULK_PAYLOAD))
-        self._bulk_frame = bulk
-        self._bulk_batch = bulk * 16
+        # Built on first use (send_bulk): section d holds ~20,000 of these
+        # clients, and an eager 16-frame batch each (4 MiB at 256 KiB frames)
+        # ran the bench process out of memory and slowed every join.
+        self._bulk_frame = b""
+        self._bulk_batch = b""
 
     # -- framing --------------------------------------------------------------
 
@@ -226,6 +228,9 @@ class Endpoint:
     async def send_bulk(self, frames: int | None, *, batch: int = 16) -> None:
         """Send ``frames`` BULK frames (None: until cancelled), ``batch`` per write at most."""
         sent = 0
+        if not self._bulk_frame:
+            self._bulk_frame = self.frame(BULK, bytes(BULK_PAYLOAD))
+            self._bulk_batch = self._bulk_frame * 16
         size = len(self._bulk_frame)
         view = memoryview(self._bulk_batch)
         batch = max(1, min(batch, 16))
