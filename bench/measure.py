@@ -165,7 +165,7 @@ async def latency(
 
     The bulk and the messages share A's one connection (and B's), so the
     relay decides what waits: m42d's lanes, or one FIFO byte pipe.  A's own
-    client sends one 64 KiB frame per write, so a message waits at most one
+    client sends one chunk-sized frame per write, so a message waits at most one
     frame in the client.
     """
     async with paired(kind, relays) as (a, b, nursery):

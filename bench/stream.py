@@ -1,8 +1,8 @@
-"""File STREAM throughput against bare AES-GCM on the same 64 KiB chunks.
+"""File STREAM throughput against bare AES-GCM on the same chunks (CHUNK_SIZE, 256 KiB).
 
 The STREAM layer adds per-chunk Python work (framing checks, nonce building,
-the decryptor's counter) on top of one AES-GCM call.  At 64 KiB a chunk costs
-the cipher only ~10 us, so that overhead is what can matter; the target is
+the decryptor's counter) on top of one AES-GCM call.  At 64 KiB (protocol 1) a
+chunk cost the cipher only ~10 us, so that overhead is what can matter; the target is
 STREAM >= 0.8x the raw cipher.  Both sides run in one process on the same
 data, best of several rounds, so the ratio is meaningful on a busy machine.
 Timed loops drop their output, as a sender does once a chunk is written:
