@@ -243,6 +243,8 @@ def _reloader(
         for name in ("listen", "state_dir", "tls_cert", "tls_key", "metrics_listen"):
             if getattr(new, name) != getattr(config, name):
                 log.warning("%s changed: it takes effect at the next restart", name)
+        for warning in limits.warnings():
+            log.warning("%s", warning)
         log.info("reloaded; TLS certificate pin %s", state.pin_b64)
 
     return reload
@@ -340,6 +342,8 @@ async def _serve(
                 for listener in listeners:
                     for url in listener.urls:
                         log.info("listening on %s", url)
+                for warning in relay.limits.warnings():
+                    log.warning("%s", warning)
                 if metrics is not None:
                     for url in metrics.urls:
                         log.info("metrics on %s", url)
@@ -531,6 +535,8 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         scheme = url.partition("://")[0].lower()
         if scheme not in transports:
             log.warning("no transport for %s:// is installed here (for %s)", scheme, url)
+    for warning in config.limits.warnings():
+        log.warning("%s", warning)
     return EXIT_OK
 
 

@@ -102,6 +102,29 @@ def test_check_config_warns_about_uninstalled_transport(
     assert "warning: no transport for nosuchscheme:// is installed" in capsys.readouterr().err
 
 
+def test_check_config_warns_about_a_max_payload_too_small_for_file_chunks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Protocol 1's example config set 65600; a protocol-2 relay with it fails every file."""
+    path = tmp_path / "m42d.toml"
+    path.write_text('listen = ["ws://127.0.0.1:9000"]\n[limits]\nmax_payload = 65600\n')
+    assert main(["check-config", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: limits.max_payload = 65600 is below a file chunk (262176 bytes)" in err
+    assert "remove the line to use the default (262208)" in err
+    path.write_text('listen = ["ws://127.0.0.1:9000"]\n')
+    assert main(["check-config", str(path)]) == 0
+    assert "max_payload" not in capsys.readouterr().err
+
+
+def test_file_payload_is_what_the_clients_send() -> None:
+    from m42d.crypto.stream import ENCRYPTED_CHUNK_SIZE
+    from m42d.relay.limits import FILE_PAYLOAD
+    from m42d.session.records import ID_INDEX
+
+    assert ID_INDEX.size + ENCRYPTED_CHUNK_SIZE == FILE_PAYLOAD
+
+
 def test_debug_shows_the_chain(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "m42d.toml"
     path.write_text("listen = [")

@@ -16,6 +16,7 @@ from m42d.errors import ConfigError
 from m42d.wire import MAX_PAYLOAD
 
 __all__ = [
+    "FILE_PAYLOAD",
     "FRAME_COST",
     "MAX_BULK_WINDOW",
     "MAX_SHUTDOWN_GRACE",
@@ -30,6 +31,12 @@ CONTROL_WINDOW: Final = 512 * 1024
 QUEUED_PER_ADDRESS: Final = 8 * MIB
 MIN_PAYLOAD: Final = 1024
 """Lower bound for ``max_payload``: below it even control messages would not fit."""
+FILE_PAYLOAD: Final = 16 + 262144 + 16
+"""The BULK payload of a full file chunk from the standard clients: file id and index
+(16 bytes), a 256 KiB STREAM chunk and its tag.  A relay whose ``max_payload`` is
+below it carries text but refuses every full chunk (413); see :meth:`RelayLimits.warnings`.
+Kept here as a number, not imported from the session, because the relay never
+interprets payloads; a test holds it equal to the session's sizes."""
 MAX_BULK_WINDOW: Final = 0xFFFF_FFFF
 """Credit travels as a 32-bit count on the wire."""
 MAX_SHUTDOWN_GRACE: Final = 0xFFFF_FFFF / 1000
@@ -85,20 +92,21 @@ class RelayLimits:
         if not MIN_PAYLOAD <= self.max_payload <= MAX_PAYLOAD:
             raise ConfigError(
                 f"max_payload must be between {MIN_PAYLOAD} and {MAX_PAYLOAD} bytes "
-                f"(the wire maximum; clients send file chunks of exactly {MAX_PAYLOAD})"
+                f"(the wire maximum; a file chunk from the standard clients is {FILE_PAYLOAD})"
             )
         if self.bulk_window > MAX_BULK_WINDOW:
             raise ConfigError(f"bulk_window must be at most {MAX_BULK_WINDOW} (32-bit credit)")
         if self.bulk_window < self.max_payload:
             raise ConfigError(
-                "bulk_window must be at least max_payload, or a full bulk frame could never be sent"
+                f"bulk_window must be at least max_payload ({self.max_payload}), "
+                "or a full bulk frame could never be sent"
             )
         if self.max_connections_per_address > self.max_connections:
             raise ConfigError("max_connections_per_address must not exceed max_connections")
         if self.control_window < self.max_payload + FRAME_COST:
             raise ConfigError(
                 f"control_window must be at least max_payload + {FRAME_COST} "
-                "(one full frame and what it costs to queue)"
+                f"({self.max_payload + FRAME_COST}: one full frame and what it costs to queue)"
             )
         if self.max_queued_per_address < self.control_window + self.bulk_window:
             raise ConfigError(
@@ -112,6 +120,21 @@ class RelayLimits:
                 f"shutdown_grace must be at most {MAX_SHUTDOWN_GRACE:.0f} seconds "
                 "(GOAWAY carries it as 32-bit milliseconds)"
             )
+
+    def warnings(self) -> list[str]:
+        """Settings that are valid but break what users expect; said at start and by check-config.
+
+        A ``max_payload`` below :data:`FILE_PAYLOAD` is the one today: protocol 1's
+        example config set ``max_payload = 65600``, which a relay of protocol 2
+        still accepts, and with which every file transfer would end in a 413.
+        """
+        if self.max_payload < FILE_PAYLOAD:
+            return [
+                f"limits.max_payload = {self.max_payload} is below a file chunk "
+                f"({FILE_PAYLOAD} bytes): texts get through, file transfers fail; "
+                f"remove the line to use the default ({MAX_PAYLOAD})"
+            ]
+        return []
 
 
 def address_key(address: str, ipv6_prefix: int) -> str:
