@@ -340,3 +340,37 @@ async def test_unknown_scheme(tmp_path: Path) -> None:
         client = Client(link_a, FileKeyStore(tmp_path), transports={})
         with pytest.raises(TransportError, match="no transport"):
             await client.run()
+
+
+async def test_a_relay_whose_frames_are_too_small_fails_the_file_not_the_chat(
+    tmp_path: Path,
+) -> None:
+    """A relay with protocol 1's max_payload (65600) would 413 the first 256 KiB chunk
+    and close the connection; the sender fails the file with the reason and keeps talking."""
+    from m42d.relay import RelayLimits
+
+    src = tmp_path / "src"
+    src.mkdir()
+    down = tmp_path / "down"
+    down.mkdir()
+    _write_random(src / "big.bin", 300_000)
+    limits = RelayLimits(max_payload=65600)
+    async with running_relay("tls", limits) as relay:
+        link_a, link_b = relay.links()
+        async with trio.open_nursery() as nursery:
+            a = await start(nursery, relay.client(link_a, tmp_path))
+            b = await start(
+                nursery, relay.client(link_b, tmp_path, download_dir=down, accept="all")
+            )
+            await a.wait_for(established)
+            await a.client.send_file(src / "big.bin")
+            await a.wait_for(lambda r: r.of(ev.TransferFailed))
+            failed = a.of(ev.TransferFailed)[0]
+            assert "the relay takes frames of at most 65600 bytes" in failed.reason
+            assert "limits.max_payload" in failed.reason
+            await b.wait_for(lambda r: r.of(ev.TransferFailed))
+            a.client.send_text("still here")
+            await b.wait_for(lambda r: [t for t in r.of(ev.TextIn) if t.text == "still here"])
+            assert not a.of(ev.Reconnecting)
+            assert not list(down.iterdir())
+            nursery.cancel_scope.cancel()

@@ -120,9 +120,9 @@ def test_check_config_warns_about_a_max_payload_too_small_for_file_chunks(
 def test_file_payload_is_what_the_clients_send() -> None:
     from m42d.crypto.stream import ENCRYPTED_CHUNK_SIZE
     from m42d.relay.limits import FILE_PAYLOAD
-    from m42d.session.records import ID_INDEX
+    from m42d.session import BULK_HEADER
 
-    assert ID_INDEX.size + ENCRYPTED_CHUNK_SIZE == FILE_PAYLOAD
+    assert BULK_HEADER.size + ENCRYPTED_CHUNK_SIZE == FILE_PAYLOAD
 
 
 def test_debug_shows_the_chain(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

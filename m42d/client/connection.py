@@ -88,6 +88,9 @@ def retryable(code: int) -> bool:
 class ChunkSource(Protocol):
     """Where the writer takes BULK payloads from (our outgoing files)."""
 
+    max_payload: int
+    """The relay's cap on a payload, from each JOINED: a chunk above it is never sent."""
+
     def take_chunk(self, credit: int) -> bytes | None:
         """The next payload if it fits in ``credit`` bytes, else None."""
         ...
@@ -258,6 +261,7 @@ class RelayConnection:
                     break
                 self._relay_frame(frame)
         now = trio.current_time()
+        self._chunks.max_payload = frame.max_payload
         self._connected = True
         self._credit = 0
         self._last_rx = self._last_ping = self._last_write = now

@@ -37,9 +37,10 @@ import trio
 
 from m42d.client import events as ev
 from m42d.client.transfer import Transfer
-from m42d.crypto.stream import CHUNK_SIZE
+from m42d.crypto.stream import CHUNK_SIZE, encrypted_size
 from m42d.errors import LocalProtocolError
-from m42d.session import FileCode, Session
+from m42d.session import BULK_HEADER, FileCode, Session
+from m42d.wire import MAX_PAYLOAD
 
 __all__ = ["READ_AHEAD", "READ_BATCH", "OutgoingFiles"]
 
@@ -116,6 +117,8 @@ class OutgoingFiles:
         self._changed = changed
         self._wake_writer = wake_writer
         self.nursery: trio.Nursery | None = None
+        self.max_payload = MAX_PAYLOAD
+        """The relay's cap on a BULK payload (set by the connection at each JOINED)."""
         self._files: dict[int, _OutFile] = {}
         self._chunks: deque[_BulkItem] = deque()
 
@@ -173,6 +176,17 @@ class OutgoingFiles:
         """The peer wants chunks from ``start`` on: a new generation reads them."""
         out = self._files.get(file_id)
         if out is None or self.nursery is None:
+            return
+        largest = BULK_HEADER.size + encrypted_size(min(out.size, CHUNK_SIZE))
+        if largest > self.max_payload:
+            # The relay would answer the first chunk with 413 and close the
+            # connection, texts and all: fail this file instead, and say why.
+            self._abort(
+                out,
+                f"the relay takes frames of at most {self.max_payload} bytes and this file's "
+                f"chunks are {largest}: texts get through, files cannot (ask whoever runs "
+                "the relay to remove limits.max_payload)",
+            )
             return
         self._stop_stream(out)
         if not out.accepted:

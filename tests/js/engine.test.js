@@ -24,6 +24,7 @@ import {
   ErrorFrame,
   Join,
   Joined,
+  MAX_PAYLOAD,
   PeerDown,
   PeerUp,
   Ping,
@@ -91,6 +92,8 @@ class Socket {
 class FakeRelay {
   /** @type {Map<"A" | "B", Socket>} */ seats = new Map();
   burned = false;
+  /** What JOINED announces as the largest payload (a relay may be set lower). */
+  maxPayload = MAX_PAYLOAD;
   /** Called with each CONTROL frame relayed (a test counts handshake attempts with it). */
   onControl = () => {};
 
@@ -116,7 +119,7 @@ class FakeRelay {
       socket.seat = frame.seat;
       this.seats.set(frame.seat, socket);
       const other = this.#other(frame.seat);
-      socket.deliver(new Joined({ peerOnline: other !== undefined, maxPayload: 65600, bulkWindow: WINDOW }));
+      socket.deliver(new Joined({ peerOnline: other !== undefined, maxPayload: this.maxPayload, bulkWindow: WINDOW }));
       socket.deliver(new Credit(WINDOW));
       other?.deliver(new PeerUp());
       return;
@@ -222,8 +225,7 @@ function pattern(size) {
   return Uint8Array.from({ length: size }, (_, i) => (i * 7 + (i >> 16)) % 251);
 }
 
-async function pair() {
-  const relay = new FakeRelay();
+async function pair(relay = new FakeRelay()) {
   const [linkA, linkB] = room();
   const a = engine(linkA, relay);
   const b = engine(linkB, relay);
@@ -312,6 +314,25 @@ test("a file each way into a memory sink arrives whole, with progress, and is co
   const progress = b.all("file_progress").filter((d) => !d.outgoing);
   assert.ok(progress.length > 0);
   assert.equal(progress.at(-1).done, 300_000);
+  a.engine.close();
+  b.engine.close();
+});
+
+test("a relay whose frames are too small for a chunk fails the file, not the chat", async () => {
+  const relay = new FakeRelay();
+  relay.maxPayload = 65600; // protocol 1's max_payload, left in an old config
+  const { a, b } = await pair(relay);
+  a.engine.sendFile(new File([pattern(300_000)], "big.bin"));
+  const offer = await b.next("file_offer");
+  b.engine.acceptFile(offer.fileId, memorySink(offer.name));
+  const failed = await a.next("file_failed");
+  assert.equal(failed.outgoing, true);
+  assert.match(failed.reason, /the relay takes frames of at most 65600 bytes/);
+  assert.match(failed.reason, /limits\.max_payload/);
+  await b.next("file_failed", (d) => !d.outgoing);
+  a.engine.sendText("still here");
+  await b.next("text", (d) => d.text === "still here");
+  assert.equal(a.all("reconnecting").length, 0);
   a.engine.close();
   b.engine.close();
 });

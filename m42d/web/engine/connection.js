@@ -113,7 +113,8 @@ export function roomUrl(link, roomId) {
 /**
  * What the engine gives a connection.
  * @typedef {object} ConnectionHooks
- * @property {(peerOnline: boolean) => void} joined JOINED arrived; the writer starts after it returns
+ * @property {(peerOnline: boolean, maxPayload: number) => void} joined JOINED arrived (with the relay's
+ *   cap on a payload); the writer starts after it returns
  * @property {(online: boolean) => void} peerChanged PEER_UP (true) and PEER_DOWN (false)
  * @property {(frame: Control | Bulk) => Promise<void>} payload the peer's payload, in order (feed the session)
  * @property {() => Uint8Array[]} controlPayloads the session's records to send now (may be empty)
@@ -332,7 +333,7 @@ export class RelayConnection {
         this.#joined = true;
         if (this.#joinTimer !== null) clearTimeout(this.#joinTimer);
         this.#credit = 0;
-        this.hooks.joined(frame.peerOnline);
+        this.hooks.joined(frame.peerOnline, frame.maxPayload);
         this.wake();
         return;
       }

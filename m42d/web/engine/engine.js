@@ -314,7 +314,10 @@ export class BrowserEngine {
     this.#relay = new RelayConnection(
       link,
       {
-        joined: (peerOnline) => this.#joined(peerOnline),
+        joined: (peerOnline, maxPayload) => {
+          /** @type {OutgoingFiles} */ (this.#outgoing).maxPayload = maxPayload;
+          this.#joined(peerOnline);
+        },
         peerChanged: (online) => void this.#work.run(() => this.#peerChanged(online)),
         payload: (frame) => this.#payload(frame),
         controlPayloads: () => this.#takeRecords(),

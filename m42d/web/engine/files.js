@@ -19,11 +19,12 @@
 // * Names shown are the peer's cleaned by safeFileName; rates count from the
 //   peer's acceptance, not from the offer.
 
-import { CHUNK_SIZE } from "../lib/stream.js";
+import { CHUNK_SIZE, encryptedSize } from "../lib/stream.js";
 import { LocalProtocolError } from "../lib/errors.js";
 import { safeFileName } from "../lib/names.js";
 import { Serial } from "../lib/serial.js";
-import { FileCode } from "../lib/session/index.js";
+import { BULK_HEADER, FileCode } from "../lib/session/index.js";
+import { MAX_PAYLOAD } from "../lib/wire.js";
 
 /** @typedef {import("../lib/session/machine.js").Session} Session */
 /** @typedef {import("../ui/engine.js").FileSink} FileSink */
@@ -97,6 +98,8 @@ export class OutgoingFiles {
   constructor(session, hooks) {
     this.session = session;
     this.hooks = hooks;
+    /** The relay's cap on a BULK payload (set by the engine at each JOINED). */
+    this.maxPayload = MAX_PAYLOAD;
   }
 
   /** Some file of ours is neither confirmed nor failed yet. */
@@ -138,6 +141,17 @@ export class OutgoingFiles {
   sendFrom(fileId, start) {
     const out = this.#files.get(fileId);
     if (out === undefined) return;
+    const largest = BULK_HEADER + Number(encryptedSize(BigInt(Math.min(out.size, CHUNK_SIZE))));
+    if (largest > this.maxPayload) {
+      // The relay would answer the first chunk with 413 and close the
+      // connection, texts and all: fail this file instead, and say why.
+      void this.#abort(
+        out,
+        `the relay takes frames of at most ${this.maxPayload} bytes and this file's chunks are ${largest}: ` +
+          "texts get through, files cannot (ask whoever runs the relay to remove limits.max_payload)",
+      );
+      return;
+    }
     this.#stop(out);
     if (!out.accepted) {
       out.accepted = true;
