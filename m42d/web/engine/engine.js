@@ -540,7 +540,12 @@ function refusal(exc, seat) {
   const words = {
     [ErrorCode.BAD_TOKEN]: "this link is not valid for this room (was it changed?)",
     [ErrorCode.UNKNOWN_ROOM]: "this relay does not know the room (another relay, or its keys were reset)",
-    [ErrorCode.SEAT_TAKEN]: `your link (seat ${seat}) was opened somewhere else`,
+    // The person pushed out needs the next step too (twin: m42d/client/relay_words.py). The
+    // page took the secret out of the address bar, so a reload cannot rejoin: the link can.
+    [ErrorCode.SEAT_TAKEN]:
+      `your link (seat ${seat}) was opened somewhere else, so the relay closed this page. ` +
+      "If that was not you, open your link again to take it back, compare the safety words, " +
+      "and move to a new room: whoever has the link can come back",
     [ErrorCode.EXPIRED]: "this room has expired",
     [ErrorCode.BURNED]: "this room was burned: its links no longer work",
     [ErrorCode.UNSUPPORTED_VERSION]: "this relay speaks another version of the protocol",
